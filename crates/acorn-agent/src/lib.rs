@@ -1,0 +1,2 @@
+//! acorn-agent (work in progress).
+#![forbid(unsafe_code)]
