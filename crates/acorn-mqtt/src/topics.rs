@@ -1,0 +1,133 @@
+//! The device's MQTT topics, exactly as the seed names them.
+//!
+//! | topic                                  | direction        |
+//! |----------------------------------------|------------------|
+//! | `acorn-pups/button-press/{device_id}`  | device publishes |
+//! | `acorn-pups/status/{device_id}`        | device publishes (status, last will, command replies) |
+//! | `acorn-pups/settings/{device_id}`      | device subscribes |
+//! | `acorn-pups/commands/{device_id}`      | device subscribes |
+//!
+//! Command replies go on the status topic, so a device needs exactly these four topics in its
+//! AWS IoT policy (or broker ACL).
+
+use alloc::format;
+use alloc::string::{String, ToString};
+
+use crate::limits::{check_topic, MAX_CLIENT_ID_BYTES};
+use crate::Error;
+
+/// Prefix of button press topics.
+pub const TOPIC_BUTTON_PRESS: &str = "acorn-pups/button-press";
+/// Prefix of device status topics.
+pub const TOPIC_DEVICE_STATUS: &str = "acorn-pups/status";
+/// Prefix of settings topics.
+pub const TOPIC_SETTINGS: &str = "acorn-pups/settings";
+/// Prefix of command topics.
+pub const TOPIC_COMMANDS: &str = "acorn-pups/commands";
+
+/// Which subscribed topic an inbound message arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundTopic {
+    /// `acorn-pups/settings/{device_id}`.
+    Settings,
+    /// `acorn-pups/commands/{device_id}`.
+    Commands,
+}
+
+/// The four topics of one device, built once from a validated device id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    device_id: String,
+    button_press: String,
+    status: String,
+    settings: String,
+    commands: String,
+}
+
+/// Checks that a device id can be a topic level and a client id: 1..=128 bytes of ASCII
+/// letters, digits, `.`, `:`, `_` or `-` (the AWS IoT thing name alphabet plus `.`).
+pub fn check_device_id(device_id: &str) -> Result<(), Error> {
+    let ok = !device_id.is_empty()
+        && device_id.len() <= MAX_CLIENT_ID_BYTES
+        && device_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::DeviceId {
+            id: device_id.to_string(),
+        })
+    }
+}
+
+impl Topics {
+    /// Builds the topics of `device_id`, checking it and every topic against AWS limits.
+    pub fn new(device_id: &str) -> Result<Self, Error> {
+        check_device_id(device_id)?;
+        let topics = Topics {
+            device_id: device_id.to_string(),
+            button_press: format!("{TOPIC_BUTTON_PRESS}/{device_id}"),
+            status: format!("{TOPIC_DEVICE_STATUS}/{device_id}"),
+            settings: format!("{TOPIC_SETTINGS}/{device_id}"),
+            commands: format!("{TOPIC_COMMANDS}/{device_id}"),
+        };
+        for t in topics.all() {
+            check_topic(t)?;
+        }
+        Ok(topics)
+    }
+
+    /// The device id the topics were built from.
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// `acorn-pups/button-press/{device_id}` (published).
+    pub fn button_press(&self) -> &str {
+        &self.button_press
+    }
+
+    /// `acorn-pups/status/{device_id}` (published; also the last will and command replies).
+    pub fn status(&self) -> &str {
+        &self.status
+    }
+
+    /// `acorn-pups/settings/{device_id}` (subscribed).
+    pub fn settings(&self) -> &str {
+        &self.settings
+    }
+
+    /// `acorn-pups/commands/{device_id}` (subscribed).
+    pub fn commands(&self) -> &str {
+        &self.commands
+    }
+
+    /// The two topics the device subscribes to, settings first.
+    pub fn subscriptions(&self) -> [&str; 2] {
+        [&self.settings, &self.commands]
+    }
+
+    /// All four topics.
+    pub fn all(&self) -> [&str; 4] {
+        [
+            &self.button_press,
+            &self.status,
+            &self.settings,
+            &self.commands,
+        ]
+    }
+
+    /// Which subscribed topic `topic` is, or [`Error::UnexpectedTopic`].
+    pub fn classify(&self, topic: &str) -> Result<InboundTopic, Error> {
+        if topic == self.settings {
+            Ok(InboundTopic::Settings)
+        } else if topic == self.commands {
+            Ok(InboundTopic::Commands)
+        } else {
+            Err(Error::UnexpectedTopic {
+                topic: topic.to_string(),
+            })
+        }
+    }
+}
