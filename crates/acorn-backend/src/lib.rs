@@ -1,4 +1,40 @@
-//! acorn-backend: registration service, device registry, local CA and dev stack (work in progress).
+//! acorn-backend: the registration service for Acorn Pups devices, with its device registry
+//! (SQLite), a local certificate authority (rcgen) and the mosquitto launcher of the dev stack.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), acorn_backend::BackendError> {
+//! use acorn_backend::{Backend, BackendConfig};
+//!
+//! let mut config = BackendConfig::new("/tmp/acorn-dev");
+//! config.iot_endpoint = "localhost:8883".into();
+//! let backend = Backend::start(config).await?;
+//! let token = backend.mint_token(3600).await?;
+//! println!("POST {}/v1/devices/register", backend.base_url());
+//! # let _ = token;
+//! backend.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The API is described in `docs/backend.md`.
 #![forbid(unsafe_code)]
 
+mod api;
 pub mod broker;
+pub mod ca;
+pub mod error;
+mod files;
+pub mod registry;
+mod rsa_key;
+pub mod secret;
+mod server;
+pub mod validate;
+
+pub use api::{DEFAULT_TOKEN_TTL_SECONDS, MAX_TOKENS_PER_REQUEST, MAX_TOKEN_TTL_SECONDS};
+pub use ca::{IssuedCertificate, IssuedKeyPair, KeyType, LocalCa};
+pub use error::{BackendError, CsrError};
+pub use registry::Registry;
+pub use secret::Secret;
+pub use server::{
+    Backend, BackendConfig, BackendHandle, BackendPaths, Revocation, RevocationHook,
+    ADMIN_KEY_FILE, CRL_FILE, REGISTRY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE,
+};

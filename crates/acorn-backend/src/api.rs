@@ -1,0 +1,553 @@
+//! The HTTP API (axum): routes, request/response bodies, and the JSON error format
+//! `{"error": {"code": "...", "message": "..."}}`.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::ca::{KeyType, LocalCa};
+use crate::error::{BackendError, CsrError};
+use crate::registry::{DeviceRecord, NewDevice, RegisterError, Registry};
+use crate::secret::Secret;
+use crate::server::{Revocation, RevocationHook};
+use crate::{files, validate};
+
+/// Longest accepted token lifetime: 30 days.
+pub const MAX_TOKEN_TTL_SECONDS: i64 = 30 * 24 * 3600;
+/// Default token lifetime: 1 hour.
+pub const DEFAULT_TOKEN_TTL_SECONDS: i64 = 3600;
+/// Most tokens minted by one request.
+pub const MAX_TOKENS_PER_REQUEST: u32 = 100;
+
+/// Shared state of the handlers.
+pub(crate) struct AppState {
+    pub(crate) ca: LocalCa,
+    pub(crate) registry: Registry,
+    pub(crate) iot_endpoint: String,
+    pub(crate) admin_key: Secret,
+    pub(crate) crl_path: std::path::PathBuf,
+    pub(crate) revocation_hook: Option<RevocationHook>,
+    /// Serialises revocations so CRL files are written in CRL-number order.
+    pub(crate) crl_lock: Mutex<()>,
+}
+
+/// The router with every route of the API.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/devices/register", post(register))
+        .route("/v1/tokens", post(mint_tokens))
+        .route("/v1/devices", get(list_devices))
+        .route("/v1/devices/{id}", get(get_device))
+        .route("/v1/devices/{id}/revoke", post(revoke_device))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// An API error: HTTP status, a stable machine-readable code, and a message for people.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn internal(err: &BackendError) -> Self {
+        tracing::error!(error = %err, "request failed with a server fault");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("the backend failed: {err}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": { "code": self.code, "message": self.message }
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(err: BackendError) -> Self {
+        Self::internal(&err)
+    }
+}
+
+impl From<CsrError> for ApiError {
+    fn from(err: CsrError) -> Self {
+        let code = match err {
+            CsrError::Malformed(_) => "csr_malformed",
+            CsrError::BadSignature => "csr_bad_signature",
+            CsrError::UnsupportedExtension => "csr_unsupported_extension",
+            CsrError::UnsupportedAlgorithm(_) => "csr_unsupported_algorithm",
+            CsrError::MissingCommonName => "csr_missing_common_name",
+            CsrError::CommonNameMismatch { .. } => "csr_common_name_mismatch",
+        };
+        Self::bad_request(code, err.to_string())
+    }
+}
+
+impl From<RegisterError> for ApiError {
+    fn from(err: RegisterError) -> Self {
+        match err {
+            RegisterError::TokenUnknown => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "token_unknown",
+                "the registration token is not known to this backend; ask an administrator for a token (POST /v1/tokens)",
+            ),
+            RegisterError::TokenExpired { expires_at } => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "token_expired",
+                format!("the registration token expired at {}; ask an administrator for a new token", rfc3339(expires_at)),
+            ),
+            RegisterError::TokenUsed => Self::new(
+                StatusCode::CONFLICT,
+                "token_used",
+                "the registration token was already used (tokens are single-use); ask an administrator for a new token",
+            ),
+            RegisterError::DeviceExists => Self::new(
+                StatusCode::CONFLICT,
+                "device_exists",
+                "a device with this deviceId is already registered; use another deviceId, or ask an administrator to look it up (GET /v1/devices/{id})",
+            ),
+            RegisterError::Backend(e) => Self::internal(&e),
+        }
+    }
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The bearer token of the `Authorization` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(key) = bearer(headers) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "admin_key_required",
+            "this endpoint needs the admin key: send 'Authorization: Bearer <admin key>' (printed at start-up, or set in the backend config)",
+        ));
+    };
+    if !state.admin_key.constant_time_eq(key) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_key_invalid",
+            "the admin key is wrong; use the key printed at start-up or set in the backend config",
+        ));
+    }
+    Ok(())
+}
+
+/// Turns a JSON extractor rejection into our error format.
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    match body {
+        Ok(Json(value)) => Ok(value),
+        Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with 'Content-Type: application/json'",
+        )),
+        Err(rejection) => Err(ApiError::new(
+            rejection.status(),
+            "invalid_json",
+            format!(
+                "the request body is not the expected JSON: {}",
+                rejection.body_text()
+            ),
+        )),
+    }
+}
+
+async fn blocking<T: Send + 'static, E: From<BackendError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| E::from(BackendError::Task(e.to_string())))?
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see docs/backend.md for the API (all paths start with /v1/)",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept this HTTP method; see docs/backend.md",
+    )
+}
+
+/// Body of `POST /v1/devices/register`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterRequest {
+    device_id: String,
+    serial_number: String,
+    mac_address: String,
+    firmware_version: String,
+    #[serde(default)]
+    csr: Option<String>,
+    #[serde(default)]
+    key_type: Option<String>,
+}
+
+/// Answer of `POST /v1/devices/register`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterResponse {
+    device_id: String,
+    certificate_pem: String,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_secret"
+    )]
+    private_key_pem: Option<Secret>,
+    certificate_id: String,
+    iot_endpoint: String,
+    ca_certificate_pem: String,
+}
+
+fn expose_secret<S: Serializer>(value: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(secret) => s.serialize_str(secret.expose()),
+        None => s.serialize_none(),
+    }
+}
+
+async fn register(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<RegisterRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    let token = bearer(&headers)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_required",
+                "registration needs a one-time token: send 'Authorization: Bearer <registration token>'",
+            )
+        })?
+        .to_owned();
+    let req = json_body(body)?;
+    let device_id = validate::device_id(&req.device_id)
+        .map_err(|m| ApiError::bad_request("invalid_device_id", m))?;
+    let serial_number = validate::serial_number(&req.serial_number)
+        .map_err(|m| ApiError::bad_request("invalid_serial_number", m))?;
+    let mac_address = validate::mac_address(&req.mac_address)
+        .map_err(|m| ApiError::bad_request("invalid_mac_address", m))?;
+    let firmware_version = validate::firmware_version(&req.firmware_version)
+        .map_err(|m| ApiError::bad_request("invalid_firmware_version", m))?;
+    let key_type = match (&req.csr, &req.key_type) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_key_type",
+                "keyType chooses the key the backend generates; omit it when you send a csr",
+            ))
+        }
+        (_, Some(name)) => KeyType::from_api_name(name).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_key_type",
+                format!(
+                    "keyType must be \"p256\" (default) or \"rsa2048\", got {:?}",
+                    name.chars().take(20).collect::<String>()
+                ),
+            )
+        })?,
+        _ => KeyType::P256,
+    };
+    let csr = match &req.csr {
+        Some(pem) => Some(LocalCa::check_csr(&device_id, pem)?),
+        None => None,
+    };
+
+    let st = Arc::clone(&state);
+    let (record, private_key_pem) = blocking(move || -> Result<_, ApiError> {
+        // Refuse cheaply before generating keys or signing anything.
+        st.registry.precheck(&token, &device_id, now())?;
+        let (cert, key) = match &csr {
+            Some(csr) => (st.ca.issue_for_csr(csr)?, None),
+            None => {
+                let issued = st.ca.issue_with_new_key(&device_id, key_type)?;
+                (issued.certificate, Some(issued.private_key_pem))
+            }
+        };
+        let device = NewDevice {
+            device_id,
+            serial_number,
+            mac_address,
+            firmware_version,
+            certificate_pem: cert.pem,
+            certificate_id: cert.certificate_id,
+            certificate_serial: cert.serial_hex,
+        };
+        let record = st.registry.register(&token, &device, now())?;
+        Ok((record, key))
+    })
+    .await?;
+    tracing::info!(device_id = %record.device_id, certificate_id = %record.certificate_id,
+        server_keygen = private_key_pem.is_some(), "device registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse {
+            device_id: record.device_id,
+            certificate_pem: record.certificate_pem,
+            private_key_pem,
+            certificate_id: record.certificate_id,
+            iot_endpoint: state.iot_endpoint.clone(),
+            ca_certificate_pem: state.ca.certificate_pem().to_owned(),
+        }),
+    ))
+}
+
+/// Body of `POST /v1/tokens` (every field optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokensRequest {
+    #[serde(default)]
+    ttl_seconds: Option<i64>,
+    #[serde(default)]
+    count: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenView {
+    #[serde(serialize_with = "expose_token")]
+    token: Secret,
+    expires_at: String,
+}
+
+fn expose_token<S: Serializer>(value: &Secret, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value.expose())
+}
+
+async fn mint_tokens(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<TokensRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    require_admin(&state, &headers)?;
+    // An empty body means all defaults.
+    let req = match body {
+        Err(JsonRejection::MissingJsonContentType(_))
+            if headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0") =>
+        {
+            TokensRequest::default()
+        }
+        other => json_body(other)?,
+    };
+    let ttl = req.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL_SECONDS);
+    if !(1..=MAX_TOKEN_TTL_SECONDS).contains(&ttl) {
+        return Err(ApiError::bad_request(
+            "invalid_ttl",
+            format!(
+                "ttlSeconds must be between 1 and {MAX_TOKEN_TTL_SECONDS} (30 days), got {ttl}"
+            ),
+        ));
+    }
+    let count = req.count.unwrap_or(1);
+    let count = u32::try_from(count)
+        .ok()
+        .filter(|c| (1..=MAX_TOKENS_PER_REQUEST).contains(c))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_count",
+                format!("count must be between 1 and {MAX_TOKENS_PER_REQUEST}, got {count}"),
+            )
+        })?;
+    let registry = state.registry.clone();
+    let minted = blocking(move || {
+        registry
+            .mint_tokens(count, ttl, now())
+            .map_err(ApiError::from)
+    })
+    .await?;
+    let tokens: Vec<TokenView> = minted
+        .into_iter()
+        .map(|m| TokenView {
+            token: m.token,
+            expires_at: rfc3339(m.expires_at),
+        })
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "tokens": tokens })),
+    ))
+}
+
+/// A device as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeviceView {
+    device_id: String,
+    serial_number: String,
+    mac_address: String,
+    firmware_version: String,
+    certificate_id: String,
+    certificate_serial: String,
+    status: &'static str,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate_pem: Option<String>,
+}
+
+impl DeviceView {
+    fn new(d: DeviceRecord, with_pem: bool) -> Self {
+        Self {
+            status: d.status.as_str(),
+            created_at: rfc3339(d.created_at),
+            updated_at: rfc3339(d.updated_at),
+            revoked_at: d.revoked_at.map(rfc3339),
+            certificate_pem: with_pem.then_some(d.certificate_pem),
+            device_id: d.device_id,
+            serial_number: d.serial_number,
+            mac_address: d.mac_address,
+            firmware_version: d.firmware_version,
+            certificate_id: d.certificate_id,
+            certificate_serial: d.certificate_serial,
+        }
+    }
+}
+
+async fn list_devices(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&state, &headers)?;
+    let registry = state.registry.clone();
+    let devices = blocking(move || registry.list().map_err(ApiError::from)).await?;
+    let views: Vec<DeviceView> = devices
+        .into_iter()
+        .map(|d| DeviceView::new(d, false))
+        .collect();
+    Ok(Json(serde_json::json!({ "devices": views })))
+}
+
+fn device_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "device_not_found",
+        format!(
+            "no device with id {:?} is registered; list devices with GET /v1/devices",
+            id.chars().take(128).collect::<String>()
+        ),
+    )
+}
+
+async fn get_device(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceView>, ApiError> {
+    require_admin(&state, &headers)?;
+    let registry = state.registry.clone();
+    let lookup = id.clone();
+    let device = blocking(move || registry.get(&lookup).map_err(ApiError::from)).await?;
+    device
+        .map(|d| Json(DeviceView::new(d, true)))
+        .ok_or_else(|| device_not_found(&id))
+}
+
+async fn revoke_device(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&state, &headers)?;
+    let st = Arc::clone(&state);
+    let lookup = id.clone();
+    let (device, crl_number) = blocking(move || -> Result<_, ApiError> {
+        // A poisoned lock only means an earlier revocation panicked; the data is in SQLite.
+        let _guard = st.crl_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(device) = st.registry.revoke(&lookup, now())? else {
+            return Ok(None);
+        };
+        let crl_number = write_crl(&st)?;
+        if let Some(hook) = &st.revocation_hook {
+            let event = Revocation {
+                device_id: device.device_id.clone(),
+                certificate_serial: device.certificate_serial.clone(),
+                crl_path: st.crl_path.clone(),
+            };
+            hook(&event).map_err(|detail| {
+                tracing::error!(device_id = %device.device_id, %detail, "revocation hook failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "revocation_hook_failed",
+                    format!("the device is revoked and the CRL is written, but the broker could not be told to reload it ({detail}); restart the broker"),
+                )
+            })?;
+        }
+        Ok(Some((device, crl_number)))
+    })
+    .await?
+    .ok_or_else(|| device_not_found(&id))?;
+    tracing::info!(device_id = %device.device_id, serial = %device.certificate_serial, crl_number, "device revoked");
+    Ok(Json(serde_json::json!({
+        "device": DeviceView::new(device, false),
+        "crlNumber": crl_number,
+    })))
+}
+
+/// Writes a fresh CRL of every revoked serial to the CRL file; returns its number.
+pub(crate) fn write_crl(state: &AppState) -> Result<u64, BackendError> {
+    let revoked = state.registry.revoked_serials()?;
+    let number = state.registry.next_crl_number()?;
+    let pem = state.ca.crl_pem(&revoked, number)?;
+    files::write_atomic(&state.crl_path, pem.as_bytes(), false)?;
+    Ok(number)
+}

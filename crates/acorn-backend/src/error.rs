@@ -1,0 +1,100 @@
+//! The crate's error types: [`BackendError`] for server-side faults and [`CsrError`] for a
+//! certificate signing request that the client must fix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A fault of the backend itself (files, database, certificate authority, network).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// A file or directory could not be read or written.
+    #[error("cannot {action} {path}: {source}; check that the directory exists and is writable by this user")]
+    Io {
+        /// What was being done ("read", "write", "create directory").
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A CA file on disk is not what it should be.
+    #[error("the certificate authority file {path} is unusable: {detail}; fix or delete the CA directory to make a new CA (every device certificate must then be issued again)")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// rcgen refused to build or sign a certificate, key or CRL.
+    #[error("could not {what}: {source}")]
+    Certificate {
+        /// What was being made ("sign the device certificate", ...).
+        what: &'static str,
+        /// rcgen's error.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A key pair could not be generated.
+    #[error("could not generate a {key_type} key pair: {detail}")]
+    KeyGeneration {
+        /// The key type ("P-256", "RSA-2048").
+        key_type: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// The SQLite registry failed.
+    #[error("device registry (SQLite) failed to {what}: {source}")]
+    Database {
+        /// The operation ("open the registry", "insert the device", ...).
+        what: &'static str,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}; pick a free port or use port 0 for any free port")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is not usable.
+    #[error("invalid backend configuration: {0}")]
+    Config(String),
+    /// A background task died (a bug, or the runtime is shutting down).
+    #[error("a backend worker task failed: {0}")]
+    Task(String),
+}
+
+/// Why a certificate signing request (CSR) was refused. Every variant is the client's to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CsrError {
+    /// Not a PEM `CERTIFICATE REQUEST` block, or its DER does not parse as PKCS#10.
+    #[error("the csr is not a PEM PKCS#10 certificate request ({0}); send the text from '-----BEGIN CERTIFICATE REQUEST-----' to '-----END CERTIFICATE REQUEST-----'")]
+    Malformed(String),
+    /// The request's self-signature does not verify with its own public key.
+    #[error("the csr's signature does not verify with the public key inside it; sign the request with the device's private key")]
+    BadSignature,
+    /// The request asks for an extension this CA does not handle.
+    #[error("the csr requests an extension this CA does not support; send a request with no extensions, only subject CN = the device id")]
+    UnsupportedExtension,
+    /// The key or signature algorithm is not one AWS IoT Core accepts.
+    #[error("the csr uses an unsupported key or signature algorithm ({0}); use ECDSA P-256 (recommended), P-384 or RSA 2048+")]
+    UnsupportedAlgorithm(String),
+    /// The subject has no common name.
+    #[error("the csr's subject has no common name (CN); set CN to the device id")]
+    MissingCommonName,
+    /// The subject common name is not the device id being registered.
+    #[error("the csr's subject CN is '{found}' but the deviceId is '{expected}'; make the CSR with CN={expected}")]
+    CommonNameMismatch {
+        /// The device id in the request body.
+        expected: String,
+        /// The CN found in the CSR (truncated if long).
+        found: String,
+    },
+}

@@ -1,0 +1,405 @@
+//! `POST /v1/devices/register`: both flows, every refusal, the single-use token race, and
+//! the absence of partial registry rows after failures.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{body, check_device_cert, csr, der, pem, start};
+use serde_json::{json, Value};
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no code>")
+}
+
+#[tokio::test]
+async fn csr_flow_returns_certificate_for_the_csr_key_signed_by_the_returned_ca() {
+    let b = start().await;
+    let token = b.token().await;
+    let (key, csr_pem) = csr("acorn-csr-1");
+    let mut req = body("acorn-csr-1");
+    req["csr"] = json!(csr_pem);
+    let (status, resp) = b.register(Some(&token), &req).await;
+    assert_eq!(status, 201, "{resp}");
+    assert_eq!(resp["deviceId"], "acorn-csr-1");
+    assert!(
+        resp.get("privateKeyPem").is_none(),
+        "no key in the CSR flow"
+    );
+    assert_eq!(resp["iotEndpoint"], "localhost:8883");
+    let cert_pem = resp["certificatePem"].as_str().expect("cert");
+    let ca_pem = resp["caCertificatePem"].as_str().expect("ca");
+    assert_eq!(ca_pem, b.handle.ca_certificate_pem());
+    let (spki, _) = check_device_cert(cert_pem, ca_pem, "acorn-csr-1");
+    // The certificate carries exactly the CSR's public key.
+    use rcgen::PublicKeyData;
+    assert_eq!(spki, key.subject_public_key_info());
+    // certificateId is the SHA-256 of the DER, lowercase hex.
+    let id = resp["certificateId"].as_str().expect("id");
+    assert_eq!(id, acorn_backend::ca::certificate_id(&der(cert_pem)));
+    assert_eq!(id.len(), 64);
+    assert!(id
+        .chars()
+        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+    assert_eq!(b.counts(), (1, 1));
+}
+
+#[tokio::test]
+async fn server_keygen_p256_returns_a_pkcs8_key_matching_its_certificate() {
+    let b = start().await;
+    let token = b.token().await;
+    let (status, resp) = b.register(Some(&token), &body("acorn-keygen-1")).await;
+    assert_eq!(status, 201, "{resp}");
+    let key_pem = resp["privateKeyPem"].as_str().expect("key returned");
+    assert!(key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    let key = rcgen::KeyPair::from_pem(key_pem).expect("key parses");
+    let (spki, _) = check_device_cert(
+        resp["certificatePem"].as_str().expect("cert"),
+        resp["caCertificatePem"].as_str().expect("ca"),
+        "acorn-keygen-1",
+    );
+    use rcgen::PublicKeyData;
+    assert_eq!(
+        spki,
+        key.subject_public_key_info(),
+        "key matches certificate"
+    );
+}
+
+#[tokio::test]
+async fn server_keygen_rsa2048_returns_a_pkcs1_key_matching_its_certificate() {
+    let b = start().await;
+    let token = b.token().await;
+    let mut req = body("acorn-rsa-1");
+    req["keyType"] = json!("rsa2048");
+    let (status, resp) = b.register(Some(&token), &req).await;
+    assert_eq!(status, 201, "{resp}");
+    let key_pem = resp["privateKeyPem"].as_str().expect("key returned");
+    assert!(
+        key_pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+        "PKCS#1 like AWS"
+    );
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::pkcs8::EncodePublicKey;
+    let key = rsa::RsaPrivateKey::from_pkcs1_pem(key_pem).expect("PKCS#1 parses");
+    assert_eq!(rsa::traits::PublicKeyParts::size(&key), 256, "2048-bit");
+    let key_spki = key
+        .to_public_key()
+        .to_public_key_der()
+        .expect("spki")
+        .into_vec();
+    let (spki, _) = check_device_cert(
+        resp["certificatePem"].as_str().expect("cert"),
+        resp["caCertificatePem"].as_str().expect("ca"),
+        "acorn-rsa-1",
+    );
+    assert_eq!(spki, key_spki, "key matches certificate");
+}
+
+#[tokio::test]
+async fn one_token_registers_exactly_one_device_under_concurrent_requests() {
+    let b = Arc::new(start().await);
+    const ROUNDS: usize = 4;
+    const RACERS: usize = 12;
+    for round in 0..ROUNDS {
+        let token = b.token().await;
+        let mut tasks = Vec::new();
+        for i in 0..RACERS {
+            let b = Arc::clone(&b);
+            let token = token.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("race-{round}-{i}");
+                // Half use CSRs, half server keygen, so the work before the commit differs.
+                let mut req = body(&id);
+                if i % 2 == 0 {
+                    req["csr"] = json!(csr(&id).1);
+                }
+                b.register(Some(&token), &req).await
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            let (status, resp) = t.await.expect("task");
+            match status {
+                201 => won += 1,
+                409 => assert_eq!(code(&resp), "token_used", "{resp}"),
+                other => panic!("unexpected {other}: {resp}"),
+            }
+        }
+        assert_eq!(won, 1, "exactly one registration wins round {round}");
+    }
+    assert_eq!(b.counts(), (ROUNDS as i64, ROUNDS as i64));
+}
+
+#[tokio::test]
+async fn token_problems_are_refused_with_their_own_codes() {
+    let b = start().await;
+    // No Authorization header.
+    let (status, resp) = b.register(None, &body("dev-a")).await;
+    assert_eq!((status, code(&resp)), (401, "token_required"), "{resp}");
+    // Unknown token.
+    let (status, resp) = b.register(Some("not-a-token"), &body("dev-a")).await;
+    assert_eq!((status, code(&resp)), (401, "token_unknown"), "{resp}");
+    // Expired token: minted directly in the registry with a creation time in the past.
+    let registry = acorn_backend::Registry::open(&b.handle.paths().registry).expect("open");
+    let past = time::OffsetDateTime::now_utc().unix_timestamp() - 7200;
+    let expired = registry.mint_tokens(1, 60, past).expect("mint").remove(0);
+    let (status, resp) = b
+        .register(Some(expired.token.expose()), &body("dev-a"))
+        .await;
+    assert_eq!((status, code(&resp)), (401, "token_expired"), "{resp}");
+    // Used token.
+    let token = b.token().await;
+    let (status, _) = b.register(Some(&token), &body("dev-a")).await;
+    assert_eq!(status, 201);
+    let (status, resp) = b.register(Some(&token), &body("dev-b")).await;
+    assert_eq!((status, code(&resp)), (409, "token_used"), "{resp}");
+    assert!(resp["error"]["message"]
+        .as_str()
+        .expect("msg")
+        .contains("new token"));
+    assert_eq!(b.counts(), (1, 1));
+}
+
+#[tokio::test]
+async fn bad_fields_are_refused_with_400_and_no_rows_and_the_token_survives() {
+    let b = start().await;
+    let token = b.token().await;
+    let long = "x".repeat(129);
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("deviceId", json!(""), "invalid_device_id"),
+        ("deviceId", json!("has space"), "invalid_device_id"),
+        ("deviceId", json!("a/b"), "invalid_device_id"),
+        ("deviceId", json!(long), "invalid_device_id"),
+        ("serialNumber", json!(""), "invalid_serial_number"),
+        ("serialNumber", json!("SN_1"), "invalid_serial_number"),
+        (
+            "serialNumber",
+            json!("S".repeat(65)),
+            "invalid_serial_number",
+        ),
+        ("macAddress", json!("aa:bb:cc:dd:ee"), "invalid_mac_address"),
+        (
+            "macAddress",
+            json!("aa:bb:cc:dd:ee:zz"),
+            "invalid_mac_address",
+        ),
+        (
+            "macAddress",
+            json!("aa:bb-cc:dd:ee:ff"),
+            "invalid_mac_address",
+        ),
+        ("macAddress", json!("aabbccddeeff"), "invalid_mac_address"),
+        ("firmwareVersion", json!(""), "invalid_firmware_version"),
+        (
+            "firmwareVersion",
+            json!("1".repeat(33)),
+            "invalid_firmware_version",
+        ),
+        ("keyType", json!("dsa"), "invalid_key_type"),
+    ];
+    for (field, value, want) in cases {
+        let mut req = body("dev-1");
+        req[field] = value.clone();
+        let (status, resp) = b.register(Some(&token), &req).await;
+        assert_eq!(
+            (status, code(&resp)),
+            (400, want),
+            "{field}={value}: {resp}"
+        );
+        let message = resp["error"]["message"].as_str().expect("message");
+        assert!(
+            message.contains(field),
+            "message names the field: {message}"
+        );
+    }
+    // Missing field, wrong type, not JSON, wrong content type: 4xx in the same error format.
+    let mut missing = body("dev-1");
+    missing
+        .as_object_mut()
+        .expect("object")
+        .remove("macAddress");
+    let (status, resp) = b.register(Some(&token), &missing).await;
+    assert_eq!((status, code(&resp)), (422, "invalid_json"), "{resp}");
+    assert!(resp["error"]["message"]
+        .as_str()
+        .expect("m")
+        .contains("macAddress"));
+    let mut wrong_type = body("dev-1");
+    wrong_type["deviceId"] = json!(42);
+    let (status, resp) = b.register(Some(&token), &wrong_type).await;
+    assert_eq!((status, code(&resp)), (422, "invalid_json"), "{resp}");
+    let resp = b
+        .client
+        .post(b.url("/v1/devices/register"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(code(&v), "invalid_json");
+    let resp = b
+        .client
+        .post(b.url("/v1/devices/register"))
+        .bearer_auth(&token)
+        .body(body("dev-1").to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 415);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(code(&v), "unsupported_media_type");
+
+    // Nothing was written, and the token still works.
+    assert_eq!(b.counts(), (0, 0));
+    let (status, resp) = b.register(Some(&token), &body("dev-1")).await;
+    assert_eq!(status, 201, "{resp}");
+    assert_eq!(b.counts(), (1, 1));
+}
+
+#[tokio::test]
+async fn bad_csrs_are_refused_with_400_and_no_rows() {
+    let b = start().await;
+    let token = b.token().await;
+    let id = "dev-csr";
+    let (_, good) = csr(id);
+    // Signature damaged: flip a bit in the last byte (inside the signature).
+    let mut tampered = der(&good);
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    let tampered = pem("CERTIFICATE REQUEST", &tampered);
+    // Subject without a CN.
+    let no_cn = {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::OrganizationName, "Acorn");
+        params.distinguished_name = dn;
+        params
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem")
+    };
+    // Ed25519 key, which AWS IoT Core refuses.
+    let ed = {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, id);
+        params.distinguished_name = dn;
+        params
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem")
+    };
+    let cases: Vec<(String, &str)> = vec![
+        ("hello".into(), "csr_malformed"),
+        (
+            pem("CERTIFICATE REQUEST", b"\x30\x03\x02\x01\x01"),
+            "csr_malformed",
+        ),
+        (tampered, "csr_bad_signature"),
+        (csr("someone-else").1, "csr_common_name_mismatch"),
+        (no_cn, "csr_missing_common_name"),
+        (ed, "csr_unsupported_algorithm"),
+    ];
+    for (csr_pem, want) in cases {
+        let mut req = body(id);
+        req["csr"] = json!(csr_pem);
+        let (status, resp) = b.register(Some(&token), &req).await;
+        assert_eq!((status, code(&resp)), (400, want), "{resp}");
+    }
+    // keyType with a CSR is contradictory.
+    let mut req = body(id);
+    req["csr"] = json!(good);
+    req["keyType"] = json!("p256");
+    let (status, resp) = b.register(Some(&token), &req).await;
+    assert_eq!((status, code(&resp)), (400, "invalid_key_type"), "{resp}");
+    assert_eq!(b.counts(), (0, 0));
+}
+
+#[tokio::test]
+async fn duplicate_device_is_refused_and_leaves_the_new_token_unused() {
+    let b = start().await;
+    let tokens = b.tokens(3).await;
+    let (status, first) = b.register(Some(&tokens[0]), &body("dup-1")).await;
+    assert_eq!(status, 201);
+    let (status, resp) = b.register(Some(&tokens[1]), &body("dup-1")).await;
+    assert_eq!((status, code(&resp)), (409, "device_exists"), "{resp}");
+    // Same through the CSR path.
+    let mut req = body("dup-1");
+    req["csr"] = json!(csr("dup-1").1);
+    let (status, resp) = b.register(Some(&tokens[1]), &req).await;
+    assert_eq!((status, code(&resp)), (409, "device_exists"), "{resp}");
+    // One device, one used token; the original certificate is untouched.
+    assert_eq!(b.counts(), (1, 1));
+    let (_, dev) = b.admin_get("/v1/devices/dup-1").await;
+    assert_eq!(dev["certificateId"], first["certificateId"]);
+    // The refused token still registers another device.
+    let (status, _) = b.register(Some(&tokens[1]), &body("dup-2")).await;
+    assert_eq!(status, 201);
+    assert_eq!(b.counts(), (2, 2));
+}
+
+#[tokio::test]
+async fn registry_rolls_back_the_token_when_the_device_insert_fails() {
+    // Drive the registry directly: the token UPDATE succeeds, then the INSERT hits the
+    // primary key; the transaction must leave the token unused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = acorn_backend::Registry::open(&dir.path().join("r.sqlite3")).expect("registry");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let tokens = registry.mint_tokens(2, 600, now).expect("mint");
+    let device = acorn_backend::registry::NewDevice {
+        device_id: "d1".into(),
+        serial_number: "SN-1".into(),
+        mac_address: "AA:BB:CC:DD:EE:FF".into(),
+        firmware_version: "1.0".into(),
+        certificate_pem: "pem".into(),
+        certificate_id: "id-1".into(),
+        certificate_serial: "01".into(),
+    };
+    registry
+        .register(tokens[0].token.expose(), &device, now)
+        .expect("first registration");
+    let again = acorn_backend::registry::NewDevice {
+        certificate_id: "id-2".into(),
+        certificate_serial: "02".into(),
+        ..device.clone()
+    };
+    let err = registry
+        .register(tokens[1].token.expose(), &again, now)
+        .expect_err("duplicate");
+    assert!(
+        matches!(err, acorn_backend::registry::RegisterError::DeviceExists),
+        "{err}"
+    );
+    // A certificate-id collision (a UNIQUE column, not the key) is a fault, still atomic.
+    let collide = acorn_backend::registry::NewDevice {
+        device_id: "d2".into(),
+        ..device.clone()
+    };
+    let err = registry
+        .register(tokens[1].token.expose(), &collide, now)
+        .expect_err("unique violation");
+    assert!(
+        matches!(err, acorn_backend::registry::RegisterError::Backend(_)),
+        "{err}"
+    );
+    let conn = rusqlite::Connection::open(registry.path()).expect("open");
+    let used: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM tokens WHERE used_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    let devices: i64 = conn
+        .query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!((devices, used), (1, 1));
+}
