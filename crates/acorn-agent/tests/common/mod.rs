@@ -1,0 +1,300 @@
+//! Test support: a PKI made at test time with rcgen, a real mosquitto started by
+//! `acorn_backend::broker`, and rumqttc clients whose events arrive on a channel.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use acorn_agent::rumqttc::{self, AsyncClient, Event, Packet, QoS};
+use acorn_agent::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
+use acorn_backend::broker::{Broker, BrokerConfig};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use tokio::sync::mpsc;
+
+/// Bound of every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A certificate's validity window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Validity {
+    /// 1975..4096 (rcgen's default).
+    Valid,
+    /// 2020-01-01 .. 2021-01-01.
+    Expired,
+}
+
+/// A certificate authority.
+pub struct Ca {
+    pub issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        Self {
+            issuer: CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A leaf certificate for `public_key` with common name `cn` and DNS names `sans`.
+    pub fn sign(
+        &self,
+        cn: &str,
+        sans: &[&str],
+        validity: Validity,
+        public_key: &KeyPair,
+    ) -> String {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if validity == Validity::Expired {
+            params.not_before = time::macros::datetime!(2020-01-01 0:00 UTC);
+            params.not_after = time::macros::datetime!(2021-01-01 0:00 UTC);
+        }
+        params.signed_by(public_key, &self.issuer).unwrap().pem()
+    }
+
+    /// A new P-256 key and a certificate for it: (cert PEM, PKCS#8 key PEM).
+    pub fn leaf(&self, cn: &str, sans: &[&str], validity: Validity) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        (self.sign(cn, sans, validity, &key), key.serialize_pem())
+    }
+
+    /// A device identity (P-256, PKCS#8) with common name `cn`.
+    pub fn device(&self, cn: &str, validity: Validity) -> ClientIdentity {
+        let (cert, key) = self.leaf(cn, &[], validity);
+        ClientIdentity::new(cert, SecretString::new(key))
+    }
+}
+
+/// Runs `openssl` with `args` and stdin `input`, returning stdout (the test fails loudly if
+/// the openssl command-line tool is missing).
+pub fn openssl(args: &[&str], input: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the openssl command-line tool is needed to convert key formats (apt-get install openssl)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// How to set up the broker in a test.
+pub struct BrokerSetup {
+    pub server_validity: Validity,
+    pub server_sans: Vec<String>,
+    /// Sign the server certificate by another CA than the one devices trust.
+    pub server_from_other_ca: bool,
+    pub tls_version: Option<String>,
+}
+
+impl Default for BrokerSetup {
+    fn default() -> Self {
+        Self {
+            server_validity: Validity::Valid,
+            server_sans: vec!["localhost".into()],
+            server_from_other_ca: false,
+            tls_version: None,
+        }
+    }
+}
+
+/// A CA, a broker whose server certificate it signed (normally), and helpers.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
+    pub broker: Broker,
+}
+
+impl Env {
+    pub fn start() -> Self {
+        Self::with(BrokerSetup::default())
+    }
+
+    pub fn with(setup: BrokerSetup) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("Acorn Test CA");
+        let server_ca = if setup.server_from_other_ca {
+            Ca::new("Some Other CA")
+        } else {
+            Ca::new("unused")
+        };
+        let signer = if setup.server_from_other_ca {
+            &server_ca
+        } else {
+            &ca
+        };
+        let sans: Vec<&str> = setup.server_sans.iter().map(String::as_str).collect();
+        let (server_cert, server_key) = signer.leaf("broker", &sans, setup.server_validity);
+        write(dir.path(), "ca.pem", &ca.pem());
+        write(dir.path(), "server.pem", &server_cert);
+        write(dir.path(), "server.key", &server_key);
+        let mut config = BrokerConfig::new(
+            dir.path(),
+            dir.path().join("ca.pem"),
+            dir.path().join("server.pem"),
+            dir.path().join("server.key"),
+        );
+        config.tls_version = setup.tls_version;
+        let broker =
+            Broker::start(config).expect("mosquitto must start (apt-get install mosquitto)");
+        Self { dir, ca, broker }
+    }
+
+    /// `localhost:<port>`, which the server certificate names.
+    pub fn target(&self) -> BrokerTarget {
+        BrokerTarget::new("localhost", self.broker.port())
+    }
+
+    /// The test CA as trusted roots.
+    pub fn roots(&self) -> TrustRoots {
+        TrustRoots::from_pem(&self.ca.pem(), "test CA").unwrap()
+    }
+
+    /// Session options for a device signed by the test CA.
+    pub fn session(&self, cn: &str) -> SessionOptions {
+        SessionOptions::new(
+            self.target(),
+            self.ca.device(cn, Validity::Valid),
+            self.roots(),
+            cn,
+            "1.0.0-test",
+        )
+    }
+
+    /// A connected backend client (CN `backend`, may read all of `acorn-pups/#`), subscribed
+    /// to `filter`.
+    pub async fn backend(&self, filter: &str) -> Client {
+        let mut options = self.session("backend");
+        options.clean_session = true;
+        let mut client = Client::start(&options).await;
+        client.subscribe(filter).await;
+        client
+    }
+
+    /// Whether the broker ever saw an MQTT CONNECT (application data) in this test.
+    pub fn broker_saw_mqtt(&self) -> bool {
+        self.broker.log().contains("New client connected")
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+/// A rumqttc client whose event loop runs in a task; events arrive on `events`.
+pub struct Client {
+    pub client: AsyncClient,
+    pub events: mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    /// Connects and waits for the CONNACK.
+    pub async fn start(options: &SessionOptions) -> Self {
+        let mut client = Self::spawn(options);
+        client.wait_for(|p| matches!(p, Packet::ConnAck(_))).await;
+        client
+    }
+
+    /// Starts the event loop without waiting.
+    pub fn spawn(options: &SessionOptions) -> Self {
+        let (client, mut eventloop) = options.connect().unwrap();
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                let event = eventloop.poll().await;
+                let stop = event.is_err();
+                if tx.send(event).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Self {
+            client,
+            events,
+            task,
+        }
+    }
+
+    /// Waits (bounded) for an incoming packet matching `pred`; returns it. Panics with the
+    /// error if the connection fails first.
+    pub async fn wait_for(&mut self, pred: impl Fn(&Packet) -> bool) -> Packet {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .expect("timed out waiting for a packet")
+                .expect("event loop ended");
+            match next {
+                Ok(Event::Incoming(p)) if pred(&p) => return p,
+                Ok(_) => {}
+                Err(e) => panic!("connection failed: {e}"),
+            }
+        }
+    }
+
+    /// Waits (bounded) for the first error of the event loop.
+    pub async fn wait_error(&mut self) -> rumqttc::ConnectionError {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .expect("timed out waiting for an error")
+                .expect("event loop ended");
+            if let Err(e) = next {
+                return e;
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        self.wait_for(|p| matches!(p, Packet::SubAck(_))).await;
+    }
+
+    /// Publishes at QoS 1 and waits for the PUBACK.
+    pub async fn publish(&mut self, topic: &str, payload: &[u8]) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+            .await
+            .unwrap();
+        self.wait_for(|p| matches!(p, Packet::PubAck(_))).await;
+    }
+
+    /// Waits (bounded) for the next PUBLISH received.
+    pub async fn next_publish(&mut self) -> rumqttc::Publish {
+        match self.wait_for(|p| matches!(p, Packet::Publish(_))).await {
+            Packet::Publish(p) => p,
+            _ => unreachable!(),
+        }
+    }
+}
