@@ -394,35 +394,33 @@ fn run(seed: u64, hours: u64) -> Checks {
                 w.silent = true;
                 w.silent_since = Some(w.now);
             }
-            SimEvent::AppPublish => {
-                if w.now < drain_start {
-                    let qos = if w.rng.gen_range(0..5) == 0 {
-                        QoS::AtMostOnce
-                    } else {
-                        QoS::AtLeastOnce
-                    };
-                    let ttl = w.rng.gen_bool(0.3).then_some(HOUR);
-                    let req = PublishRequest {
-                        topic: topics.button_press().to_string(),
-                        payload: format!("{{\"n\":{}}}", w.seq).into_bytes(),
-                        qos,
-                        ttl_ms: ttl,
-                    };
-                    match session.publish(w.now, req) {
-                        Ok(id) => {
-                            if qos == QoS::AtLeastOnce {
-                                c.published.insert(id.0);
-                            }
+            SimEvent::AppPublish if w.now < drain_start => {
+                let qos = if w.rng.gen_range(0..5) == 0 {
+                    QoS::AtMostOnce
+                } else {
+                    QoS::AtLeastOnce
+                };
+                let ttl = w.rng.gen_bool(0.3).then_some(HOUR);
+                let req = PublishRequest {
+                    topic: topics.button_press().to_string(),
+                    payload: format!("{{\"n\":{}}}", w.seq).into_bytes(),
+                    qos,
+                    ttl_ms: ttl,
+                };
+                match session.publish(w.now, req) {
+                    Ok(id) => {
+                        if qos == QoS::AtLeastOnce {
+                            c.published.insert(id.0);
                         }
-                        Err(Error::NotConnected { .. }) => {
-                            assert_eq!(qos, QoS::AtMostOnce);
-                            assert_ne!(session.status(), &ConnectionStatus::Connected);
-                        }
-                        Err(e) => panic!("unexpected publish error: {e}"),
                     }
-                    let next = w.now + w.rng.gen_range(1_000..60_000);
-                    w.at(next, SimEvent::AppPublish);
+                    Err(Error::NotConnected { .. }) => {
+                        assert_eq!(qos, QoS::AtMostOnce);
+                        assert_ne!(session.status(), &ConnectionStatus::Connected);
+                    }
+                    Err(e) => panic!("unexpected publish error: {e}"),
                 }
+                let next = w.now + w.rng.gen_range(1_000..60_000);
+                w.at(next, SimEvent::AppPublish);
             }
             _ => {} // stale event of an old connection
         }
