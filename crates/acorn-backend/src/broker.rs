@@ -146,8 +146,8 @@ pub struct BrokerConfig {
     pub key_file: PathBuf,
     /// Optional PEM certificate revocation list (`crlfile`).
     pub crl_file: Option<PathBuf>,
-    /// Optional `tls_version` (`tlsv1.3`, `tlsv1.2` or `tlsv1.1`); mosquitto's default allows
-    /// TLS 1.2 and 1.3.
+    /// Optional `tls_version` (`tlsv1.3`, `tlsv1.2` or `tlsv1.1`): the *minimum* TLS version
+    /// in mosquitto 2.0 (default TLS 1.2).
     pub tls_version: Option<String>,
     /// Certificate common names that may read and write `acorn-pups/#` (the backend).
     pub backend_identities: Vec<String>,
@@ -159,6 +159,9 @@ pub struct BrokerConfig {
     pub mosquitto: PathBuf,
     /// How long to wait for the port to accept connections.
     pub startup_timeout: Duration,
+    /// Extra environment variables for the mosquitto process (e.g. `OPENSSL_CONF` to pin
+    /// OpenSSL's protocol range: mosquitto's `tls_version` only sets the *minimum*).
+    pub env: Vec<(String, String)>,
 }
 
 impl BrokerConfig {
@@ -185,6 +188,7 @@ impl BrokerConfig {
             port: None,
             mosquitto,
             startup_timeout: Duration::from_secs(10),
+            env: Vec::new(),
         }
     }
 
@@ -312,6 +316,7 @@ impl Broker {
         let child = Command::new(&config.mosquitto)
             .arg("-c")
             .arg(&conf_path)
+            .envs(config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

@@ -111,7 +111,22 @@ pub struct BrokerSetup {
     /// Sign the server certificate by another CA than the one devices trust.
     pub server_from_other_ca: bool,
     pub tls_version: Option<String>,
+    /// Run mosquitto with an OpenSSL config that caps the protocol at TLS 1.1 (mosquitto's
+    /// own `tls_version` only sets a minimum), making a broker that only speaks TLS 1.0/1.1.
+    pub tls11_only: bool,
 }
+
+/// OpenSSL configuration for a TLS 1.0/1.1-only server.
+const OPENSSL_TLS11_ONLY: &str = "openssl_conf = default_conf
+[default_conf]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+MinProtocol = TLSv1
+MaxProtocol = TLSv1.1
+CipherString = DEFAULT@SECLEVEL=0
+";
 
 impl Default for BrokerSetup {
     fn default() -> Self {
@@ -120,6 +135,7 @@ impl Default for BrokerSetup {
             server_sans: vec!["localhost".into()],
             server_from_other_ca: false,
             tls_version: None,
+            tls11_only: false,
         }
     }
 }
@@ -161,6 +177,13 @@ impl Env {
             dir.path().join("server.key"),
         );
         config.tls_version = setup.tls_version;
+        if setup.tls11_only {
+            write(dir.path(), "openssl-tls11.cnf", OPENSSL_TLS11_ONLY);
+            let conf = dir.path().join("openssl-tls11.cnf");
+            config
+                .env
+                .push(("OPENSSL_CONF".into(), conf.display().to_string()));
+        }
         let broker =
             Broker::start(config).expect("mosquitto must start (apt-get install mosquitto)");
         Self { dir, ca, broker }
