@@ -370,6 +370,26 @@ impl LocalCa {
         })
     }
 
+    /// Whether `cert_pem` is a certificate signed by this CA that stays valid for at least
+    /// `min_remaining` more (used to decide whether a stored server certificate can be reused).
+    pub fn still_vouches_for(&self, cert_pem: &str, min_remaining: Duration) -> bool {
+        let (Some(cert_der), Some(ca_der)) = (
+            pem_to_der(cert_pem, "CERTIFICATE"),
+            pem_to_der(&self.cert_pem, "CERTIFICATE"),
+        ) else {
+            return false;
+        };
+        let (Ok((_, cert)), Ok((_, ca))) = (
+            x509_parser::parse_x509_certificate(&cert_der),
+            x509_parser::parse_x509_certificate(&ca_der),
+        ) else {
+            return false;
+        };
+        let deadline = OffsetDateTime::now_utc() + min_remaining;
+        cert.verify_signature(Some(ca.public_key())).is_ok()
+            && cert.validity().not_after.timestamp() > deadline.unix_timestamp()
+    }
+
     /// Makes a CRL (PEM) listing `revoked`, numbered `crl_number`, valid for 30 days.
     pub fn crl_pem(
         &self,

@@ -177,7 +177,12 @@ fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths), Backe
     files::create_dir(dir)?;
     let paths = BackendPaths::new(dir);
     let ca = LocalCa::load_or_create(dir)?;
-    if !paths.server_cert.exists() || !paths.server_key.exists() {
+    // Reuse the server certificate while this CA signed it and it has 30 days left; a new CA
+    // or an old certificate gets a new one.
+    let reusable = paths.server_key.exists()
+        && std::fs::read_to_string(&paths.server_cert)
+            .is_ok_and(|pem| ca.still_vouches_for(&pem, time::Duration::days(30)));
+    if !reusable {
         let server = ca.issue_server_certificate(&[])?;
         files::write_atomic(
             &paths.server_key,

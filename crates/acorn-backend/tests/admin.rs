@@ -365,3 +365,27 @@ fn crl_revoked_serials(path: &std::path::Path, ca_pem: &str) -> Vec<Vec<u8>> {
         .map(|r| r.raw_serial().to_vec())
         .collect()
 }
+
+#[tokio::test]
+async fn a_server_certificate_from_another_ca_is_replaced_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = tempfile::tempdir().expect("tempdir");
+    let config = acorn_backend::BackendConfig::new(dir.path());
+    let first = acorn_backend::Backend::start(config.clone())
+        .await
+        .expect("start");
+    let paths = first.paths().clone();
+    first.shutdown().await.expect("shutdown");
+    // Plant a server certificate issued by a different CA.
+    let stranger = acorn_backend::LocalCa::create(other.path()).expect("other ca");
+    let foreign = stranger.issue_server_certificate(&[]).expect("foreign");
+    std::fs::write(&paths.server_cert, &foreign.certificate.pem).expect("write");
+    let second = acorn_backend::Backend::start(config)
+        .await
+        .expect("restart");
+    let now_pem = std::fs::read_to_string(&paths.server_cert).expect("read");
+    assert_ne!(now_pem, foreign.certificate.pem);
+    let ca = acorn_backend::LocalCa::load(dir.path()).expect("ca");
+    assert!(ca.still_vouches_for(&now_pem, time::Duration::days(30)));
+    second.shutdown().await.expect("shutdown");
+}

@@ -114,3 +114,23 @@ fn issued_key_material_never_prints() {
     assert!(!debug.contains("PRIVATE KEY"), "{debug}");
     assert!(debug.contains("<redacted>"));
 }
+
+#[test]
+fn the_ca_vouches_only_for_its_own_unexpired_certificates() {
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    let ca_a = LocalCa::create(a.path()).expect("a");
+    let ca_b = LocalCa::create(b.path()).expect("b");
+    let server = ca_a.issue_server_certificate(&[]).expect("server");
+    let pem = &server.certificate.pem;
+    assert!(ca_a.still_vouches_for(pem, time::Duration::days(30)));
+    assert!(
+        !ca_b.still_vouches_for(pem, time::Duration::days(30)),
+        "other CA"
+    );
+    assert!(
+        !ca_a.still_vouches_for(pem, time::Duration::days(400)),
+        "expires too soon"
+    );
+    assert!(!ca_a.still_vouches_for("junk", time::Duration::ZERO));
+}
