@@ -50,3 +50,32 @@ pub trait CertKv {
     /// Removes `key`; removing an absent key is not an error.
     fn erase(&mut self, key: &str) -> Result<(), Self::Error>;
 }
+
+/// A borrowed store is a store: lets a [`crate::CertStore`] run on `&mut kv`.
+impl<T: CertKv + ?Sized> CertKv for &mut T {
+    type Error = T::Error;
+
+    fn stored_len(&mut self, key: &str) -> Result<Option<usize>, Self::Error> {
+        (**self).stored_len(key)
+    }
+
+    fn read(&mut self, key: &str, buf: &mut [u8]) -> Result<Option<usize>, Self::Error> {
+        (**self).read(key, buf)
+    }
+
+    fn write(&mut self, key: &str, value: &[u8]) -> Result<(), Self::Error> {
+        (**self).write(key, value)
+    }
+
+    fn read_u8(&mut self, key: &str) -> Result<Option<u8>, Self::Error> {
+        (**self).read_u8(key)
+    }
+
+    fn write_u8(&mut self, key: &str, value: u8) -> Result<(), Self::Error> {
+        (**self).write_u8(key, value)
+    }
+
+    fn erase(&mut self, key: &str) -> Result<(), Self::Error> {
+        (**self).erase(key)
+    }
+}
