@@ -27,6 +27,7 @@ pub mod registry;
 mod rsa_key;
 pub mod secret;
 mod server;
+mod tls;
 pub mod validate;
 
 pub use api::{DEFAULT_TOKEN_TTL_SECONDS, MAX_TOKENS_PER_REQUEST, MAX_TOKEN_TTL_SECONDS};

@@ -56,6 +56,9 @@ pub struct BackendConfig {
     pub admin_key: Option<Secret>,
     /// Called after each revocation.
     pub revocation_hook: Option<RevocationHook>,
+    /// Serve HTTPS with the data dir's server certificate (`server.pem`, valid for
+    /// `localhost`, `127.0.0.1` and `::1`; clients trust `ca.pem`) instead of plain HTTP.
+    pub tls: bool,
 }
 
 impl core::fmt::Debug for BackendConfig {
@@ -74,8 +77,9 @@ impl core::fmt::Debug for BackendConfig {
 }
 
 impl BackendConfig {
-    /// A configuration keeping its files in `data_dir`, listening on `127.0.0.1:0`, handing
-    /// out the endpoint `localhost:8883`, with a generated admin key and no revocation hook.
+    /// A configuration keeping its files in `data_dir`, listening on `127.0.0.1:0` over plain
+    /// HTTP, handing out the endpoint `localhost:8883`, with a generated admin key and no
+    /// revocation hook.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -83,6 +87,7 @@ impl BackendConfig {
             iot_endpoint: "localhost:8883".into(),
             admin_key: None,
             revocation_hook: None,
+            tls: false,
         }
     }
 }
@@ -132,6 +137,7 @@ impl Backend {
             ));
         }
         let listen = config.listen;
+        let tls = config.tls;
         let (state, paths) = tokio::task::spawn_blocking(move || prepare(config))
             .await
             .map_err(|e| BackendError::Task(e.to_string()))??;
@@ -150,17 +156,24 @@ impl Backend {
         let registry = state.registry.clone();
         let app = api::router(state);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    // A dropped handle also stops the server.
-                    let _ = stop_rx.await;
-                })
-                .await
-        });
-        tracing::info!(%local_addr, data_dir = %paths.data_dir.display(), "registration backend listening");
+        let task = if tls {
+            let acceptor =
+                crate::tls::acceptor(&paths.server_cert, &paths.ca_cert, &paths.server_key)?;
+            tokio::spawn(crate::tls::serve(listener, acceptor, app, stop_rx))
+        } else {
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        // A dropped handle also stops the server.
+                        let _ = stop_rx.await;
+                    })
+                    .await
+            })
+        };
+        tracing::info!(%local_addr, tls, data_dir = %paths.data_dir.display(), "registration backend listening");
         Ok(BackendHandle {
             local_addr,
+            tls,
             paths,
             admin_key,
             ca_certificate_pem,
@@ -233,6 +246,7 @@ fn load_or_make_admin_key(path: &Path) -> Result<Secret, BackendError> {
 #[derive(Debug)]
 pub struct BackendHandle {
     local_addr: SocketAddr,
+    tls: bool,
     paths: BackendPaths,
     admin_key: Secret,
     ca_certificate_pem: String,
@@ -247,9 +261,10 @@ impl BackendHandle {
         self.local_addr
     }
 
-    /// The API's base URL, e.g. `http://127.0.0.1:41234`.
+    /// The API's base URL, e.g. `http://127.0.0.1:41234` (`https://` with TLS on).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
     }
 
     /// The admin key (for `Authorization: Bearer`). Do not log it.
