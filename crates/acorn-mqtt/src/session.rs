@@ -333,6 +333,14 @@ impl<R: RngCore> Session<R> {
         stats
     }
 
+    /// How long the current connection has been up at `now_ms`, when connected.
+    pub fn connected_for_ms(&self, now_ms: u64) -> Option<u64> {
+        match self.state {
+            State::Connected { since, .. } => Some(now_ms.max(self.now).saturating_sub(since)),
+            _ => None,
+        }
+    }
+
     /// The next action to carry out, oldest first.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()

@@ -58,6 +58,23 @@ pub struct Stats {
     pub last_error: Option<String>,
 }
 
+impl Stats {
+    /// The counters as the `diagnostics` object of a `get-status` reply. The agent adds
+    /// `uptime_ms` (and `connected_for_ms` from [`crate::Session::connected_for_ms`]).
+    pub fn to_diagnostics(&self) -> crate::Diagnostics {
+        crate::Diagnostics {
+            uptime_ms: None,
+            connected_for_ms: None,
+            connects: Some(self.connects),
+            connect_attempts: Some(self.connect_attempts),
+            queued_messages: Some(self.queued as u64),
+            dropped_messages: Some(self.dropped_full),
+            expired_messages: Some(self.expired),
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
 /// Emitted every health interval (30 s): what the agent logs as its health line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthReport {

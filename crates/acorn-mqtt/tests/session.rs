@@ -380,6 +380,12 @@ fn unacknowledged_messages_are_resent_first_after_reconnect() {
     assert_eq!(published(&take(&mut s)).len(), 3);
     s.handle(30, Event::PublishAcked(ids[1]));
     assert_eq!(take(&mut s), vec![Action::Delivered(ids[1])]);
+    assert_eq!(s.connected_for_ms(35), Some(25));
+    let d = s.stats().to_diagnostics();
+    assert_eq!(
+        (d.connects, d.connect_attempts, d.queued_messages),
+        (Some(1), Some(1), Some(0))
+    );
     s.handle(
         40,
         Event::Disconnected {
