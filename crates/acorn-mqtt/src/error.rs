@@ -78,6 +78,12 @@ pub enum Error {
         /// Topic of the dropped message.
         topic: String,
     },
+    /// A QoS 0 message would exceed the publish rate limit; it was not sent.
+    #[error("QoS 0 message dropped: more than {per_sec} publishes in one second (AWS IoT Core allows 100 per connection); use QoS 1 to have it queued")]
+    RateLimited {
+        /// The configured limit.
+        per_sec: u32,
+    },
     /// The session was stopped; it accepts no more messages.
     #[error("session is stopped; create a new session (or send Event::Start) to publish again")]
     Stopped,

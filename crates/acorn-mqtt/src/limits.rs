@@ -20,6 +20,8 @@ pub const MAX_PAYLOAD_BYTES: usize = 131_072;
 pub const MIN_KEEP_ALIVE_SECS: u16 = 30;
 /// Longest keepalive AWS IoT Core accepts, in seconds.
 pub const MAX_KEEP_ALIVE_SECS: u16 = 1200;
+/// AWS IoT Core accepts at most 100 publishes per second per connection.
+pub const MAX_PUBLISHES_PER_SEC: u32 = 100;
 /// AWS IoT Core accepts one CONNECT per second per client id; the session never connects faster.
 pub const MIN_CONNECT_INTERVAL_MS: u64 = 1000;
 

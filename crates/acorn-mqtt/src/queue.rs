@@ -55,6 +55,10 @@ impl OfflineQueue {
         self.items.len()
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
     /// Appends; returns the messages dropped to stay within capacity (oldest first).
     pub(crate) fn push_back(&mut self, msg: OutgoingMessage) -> Vec<OutgoingMessage> {
         self.items.push_back(msg);

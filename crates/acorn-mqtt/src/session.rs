@@ -23,6 +23,7 @@
 //! - **Queue**: QoS 1 messages are queued in order while disconnected (oldest dropped when
 //!   full, each with an expiry), at most `max_in_flight` are unacknowledged at once, and
 //!   unacknowledged ones are re-sent first after a reconnect. QoS 0 messages are never queued.
+//! - **Rate**: at most `max_publishes_per_sec` (100, the AWS limit) publishes in any second.
 
 use alloc::collections::VecDeque;
 use alloc::format;
@@ -59,6 +60,8 @@ pub struct SessionConfig {
     pub queue_capacity: usize,
     /// Most QoS 1 messages sent and unacknowledged at once.
     pub max_in_flight: usize,
+    /// Most publishes sent per second on one connection (AWS IoT Core: 100).
+    pub max_publishes_per_sec: u32,
     /// Default time a QoS 1 message may wait before it is dropped, ms; `None` = forever.
     pub message_ttl_ms: Option<u64>,
 }
@@ -80,6 +83,7 @@ impl SessionConfig {
             connect_timeout_ms: 30_000,
             queue_capacity: 100,
             max_in_flight: 10,
+            max_publishes_per_sec: crate::limits::MAX_PUBLISHES_PER_SEC,
             message_ttl_ms: Some(24 * 3_600_000),
         }
     }
@@ -100,6 +104,10 @@ impl SessionConfig {
             "queue_capacity must be >= 1"
         } else if self.max_in_flight == 0 {
             "max_in_flight must be >= 1"
+        } else if self.max_publishes_per_sec == 0
+            || self.max_publishes_per_sec > crate::limits::MAX_PUBLISHES_PER_SEC
+        {
+            "max_publishes_per_sec must be 1..=100: AWS IoT Core allows 100 publishes per second per connection"
         } else {
             return Ok(());
         };
@@ -278,6 +286,8 @@ pub struct Session<R> {
     last_connect_at: Option<u64>,
     next_health_at: Option<u64>,
     next_id: u64,
+    recent_sends: VecDeque<u64>,
+    rate_wake: Option<u64>,
     queue: OfflineQueue,
     in_flight: Vec<OutgoingMessage>,
     actions: VecDeque<Action>,
@@ -309,6 +319,8 @@ impl<R: RngCore> Session<R> {
             last_connect_at: None,
             next_health_at: None,
             next_id: 1,
+            recent_sends: VecDeque::new(),
+            rate_wake: None,
             in_flight: Vec::new(),
             actions: VecDeque::new(),
             stats: Stats::default(),
@@ -364,10 +376,10 @@ impl<R: RngCore> Session<R> {
             } => Some(since.saturating_add(self.config.backoff.stable_after_ms)),
             _ => None,
         };
-        match (state_deadline, self.next_health_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [state_deadline, self.next_health_at, self.rate_wake]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Feeds one event at session time `now_ms` (monotonic milliseconds; a value earlier than
@@ -508,6 +520,11 @@ impl<R: RngCore> Session<R> {
         };
         match request.qos {
             QoS::AtMostOnce if !connected => return Err(Error::NotConnected { topic: msg.topic }),
+            QoS::AtMostOnce if !self.rate_allows(now) => {
+                return Err(Error::RateLimited {
+                    per_sec: self.config.max_publishes_per_sec,
+                })
+            }
             QoS::AtMostOnce => self.actions.push_back(Action::Publish(Publish {
                 id,
                 topic: msg.topic,
@@ -551,6 +568,10 @@ impl<R: RngCore> Session<R> {
                 self.mark_stable();
             }
             _ => {}
+        }
+        if self.rate_wake.is_some_and(|t| now >= t) {
+            self.rate_wake = None;
+            self.flush(now);
         }
         if self.next_health_at.is_some_and(|t| now >= t) {
             self.next_health_at = Some(now.saturating_add(self.config.health_interval_ms));
@@ -652,7 +673,11 @@ impl<R: RngCore> Session<R> {
         if !matches!(self.state, State::Connected { .. }) {
             return;
         }
-        while self.in_flight.len() < self.config.max_in_flight {
+        while self.in_flight.len() < self.config.max_in_flight && !self.queue.is_empty() {
+            if !self.rate_allows(now) {
+                self.rate_wake = self.recent_sends.front().map(|t| t.saturating_add(1000));
+                break;
+            }
             let Some(msg) = self.queue.pop_front() else {
                 break;
             };
@@ -668,6 +693,23 @@ impl<R: RngCore> Session<R> {
                 retransmit: msg.retransmit,
             }));
             self.in_flight.push(msg);
+        }
+    }
+
+    /// Counts one publish if fewer than the limit were sent in the last second (sliding).
+    fn rate_allows(&mut self, now: u64) -> bool {
+        while self
+            .recent_sends
+            .front()
+            .is_some_and(|&t| now.saturating_sub(t) >= 1000)
+        {
+            self.recent_sends.pop_front();
+        }
+        if self.recent_sends.len() < self.config.max_publishes_per_sec as usize {
+            self.recent_sends.push_back(now);
+            true
+        } else {
+            false
         }
     }
 

@@ -427,6 +427,33 @@ fn the_in_flight_window_is_bounded() {
 }
 
 #[test]
+fn at_most_100_publishes_per_second() {
+    let mut s = session_with(|c| {
+        c.max_in_flight = 1000;
+        c.queue_capacity = 1000;
+    });
+    s.handle(0, Event::Start);
+    let _ = connect(&mut s, 10, true);
+    for n in 0..250 {
+        s.publish(20, msg((n % 10) as u8)).expect("valid");
+    }
+    assert_eq!(published(&take(&mut s)).len(), 100);
+    let mut qos0 = msg(0);
+    qos0.qos = QoS::AtMostOnce;
+    assert_eq!(
+        s.publish(500, qos0.clone()),
+        Err(Error::RateLimited { per_sec: 100 })
+    );
+    assert_eq!(s.poll_timeout(), Some(1020));
+    s.handle(1020, Event::Tick);
+    assert_eq!(published(&take(&mut s)).len(), 100);
+    s.handle(2020, Event::Tick);
+    assert_eq!(published(&take(&mut s)).len(), 50);
+    assert!(s.publish(2030, qos0).is_ok());
+    assert_eq!(s.stats().in_flight, 250);
+}
+
+#[test]
 fn qos0_is_sent_when_connected_and_refused_when_not() {
     let mut s = session();
     let mut req = msg(0);
