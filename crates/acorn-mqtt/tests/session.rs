@@ -563,6 +563,34 @@ fn reconnect_command_is_not_a_failure_and_respects_the_floor() {
     assert_eq!(a[2], Action::WaitUntil(1000));
     assert_eq!(run_to_connect(&mut s), 1000);
     assert_eq!(s.stats().failures, 0);
+
+    // While backing off (here: slow mode), a reconnect request cuts the sleep short, floor kept.
+    let mut now = 1000;
+    for _ in 0..10 {
+        s.handle(
+            now + 5,
+            Event::ConnectFailed {
+                diagnosis: "down".into(),
+            },
+        );
+        let _ = take(&mut s);
+        now = run_to_connect(&mut s);
+    }
+    s.handle(
+        now + 5,
+        Event::ConnectFailed {
+            diagnosis: "down".into(),
+        },
+    );
+    assert!(s.stats().slow_mode);
+    let a = take(&mut s);
+    assert!(a
+        .iter()
+        .any(|a| matches!(a, Action::WaitUntil(t) if *t >= now + 5 + 300_000)));
+    s.handle(now + 10, Event::Reconnect);
+    assert_eq!(s.poll_timeout(), Some(now + 1000));
+    s.handle(now + 1000, Event::Tick);
+    assert!(has_connect(&take(&mut s)));
 }
 
 #[test]
