@@ -257,6 +257,9 @@ impl Diagnosis {
                 }
             }
             C::MqttState(S::Io(io)) => Self::from_io(io, Step::Connack, address),
+            C::MqttState(S::Deserialization(rumqttc::mqttbytes::Error::Io(io))) => {
+                Self::from_io(io, Step::Connack, address)
+            }
             C::MqttState(S::ConnectionAborted) => Self::ClosedByBroker {
                 step: Step::Connack,
             },

@@ -152,15 +152,9 @@ async fn key_not_matching_the_certificate_is_caught_before_connecting() {
         &Diagnosis::KeyMismatch,
         "does not match",
     );
-    assert!(
-        failure.completed.is_empty(),
-        "nothing may be sent: {failure:?}"
-    );
-    assert!(
-        !env.broker.log().contains("New connection from"),
-        "{}",
-        env.broker.log()
-    );
+    // Not even DNS or TCP ran: nothing was sent. (The broker log is no witness here: the
+    // launcher's readiness probe connects too.)
+    assert!(failure.completed.is_empty(), "{failure:?}");
 }
 
 #[tokio::test]

@@ -169,3 +169,20 @@ async fn ping_reports_connection_refused() {
     ));
     assert!(failure.to_string().contains("connection refused"));
 }
+
+#[tokio::test]
+async fn the_session_diagnoses_a_rejected_client_certificate() {
+    // With TLS 1.3 the broker's verdict arrives after the client's handshake is done, while
+    // rumqttc waits for the CONNACK: it must still read as a rejected client certificate.
+    let env = Env::start();
+    let mut options = env.session("device-a");
+    options.identity = common::Ca::new("Stranger CA").device("device-a", Validity::Valid);
+    let mut client = Client::spawn(&options);
+    let err = client.wait_error().await;
+    assert_eq!(
+        options.diagnose(&err),
+        Diagnosis::ClientCertificateRejected(acorn_agent::ClientCertRejection::UnknownCa),
+        "{err}"
+    );
+    assert!(!env.broker_saw_mqtt());
+}

@@ -336,6 +336,9 @@ impl Broker {
         Ok(broker)
     }
 
+    /// Waits until mosquitto says it runs (it logs `mosquitto version … running` after
+    /// opening its listeners) and the port accepts a connection, while the process is alive.
+    /// The log check makes sure the port is ours, not another broker's or a self-connect.
     fn wait_listening(&mut self, timeout: Duration) -> Result<(), BrokerError> {
         let deadline = Instant::now() + timeout;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
@@ -350,7 +353,11 @@ impl Broker {
                     });
                 }
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            let running = self
+                .log()
+                .lines()
+                .any(|l| l.contains("mosquitto version") && l.ends_with(" running"));
+            if running && TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
