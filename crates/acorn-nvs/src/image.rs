@@ -221,8 +221,11 @@ impl ImageBuilder {
         data: &[u8],
     ) -> Result<(), Full> {
         let count = data.len().div_ceil(ENTRY_SIZE);
-        // The generator wants one entry to spare after a string.
-        if self.entry_num >= ENTRY_COUNT || self.entry_num + count + 1 >= ENTRY_COUNT {
+        // The generator wants one entry to spare after a string, so it fails on values that
+        // need a whole page; those still go on an empty page here, as ESP-IDF stores them.
+        let fits_generator = self.entry_num + count + 1 < ENTRY_COUNT;
+        let fits_empty_page = self.entry_num == 0 && count < ENTRY_COUNT;
+        if !(fits_generator || fits_empty_page) {
             return Err(Full::Page);
         }
         let field = EntryHeader::var_data_field(data.len(), esp_crc32(data));

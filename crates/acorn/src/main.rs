@@ -10,6 +10,7 @@ mod certs;
 mod demo;
 mod dev;
 mod device;
+mod image_file;
 mod nvs;
 
 /// Device identity, NVS images and MQTT for Acorn Pups devices.
