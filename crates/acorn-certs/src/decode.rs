@@ -36,11 +36,16 @@ pub(crate) fn looks_like_der(input: &[u8]) -> bool {
     input.first() == Some(&0x30)
 }
 
-/// The first PEM block (through its END line) and whether more text follows it.
-fn first_block(text: &[u8]) -> (&[u8], bool) {
+/// Splits off the first PEM block: from its `-----BEGIN ` line through its END line, skipping
+/// any text before it. Returns the block and the rest; without a BEGIN line, the whole text.
+fn next_block(text: &[u8]) -> (&[u8], &[u8]) {
+    const BEGIN: &[u8] = b"-----BEGIN ";
     const END: &[u8] = b"-----END ";
+    let text = find(text, BEGIN)
+        .and_then(|i| text.get(i..))
+        .unwrap_or(text);
     let Some(end_at) = find(text, END) else {
-        return (text, false);
+        return (text, &[]);
     };
     let after = end_at + END.len();
     // The END line closes with "-----" after the label.
@@ -48,9 +53,10 @@ fn first_block(text: &[u8]) -> (&[u8], bool) {
         .get(after..)
         .and_then(|rest| find(rest, b"-----"))
         .map_or(text.len(), |i| after + i + 5);
-    let block = text.get(..close).unwrap_or(text);
-    let more = text.get(close..).is_some_and(|rest| !trim(rest).is_empty());
-    (block, more)
+    match (text.get(..close), text.get(close..)) {
+        (Some(block), Some(rest)) => (block, rest),
+        _ => (text, &[]),
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -116,7 +122,7 @@ pub(crate) fn certificate(input: &[u8], what: &str) -> Result<(Encoding, Vec<u8>
     if looks_like_der(input) {
         return Ok((Encoding::Der, input.to_vec()));
     }
-    let (block, _more) = first_block(input);
+    let (block, _rest) = next_block(input);
     let (label, mut der) = decode_pem(block, what)?;
     if label != "CERTIFICATE" {
         return Err((
@@ -157,7 +163,12 @@ pub(crate) fn private_key(input: &[u8]) -> Result<(KeyFormat, Zeroizing<Vec<u8>>
     if looks_like_der(input) {
         return Ok((KeyFormat::UnlabelledDer, Zeroizing::new(input.to_vec())));
     }
-    let (block, _more) = first_block(input);
+    // `openssl ecparam -genkey` writes an `EC PARAMETERS` block before the key: skip it.
+    let (mut block, mut rest) = next_block(input);
+    if pem_rfc7468::decode_label(block) == Ok("EC PARAMETERS") && !trim(rest).is_empty() {
+        (block, rest) = next_block(rest);
+    }
+    let _ = rest;
     let (label, der) = decode_pem(block, what)?;
     let format = match label.as_str() {
         "RSA PRIVATE KEY" => KeyFormat::Pkcs1,

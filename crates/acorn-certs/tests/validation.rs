@@ -591,3 +591,31 @@ fn private_key_never_shown() {
     let shown = format!("{report:?}{}", serde_json::to_string(&report).unwrap());
     assert!(!shown.contains(secret_line));
 }
+
+#[test]
+fn openssl_style_files_are_read() {
+    // `openssl ecparam -genkey` writes an `EC PARAMETERS` block first; `openssl x509 -text`
+    // writes a text dump before the certificate; bundles have more certificates after it.
+    use p256::pkcs8::DecodePrivateKey;
+    let ca = make_ca("Acorn EC CA", p256());
+    let key = p256();
+    let cert = device_cert(&key, &ca).pem();
+    let sec1 = p256::SecretKey::from_pkcs8_pem(&key.serialize_pem())
+        .unwrap()
+        .to_sec1_pem(p256::pkcs8::LineEnding::LF)
+        .unwrap();
+    let key_file = format!(
+        "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{}",
+        *sec1
+    );
+    let cert_file = format!(
+        "Certificate:\n    Data:\n        Version: 3 (0x2)\n{cert}{}",
+        ca.cert.pem()
+    );
+    let set = DeviceCertificates {
+        device_certificate: cert_file.into_bytes(),
+        private_key: PrivateKey::new(key_file.into_bytes()),
+        ..aws_set()
+    };
+    assert_valid(&validate(&set, &opts()));
+}
