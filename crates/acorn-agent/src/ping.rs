@@ -231,7 +231,10 @@ pub async fn ping(options: &PingOptions) -> Result<PingReport, PingFailure> {
             }))
         })
         .await?;
-    let peer = tcp.peer_addr().unwrap_or(addrs[0]);
+    let peer = match tcp.peer_addr() {
+        Ok(peer) => peer,
+        Err(e) => return Err(run.fail(Step::Tcp, Diagnosis::from_io(&e, Step::Tcp, &run.address))),
+    };
 
     let connector = TlsConnector::from(Arc::clone(&config));
     let mut tls = run

@@ -93,3 +93,34 @@ pub fn client_config(
     }
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SecretString;
+
+    fn identity() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["device-1".to_owned()]).unwrap();
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn alpn_is_offered_only_when_asked() {
+        let (cert, key) = identity();
+        let id = ClientIdentity::new(cert, SecretString::new(key));
+        let with = client_config(&id, &TrustRoots::Amazon, true, TlsVersions::default()).unwrap();
+        assert_eq!(with.alpn_protocols, vec![b"x-amzn-mqtt-ca".to_vec()]);
+        let without =
+            client_config(&id, &TrustRoots::Amazon, false, TlsVersions::default()).unwrap();
+        assert!(without.alpn_protocols.is_empty());
+    }
+
+    #[test]
+    fn a_key_from_another_pair_is_refused_locally() {
+        let (cert, _) = identity();
+        let (_, other_key) = identity();
+        let id = ClientIdentity::new(cert, SecretString::new(other_key));
+        assert!(matches!(certified_key(&id), Err(ConfigError::KeyMismatch)));
+    }
+}

@@ -199,3 +199,38 @@ async fn broker_requiring_tls_1_3_and_a_client_limited_to_tls_1_2() {
         "TLS version not supported",
     );
 }
+
+#[tokio::test]
+async fn revoked_client_certificate() {
+    let env = Env::with(BrokerSetup {
+        revoked_serials: vec![666],
+        ..BrokerSetup::default()
+    });
+    // A certificate of the same CA that is not on the CRL still works...
+    let good = PingOptions::new(
+        env.target(),
+        env.ca.device_with_serial("device-b", 42),
+        env.roots(),
+        "device-b",
+        "1",
+    );
+    ping(&good).await.unwrap_or_else(|f| panic!("{f}"));
+    // ...the revoked one is refused, before any MQTT.
+    let env_saw_mqtt_before = env.broker_saw_mqtt();
+    assert!(env_saw_mqtt_before);
+    let failure = ping_as(
+        &env,
+        env.ca.device_with_serial("device-a", 666),
+        TlsVersions::default(),
+    )
+    .await;
+    let expected = Diagnosis::ClientCertificateRejected(ClientCertRejection::Revoked);
+    assert_eq!(failure.diagnosis, expected, "{failure}");
+    assert_eq!(failure.step, Step::Tls);
+    assert!(failure.to_string().contains("revoked"));
+    assert!(
+        !env.broker.log().contains("as device-a"),
+        "{}",
+        env.broker.log()
+    );
+}

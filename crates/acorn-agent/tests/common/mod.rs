@@ -71,6 +71,37 @@ impl Ca {
         (self.sign(cn, sans, validity, &key), key.serialize_pem())
     }
 
+    /// A device identity with common name `cn` and certificate serial number `serial`.
+    pub fn device_with_serial(&self, cn: &str, serial: u64) -> ClientIdentity {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        let cert = params.signed_by(&key, &self.issuer).unwrap().pem();
+        ClientIdentity::new(cert, SecretString::new(key.serialize_pem()))
+    }
+
+    /// A CRL (PEM) revoking `serials`, valid from 2020 to 4000.
+    pub fn crl(&self, serials: &[u64]) -> String {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: time::macros::datetime!(2020-01-01 0:00 UTC),
+            next_update: time::macros::datetime!(4000-01-01 0:00 UTC),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: time::macros::datetime!(2021-01-01 0:00 UTC),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
+    }
+
     /// A device identity (P-256, PKCS#8) with common name `cn`.
     pub fn device(&self, cn: &str, validity: Validity) -> ClientIdentity {
         let (cert, key) = self.leaf(cn, &[], validity);
@@ -114,6 +145,8 @@ pub struct BrokerSetup {
     /// Run mosquitto with an OpenSSL config that caps the protocol at TLS 1.1 (mosquitto's
     /// own `tls_version` only sets a minimum), making a broker that only speaks TLS 1.0/1.1.
     pub tls11_only: bool,
+    /// Serial numbers the CA revokes in a CRL given to the broker (`crlfile`).
+    pub revoked_serials: Vec<u64>,
 }
 
 /// OpenSSL configuration for a TLS 1.0/1.1-only server.
@@ -136,6 +169,7 @@ impl Default for BrokerSetup {
             server_from_other_ca: false,
             tls_version: None,
             tls11_only: false,
+            revoked_serials: Vec::new(),
         }
     }
 }
@@ -177,6 +211,10 @@ impl Env {
             dir.path().join("server.key"),
         );
         config.tls_version = setup.tls_version;
+        if !setup.revoked_serials.is_empty() {
+            write(dir.path(), "crl.pem", &ca.crl(&setup.revoked_serials));
+            config.crl_file = Some(dir.path().join("crl.pem"));
+        }
         if setup.tls11_only {
             write(dir.path(), "openssl-tls11.cnf", OPENSSL_TLS11_ONLY);
             let conf = dir.path().join("openssl-tls11.cnf");
