@@ -101,7 +101,7 @@ pub struct BrokerTarget {
     /// TCP port.
     pub port: u16,
     /// Name to send as SNI and to verify the server certificate against; `None` = `host`.
-    /// Only [`crate::ping`] can use a name different from `host`.
+    /// Only [`crate::ping()`] can use a name different from `host`.
     pub server_name: Option<String>,
     /// Offer ALPN `x-amzn-mqtt-ca`.
     pub alpn: bool,

@@ -1,6 +1,6 @@
 //! Host transport of the Acorn Pups device: MQTT 3.1.1 over mutual TLS (rustls with the
 //! `ring` provider, rumqttc 0.25 on tokio), with a plain-language [`Diagnosis`] of every
-//! failure and a step-timed [`ping`].
+//! failure and a step-timed [`ping()`].
 //!
 //! - [`ClientIdentity`] (certificate + secret key, PKCS#1/PKCS#8/SEC1) and [`BrokerTarget`]
 //!   (host, port, TLS server name, ALPN) say who connects where;
@@ -8,7 +8,7 @@
 //! - [`tls::client_config`] builds the rustls config (TLS 1.2+, hostname verification always
 //!   on, client auth, optional ALPN `x-amzn-mqtt-ca`) and refuses a key that does not match
 //!   its certificate before anything is sent;
-//! - [`ping::ping`] times DNS, TCP, TLS, CONNACK, SUBACK, PUBACK and DISCONNECT;
+//! - [`ping::ping()`] times DNS, TCP, TLS, CONNACK, SUBACK, PUBACK and DISCONNECT;
 //! - [`SessionOptions`] makes the rumqttc client and event loop for the long-running agent.
 //!
 //! ```no_run
