@@ -467,6 +467,11 @@ impl fmt::Display for Diagnosis {
                 f,
                 "the broker refused the subscription to '{topic}' (SUBACK 0x80): the policy does not allow it"
             ),
+            Self::ClosedByBroker { step: Step::Tls } => f.write_str(
+                "the broker closed the connection during the TLS handshake without a TLS alert: \
+                 it may accept no TLS version or cipher suite we offer (TLS 1.2/1.3), or the \
+                 port is not a TLS port. Check the port and the broker's TLS settings",
+            ),
             Self::ClosedByBroker { step } => write!(
                 f,
                 "the broker closed the connection during {step} without saying why. On AWS IoT this \
