@@ -14,13 +14,13 @@ use const_oid::db::rfc5912::{
     ECDSA_WITH_SHA_256, ECDSA_WITH_SHA_384, SHA_256_WITH_RSA_ENCRYPTION,
     SHA_384_WITH_RSA_ENCRYPTION, SHA_512_WITH_RSA_ENCRYPTION,
 };
-use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
-use crypto_bigint::{Integer, Limb, Uint, U2048, U3072, U4096};
+use crypto_bigint::{U2048, U3072, U4096};
 use der::Encode;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use signature::hazmat::PrehashVerifier;
 use x509_cert::Certificate;
 
+use crate::bigint::modpow;
 use crate::decode::Failure;
 use crate::keys::{bit_len, spki_public, PublicKey};
 use crate::Problem;
@@ -160,37 +160,4 @@ fn rsa_verify(n: &[u8], e: &[u8], prefix: &[u8], digest: &[u8], signature: &[u8]
         d.copy_from_slice(digest);
     }
     m.get(m.len().saturating_sub(k)..) == Some(expected.as_slice())
-}
-
-/// Left-pads big-endian bytes into a `Uint<L>`; `None` if they do not fit.
-fn to_uint<const L: usize>(bytes: &[u8]) -> Option<Uint<L>> {
-    let size = L * Limb::BYTES;
-    if bytes.len() > size {
-        return None;
-    }
-    let mut padded = vec![0u8; size];
-    padded.get_mut(size - bytes.len()..)?.copy_from_slice(bytes);
-    Some(Uint::<L>::from_be_slice(&padded))
-}
-
-/// `base^e mod n` as big-endian bytes of the full `Uint<L>` width; `None` unless
-/// `n` is odd and `base < n`.
-fn modpow<const L: usize>(base: &[u8], e: &[u8], n: &[u8]) -> Option<Vec<u8>> {
-    let n = to_uint::<L>(n)?;
-    let base = to_uint::<L>(base)?;
-    let e_bits = bit_len(e);
-    let e = to_uint::<L>(e)?;
-    // `DynResidueParams::new` panics on an even modulus: rule that out first.
-    if base >= n || e_bits == 0 || !bool::from(n.is_odd()) {
-        return None;
-    }
-    let params = DynResidueParams::new(&n);
-    let result = DynResidue::new(&base, params)
-        .pow_bounded_exp(&e, e_bits)
-        .retrieve();
-    let mut out = Vec::with_capacity(L * Limb::BYTES);
-    for word in result.as_words().iter().rev() {
-        out.extend_from_slice(&word.to_be_bytes());
-    }
-    Some(out)
 }

@@ -116,6 +116,17 @@ fn rsa_public(n: &[u8], e: &[u8]) -> PublicKey {
 
 fn from_pkcs1(der: &[u8]) -> Result<PublicKey, Failure> {
     let key = pkcs1::RsaPrivateKey::try_from(der).map_err(|e| bad_der("private key", e))?;
+    let n = key.modulus.as_bytes();
+    if crate::bigint::product_equals(key.prime1.as_bytes(), key.prime2.as_bytes(), n) == Some(false)
+    {
+        return Err((
+            Problem::InconsistentKey,
+            String::from(
+                "the RSA private key is damaged: its modulus is not the product of its primes; \
+                 restore the key file from the original",
+            ),
+        ));
+    }
     Ok(rsa_public(
         key.modulus.as_bytes(),
         key.public_exponent.as_bytes(),

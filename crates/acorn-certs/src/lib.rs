@@ -52,6 +52,7 @@
 
 extern crate alloc;
 
+mod bigint;
 mod chain;
 mod decode;
 mod endpoint;

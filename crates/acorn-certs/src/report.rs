@@ -118,6 +118,8 @@ pub enum Problem {
     BadDer,
     /// The private key is encrypted (PKCS#8 `ENCRYPTED PRIVATE KEY` or OpenSSL `Proc-Type`).
     EncryptedKeyUnsupported,
+    /// The private key's own parts disagree (RSA modulus is not the product of its primes).
+    InconsistentKey,
     /// The key is neither RSA nor EC P-256/P-384.
     UnsupportedKeyType,
     /// An RSA key outside 2048–4096 bits.
@@ -162,7 +164,9 @@ impl Problem {
             | Problem::EncryptedKeyUnsupported
             | Problem::UnreadableCa => V::InvalidFormat,
             Problem::Expired => V::Expired,
-            Problem::FingerprintMismatch | Problem::MetadataMismatch => V::Corrupted,
+            Problem::FingerprintMismatch | Problem::MetadataMismatch | Problem::InconsistentKey => {
+                V::Corrupted
+            }
             Problem::Missing => V::Missing,
             // Warnings never decide a verdict, but they still have a category.
             Problem::ClockNotSynced | Problem::ExpiringSoon => V::Valid,

@@ -210,6 +210,8 @@ fn run(
             }
         },
     };
+    // The parsed certificate owns its data: free the DER before the key is decoded.
+    drop(cert_der);
     report.certificate = cert
         .as_ref()
         .zip(report.fingerprint.clone())

@@ -619,3 +619,30 @@ fn openssl_style_files_are_read() {
     };
     assert_valid(&validate(&set, &opts()));
 }
+
+#[test]
+fn damaged_rsa_key_is_inconsistent() {
+    use der::Encode;
+    let set = aws_set();
+    let der = pem_rfc7468::decode_vec(set.private_key.expose_secret())
+        .unwrap()
+        .1;
+    let key = pkcs1::RsaPrivateKey::try_from(der.as_slice()).unwrap();
+    let mut prime = key.prime1.as_bytes().to_vec();
+    let last = prime.len() - 1;
+    prime[last] ^= 0x02; // still odd, no longer a factor of n
+    let damaged = pkcs1::RsaPrivateKey {
+        prime1: pkcs1::UintRef::new(&prime).unwrap(),
+        ..key
+    }
+    .to_der()
+    .unwrap();
+    let pem = pem_rfc7468::encode_string("RSA PRIVATE KEY", pem_rfc7468::LineEnding::LF, &damaged)
+        .unwrap();
+    let report = validate(&with_key(&set, pem.as_bytes()), &opts());
+    assert_only_failure(
+        &report,
+        Problem::InconsistentKey,
+        CertificateValidation::Corrupted,
+    );
+}
