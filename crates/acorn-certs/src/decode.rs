@@ -115,12 +115,13 @@ fn pem_failure(block: &[u8], err: pem_rfc7468::Error, what: &str) -> Failure {
 
 /// Decodes a certificate given as PEM (`CERTIFICATE`) or DER, returning the DER bytes.
 pub(crate) fn certificate(input: &[u8], what: &str) -> Result<(Encoding, Vec<u8>), Failure> {
+    // DER is taken as is: its last bytes may well be whitespace or NUL values.
+    if looks_like_der(input) {
+        return Ok((Encoding::Der, input.to_vec()));
+    }
     let input = trim(input);
     if input.is_empty() {
         return Err((Problem::BadPemArmor, format!("the {what} is empty")));
-    }
-    if looks_like_der(input) {
-        return Ok((Encoding::Der, input.to_vec()));
     }
     let (block, _rest) = next_block(input);
     let (label, mut der) = decode_pem(block, what)?;
@@ -153,15 +154,15 @@ pub(crate) enum KeyFormat {
 /// Decodes a private key given as PEM or DER, returning its format and DER bytes.
 pub(crate) fn private_key(input: &[u8]) -> Result<(KeyFormat, Zeroizing<Vec<u8>>), Failure> {
     let what = "private key";
+    if looks_like_der(input) {
+        return Ok((KeyFormat::UnlabelledDer, Zeroizing::new(input.to_vec())));
+    }
     let input = trim(input);
     if input.is_empty() {
         return Err((
             Problem::BadPemArmor,
             String::from("the private key is empty"),
         ));
-    }
-    if looks_like_der(input) {
-        return Ok((KeyFormat::UnlabelledDer, Zeroizing::new(input.to_vec())));
     }
     // `openssl ecparam -genkey` writes an `EC PARAMETERS` block before the key: skip it.
     let (mut block, mut rest) = next_block(input);

@@ -59,7 +59,10 @@ mod endpoint;
 mod info;
 mod keys;
 mod kv;
+mod material;
 mod memory;
+#[cfg(feature = "nvs")]
+pub mod nvs_kv;
 mod report;
 mod secret;
 mod store;
@@ -72,6 +75,7 @@ pub use kv::{
     CertKv, KEY_CERT_META, KEY_CERT_VALID, KEY_DEVICE_CERT, KEY_IOT_ENDPOINT, KEY_PRIVATE_KEY,
     NAMESPACE,
 };
+pub use material::{DecodeError, PrivateKeyDer, PrivateKeyFormat};
 pub use memory::{MemoryKv, MemoryKvError, MemoryValue};
 pub use report::{CertificateValidation, Check, CheckId, Problem, Status, ValidationReport};
 pub use secret::PrivateKey;

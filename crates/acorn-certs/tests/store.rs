@@ -355,3 +355,28 @@ fn metadata_round_trips_through_json() {
         meta
     );
 }
+
+#[test]
+fn loaded_material_decodes_to_der_for_tls() {
+    use acorn_certs::PrivateKeyFormat;
+    let set = aws_set();
+    let loaded = CertStore::new(stored(&set)).load(NOW).unwrap();
+    let cert = loaded.certificates.certificate_der().unwrap();
+    assert_eq!(
+        acorn_certs::fingerprint(&cert),
+        loaded.metadata.certificate_fingerprint
+    );
+    let key = loaded.certificates.private_key_der().unwrap();
+    assert_eq!(key.format, PrivateKeyFormat::Pkcs1);
+    assert_eq!(format!("{key:?}"), "PrivateKeyDer(Pkcs1, <redacted>)");
+    let ec = ec_set().private_key_der().unwrap();
+    assert_eq!(ec.format, PrivateKeyFormat::Pkcs8);
+    let der_key = DeviceCertificates {
+        private_key: acorn_certs::PrivateKey::from_slice(ec.expose_secret()),
+        ..ec_set()
+    };
+    assert_eq!(
+        der_key.private_key_der().unwrap().format,
+        PrivateKeyFormat::Pkcs8
+    );
+}

@@ -646,3 +646,22 @@ fn damaged_rsa_key_is_inconsistent() {
         CertificateValidation::Corrupted,
     );
 }
+
+#[test]
+fn der_certificate_ending_in_a_whitespace_or_nul_byte_is_read_as_is() {
+    // DER is binary: a signature may end in 0x00, 0x09, 0x0a, 0x0d or 0x20. Keep signing
+    // until one does (about 1 in 50; bounded).
+    let ca = make_ca("Acorn EC CA", p256());
+    let key = p256();
+    let der = (0..5_000)
+        .map(|_| device_cert(&key, &ca).der().to_vec())
+        .find(|d| matches!(d.last(), Some(0x00 | 0x09 | 0x0a | 0x0d | 0x20)))
+        .expect("a certificate whose DER ends in a whitespace or NUL byte");
+    let set = DeviceCertificates {
+        device_certificate: der,
+        private_key: PrivateKey::new(key.serialize_pem().into_bytes()),
+        ..aws_set()
+    };
+    let ca_pem = ca.cert.pem();
+    assert_valid(&validate(&set, &opts().with_ca(ca_pem.as_bytes())));
+}
