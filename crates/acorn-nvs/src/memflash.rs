@@ -168,8 +168,11 @@ impl NorFlash for MemFlash {
         }
         let limit = self.begin()?;
         let len = limit.map_or(bytes.len(), |n| n.min(bytes.len()));
-        for i in 0..len {
-            self.data[range.start + i] &= bytes[i];
+        for (cell, byte) in self.data[range.start..range.start + len]
+            .iter_mut()
+            .zip(bytes)
+        {
+            *cell &= byte;
         }
         if limit.is_some() {
             return Err(MemFlashError::PowerCut);

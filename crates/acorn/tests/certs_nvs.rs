@@ -5,7 +5,9 @@
 mod common;
 
 use acorn_certs::nvs_kv::NvsCertKv;
-use acorn_certs::{validate, CertStore, CertificateValidation, DeviceCertificates, PrivateKey, ValidationOptions};
+use acorn_certs::{
+    validate, CertStore, CertificateValidation, DeviceCertificates, PrivateKey, ValidationOptions,
+};
 use acorn_nvs::{MemFlash, Mode, Nvs, PowerCut};
 
 const NOW: u64 = 1_790_000_000; // 2026-09
@@ -31,15 +33,21 @@ fn identity(device_id: &str) -> DeviceCertificates {
 
 fn load(bytes: Vec<u8>) -> Result<DeviceCertificates, CertificateValidation> {
     let size = bytes.len() as u32;
-    let mut nvs = Nvs::open_with(MemFlash::from_bytes(bytes), 0, size, None, Mode::ReadWrite).expect("mount");
+    let mut nvs =
+        Nvs::open_with(MemFlash::from_bytes(bytes), 0, size, None, Mode::ReadWrite).expect("mount");
     let mut store = CertStore::new(NvsCertKv::new(&mut nvs));
-    store.load(NOW).map(|l| l.certificates).map_err(|e| e.verdict())
+    store
+        .load(NOW)
+        .map(|l| l.certificates)
+        .map_err(|e| e.verdict())
 }
 
 #[test]
 fn generator_images_with_string_or_binary_certificates_load() {
     let certs = identity("acorn-0001");
-    let fp = validate(&certs, &ValidationOptions::new(NOW)).fingerprint.expect("fingerprint");
+    let fp = validate(&certs, &ValidationOptions::new(NOW))
+        .fingerprint
+        .expect("fingerprint");
     for encoding in ["string", "binary"] {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -68,14 +76,21 @@ fn power_cut_during_import_never_pairs_a_certificate_with_a_foreign_key() {
     let new = identity("acorn-0001");
     let size = 0x6000u32;
     let mut nvs = Nvs::open(MemFlash::new(size as usize), 0, size).unwrap();
-    CertStore::new(NvsCertKv::new(&mut nvs)).store(&old, NOW).unwrap();
+    CertStore::new(NvsCertKv::new(&mut nvs))
+        .store(&old, NOW)
+        .unwrap();
     let base = nvs.release().into_bytes();
 
     // Count the flash operations of a full import.
     let mut flash = MemFlash::from_bytes(base.clone());
-    flash.cut_power(PowerCut { at_op: usize::MAX, torn_bytes: 0 });
+    flash.cut_power(PowerCut {
+        at_op: usize::MAX,
+        torn_bytes: 0,
+    });
     let mut nvs = Nvs::open(flash, 0, size).unwrap();
-    CertStore::new(NvsCertKv::new(&mut nvs)).store(&new, NOW).unwrap();
+    CertStore::new(NvsCertKv::new(&mut nvs))
+        .store(&new, NOW)
+        .unwrap();
     let total = nvs.release().ops();
     assert!(total > 30, "{total} operations");
 
@@ -86,13 +101,18 @@ fn power_cut_during_import_never_pairs_a_certificate_with_a_foreign_key() {
             flash.cut_power(PowerCut { at_op, torn_bytes });
             let mut nvs = Nvs::open(flash, 0, size).unwrap();
             let result = CertStore::new(NvsCertKv::new(&mut nvs)).store(&new, NOW);
-            assert!(result.is_err(), "the cut at {at_op} must interrupt the import");
+            assert!(
+                result.is_err(),
+                "the cut at {at_op} must interrupt the import"
+            );
             match load(nvs.release().into_bytes()) {
                 Ok(c) if c == old => saw_old += 1,
                 Ok(c) if c == new => saw_new += 1,
                 Ok(_) => panic!("cut at {at_op}: loaded a set that is neither old nor new"),
                 Err(CertificateValidation::Missing) => saw_missing += 1,
-                Err(other) => panic!("cut at {at_op} (torn {torn_bytes}): load gave {other:?}, not old/new/missing"),
+                Err(other) => panic!(
+                    "cut at {at_op} (torn {torn_bytes}): load gave {other:?}, not old/new/missing"
+                ),
             }
         }
     }
