@@ -39,7 +39,9 @@ pub(crate) fn check(endpoint: &str, allow_custom: bool) -> Result<String, (Probl
              and `-`, at most 63 characters each, 253 in all)"
         ));
     }
-    if is_aws_iot(endpoint) {
+    // Host names are case-insensitive: match the AWS pattern on the lowercase form.
+    let lower = endpoint.to_ascii_lowercase();
+    if is_aws_iot(&lower) {
         return Ok(format!("`{endpoint}` is an AWS IoT Core ATS data endpoint"));
     }
     if allow_custom {
@@ -47,7 +49,7 @@ pub(crate) fn check(endpoint: &str, allow_custom: bool) -> Result<String, (Probl
             "`{endpoint}` is a valid host name (custom endpoints allowed)"
         ));
     }
-    if is_legacy_aws_iot(endpoint) {
+    if is_legacy_aws_iot(&lower) {
         return fail(format!(
             "`{endpoint}` is a legacy (Symantec/VeriSign) AWS IoT endpoint, which does not chain \
              to Amazon Root CA 1: use the `-ats` endpoint from `aws iot describe-endpoint \
@@ -76,9 +78,8 @@ pub(crate) fn is_dns_name(name: &str) -> bool {
         })
 }
 
-/// Splits `<prefix>.iot.<region>.amazonaws.com[.cn]` into (prefix, region).
+/// Splits a lowercase `<prefix>.iot.<region>.amazonaws.com[.cn]` into (prefix, region).
 fn aws_parts(endpoint: &str) -> Option<(&str, &str)> {
-    let lower_ok = endpoint.bytes().all(|b| !b.is_ascii_uppercase());
     let rest = endpoint
         .strip_suffix(".amazonaws.com")
         .or_else(|| endpoint.strip_suffix(".amazonaws.com.cn"))?;
@@ -94,8 +95,7 @@ fn aws_parts(endpoint: &str) -> Option<(&str, &str)> {
         && region
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    (lower_ok && region_ok && !prefix.is_empty() && !prefix.contains('.'))
-        .then_some((prefix, region))
+    (region_ok && !prefix.is_empty() && !prefix.contains('.')).then_some((prefix, region))
 }
 
 fn is_aws_iot(endpoint: &str) -> bool {

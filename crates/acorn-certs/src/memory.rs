@@ -3,11 +3,12 @@
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::fmt;
 
 use crate::CertKv;
 
-/// A stored value, typed as NVS types it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A stored value, typed as NVS types it. Debug shows lengths only (values may be keys).
+#[derive(Clone, PartialEq, Eq)]
 pub enum MemoryValue {
     /// A blob.
     Blob(Vec<u8>),
@@ -15,6 +16,16 @@ pub enum MemoryValue {
     Str(Vec<u8>),
     /// A `u8`.
     U8(u8),
+}
+
+impl fmt::Debug for MemoryValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemoryValue::Blob(v) => write!(f, "Blob({} bytes)", v.len()),
+            MemoryValue::Str(v) => write!(f, "Str({} bytes)", v.len()),
+            MemoryValue::U8(v) => write!(f, "U8({v})"),
+        }
+    }
 }
 
 /// Errors of [`MemoryKv`].
@@ -42,6 +53,8 @@ pub enum MemoryKvError {
 ///
 /// [`MemoryKv::cut_power_after`] makes every write (`write`, `write_u8`, `erase`) after the
 /// first `n` fail, simulating a power cut; [`MemoryKv::values`] is what survives.
+///
+/// Values are held in plain memory (not zeroized): use it for tests, not for real keys.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryKv {
     values: BTreeMap<String, MemoryValue>,

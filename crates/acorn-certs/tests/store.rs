@@ -380,3 +380,17 @@ fn loaded_material_decodes_to_der_for_tls() {
         PrivateKeyFormat::Pkcs8
     );
 }
+
+#[test]
+fn debug_of_the_store_never_shows_the_key() {
+    let set = aws_set();
+    let store = CertStore::new(stored(&set));
+    let shown = format!("{store:?}");
+    let key_text = std::str::from_utf8(set.private_key.expose_secret()).unwrap();
+    let secret_line = key_text.lines().nth(4).unwrap();
+    assert!(!shown.contains(secret_line), "{shown}");
+    // Nor as a list of byte values.
+    let bytes = format!("{:?}", &set.private_key.expose_secret()[40..60]);
+    assert!(!shown.contains(bytes.trim_matches(['[', ']'])), "{shown}");
+    assert!(shown.contains("Blob("), "{shown}");
+}

@@ -307,6 +307,7 @@ fn wrong_endpoint() {
     for good in [
         "a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com",
         "a1b2c3d4e5f6g7-ats.iot.cn-north-1.amazonaws.com.cn",
+        "A1B2C3D4E5F6G7-ats.iot.us-gov-west-1.amazonaws.com",
     ] {
         let report = validate(
             &DeviceCertificates {
