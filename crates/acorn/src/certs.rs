@@ -20,6 +20,12 @@ pub enum Command {
     ///
     /// Exit code: 0 valid (warnings allowed), 1 invalid, 2 usage error (e.g. unreadable file).
     Check(CheckArgs),
+    /// Validate a certificate set, then store it into an existing or new NVS image.
+    Import(crate::provision::ImportArgs),
+    /// Show the identity an NVS image holds, checked (never the key itself).
+    Show(crate::provision::ShowArgs),
+    /// Make new flashable NVS images holding a device identity (one, or a batch from a CSV).
+    Provision(crate::provision::ProvisionArgs),
 }
 
 /// Arguments of `acorn certs check`.
@@ -56,6 +62,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let code = check(&args, &mut stdout.lock())?;
             Ok(ExitCode::from(code))
         }
+        Command::Import(args) => crate::provision::import(&args),
+        Command::Show(args) => crate::provision::show(&args),
+        Command::Provision(args) => crate::provision::provision(&args),
     }
 }
 

@@ -12,6 +12,7 @@ mod dev;
 mod device;
 mod image_file;
 mod nvs;
+mod provision;
 
 /// Device identity, NVS images and MQTT for Acorn Pups devices.
 #[derive(Parser)]

@@ -1,0 +1,434 @@
+//! `acorn certs import | show | provision`: a device identity in NVS partition images, through
+//! the certificate store (`acorn-certs` over `acorn-nvs`), for factory lines and support.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use acorn_certs::nvs_kv::NvsCertKv;
+use acorn_certs::{
+    is_valid_device_id, validate, CertStore, DeviceCertificates, PrivateKey, StoreError,
+    ValidationOptions,
+};
+use acorn_nvs::{MemFlash, Mode, Nvs, NvsKeys};
+use anyhow::{bail, Context, Result};
+
+use crate::certs::{print_certificate_info, print_report, report_json, unix_now};
+use crate::image_file::{load_keys, maybe_keys, open, open_for_change, write_atomically};
+use crate::nvs::parse_size;
+
+/// The certificate, key and endpoint files of one device.
+#[derive(clap::Args, Debug, Clone)]
+pub struct IdentityArgs {
+    /// Device certificate file (PEM or DER).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Private key file (PKCS#1 `RSA PRIVATE KEY`, PKCS#8, SEC1; PEM or DER).
+    #[arg(long, value_name = "FILE")]
+    pub private_key: PathBuf,
+    /// AWS IoT data endpoint, e.g. `abc123-ats.iot.eu-west-1.amazonaws.com`.
+    #[arg(long, value_name = "HOST")]
+    pub endpoint: String,
+    /// Device id (`[A-Za-z0-9_-]{1,128}`), also the MQTT client id.
+    #[arg(long)]
+    pub device_id: String,
+    /// Accept any DNS name as endpoint (a local broker).
+    #[arg(long)]
+    pub allow_custom_endpoint: bool,
+}
+
+/// `acorn certs import`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// The NVS image to store into (created if it does not exist).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The nvs_keys partition of an encrypted image.
+    #[arg(long)]
+    pub nvs_keys: Option<PathBuf>,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Size of a new image (decimal or 0x hex).
+    #[arg(long, default_value = "0x6000")]
+    pub size: String,
+}
+
+/// `acorn certs show`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ShowArgs {
+    /// The NVS image.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The nvs_keys partition of an encrypted image.
+    #[arg(long)]
+    pub nvs_keys: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Accept any DNS name as endpoint (a local broker).
+    #[arg(long)]
+    pub allow_custom_endpoint: bool,
+}
+
+/// `acorn certs provision`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProvisionArgs {
+    /// Certificate, key, endpoint and device id of one device (not with --batch).
+    #[arg(long, required_unless_present = "batch", conflicts_with = "batch")]
+    pub cert: Option<PathBuf>,
+    /// Private key file of one device.
+    #[arg(long, required_unless_present = "batch", conflicts_with = "batch")]
+    pub private_key: Option<PathBuf>,
+    /// IoT endpoint of one device.
+    #[arg(long, required_unless_present = "batch", conflicts_with = "batch")]
+    pub endpoint: Option<String>,
+    /// Device id of one device.
+    #[arg(long, required_unless_present = "batch", conflicts_with = "batch")]
+    pub device_id: Option<String>,
+    /// The image to write (one device).
+    #[arg(short = 'o', long = "out", required_unless_present = "batch")]
+    pub out: Option<PathBuf>,
+    /// A CSV `device_id,cert,private_key,endpoint` (paths relative to the current directory):
+    /// one image per row into --out-dir.
+    #[arg(long, requires = "out_dir")]
+    pub batch: Option<PathBuf>,
+    /// Where --batch writes `<device_id>.bin` (and `<device_id>.nvs_keys.bin` when encrypting).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Partition size (decimal or 0x hex).
+    #[arg(long, default_value = "0x6000")]
+    pub size: String,
+    /// Encrypt the image (ESP-IDF NVS encryption).
+    #[arg(long)]
+    pub encrypt: bool,
+    /// nvs_keys partition file: used if it exists, else made (batch without it: one key file per device).
+    #[arg(long, requires = "encrypt")]
+    pub nvs_keys: Option<PathBuf>,
+    /// Accept any DNS name as endpoint (a local broker).
+    #[arg(long)]
+    pub allow_custom_endpoint: bool,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read the {what} file `{}`", path.display()))
+}
+
+fn certificates(
+    cert: &Path,
+    key: &Path,
+    endpoint: &str,
+    device_id: &str,
+) -> Result<DeviceCertificates> {
+    if !is_valid_device_id(device_id) {
+        bail!("device id `{device_id}` is not 1 to 128 of A-Z a-z 0-9 _ -");
+    }
+    Ok(DeviceCertificates {
+        device_certificate: read(cert, "certificate")?,
+        private_key: PrivateKey::new(read(key, "private key")?),
+        iot_endpoint: endpoint.to_string(),
+        device_id: device_id.to_string(),
+    })
+}
+
+/// Validates and stores `certs` into `nvs`; a rejected set prints its report and writes nothing.
+fn store(nvs: &mut Nvs<MemFlash>, certs: &DeviceCertificates, allow_custom: bool) -> Result<()> {
+    let mut store = CertStore::new(NvsCertKv::new(nvs)).allow_custom_endpoint(allow_custom);
+    match store.store(certs, unix_now()) {
+        Ok(_) => Ok(()),
+        Err(StoreError::Rejected { report }) => {
+            let first = report
+                .checks
+                .iter()
+                .find(|c| c.status == acorn_certs::Status::Fail)
+                .map_or_else(String::new, |c| c.explanation.clone());
+            bail!(
+                "{:?}: {first} (run `acorn certs check` for every check; nothing was written)",
+                report.verdict()
+            )
+        }
+        Err(err) => Err(anyhow::anyhow!("{err}")),
+    }
+}
+
+fn blank(size: usize, keys: Option<&NvsKeys>) -> Result<Nvs<MemFlash>> {
+    Ok(Nvs::open_with(
+        MemFlash::new(size),
+        0,
+        size as u32,
+        keys,
+        Mode::ReadWrite,
+    )?)
+}
+
+/// `acorn certs import`: validate, then store into an existing or new image.
+pub fn import(args: &ImportArgs) -> Result<ExitCode> {
+    let id = &args.identity;
+    let certs = certificates(&id.cert, &id.private_key, &id.endpoint, &id.device_id)?;
+    let keys = maybe_keys(args.nvs_keys.as_deref())?;
+    let mut nvs = if args.image.exists() {
+        open_for_change(&args.image, keys.as_ref())?
+    } else {
+        blank(parse_size(&args.size)?, keys.as_ref())?
+    };
+    store(&mut nvs, &certs, id.allow_custom_endpoint)?;
+    write_atomically(&args.image, nvs.release().bytes())?;
+    eprintln!(
+        "stored the identity of `{}` in {}",
+        certs.device_id,
+        args.image.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `acorn certs show`: what the image holds, checked; never the key itself.
+pub fn show(args: &ShowArgs) -> Result<ExitCode> {
+    let keys = maybe_keys(args.nvs_keys.as_deref())?;
+    let bytes = crate::image_file::load_image(&args.image)?;
+    let mut nvs = open(bytes, keys.as_ref(), Mode::ReadOnly, &args.image)?;
+    let mut store = CertStore::new(NvsCertKv::new(&mut nvs));
+    let flag = store.validity_flag().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let meta = store.metadata().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let kv = store.kv_mut();
+    let mut value = |key: &str| -> Result<Option<Vec<u8>>> {
+        use acorn_certs::CertKv;
+        let Some(len) = kv.stored_len(key)? else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; len];
+        let n = kv.read(key, &mut buf)?.unwrap_or(0);
+        buf.truncate(n);
+        Ok(Some(buf))
+    };
+    let (Some(cert), Some(key)) = (value("device_cert")?, value("private_key")?) else {
+        bail!("{} holds no device identity (namespace `mqtt_certs`); provision it with `acorn certs import`", args.image.display());
+    };
+    let endpoint =
+        String::from_utf8_lossy(&value("iot_endpoint")?.unwrap_or_default()).into_owned();
+    let certs = DeviceCertificates {
+        device_certificate: cert,
+        private_key: PrivateKey::new(key),
+        iot_endpoint: endpoint.clone(),
+        device_id: meta
+            .as_ref()
+            .map(|m| m.device_id.clone())
+            .unwrap_or_default(),
+    };
+    let mut options =
+        ValidationOptions::new(unix_now()).allow_custom_endpoint(args.allow_custom_endpoint);
+    if let Some(m) = &meta {
+        options = options.expect_fingerprint(&m.certificate_fingerprint);
+    }
+    let report = validate(&certs, &options);
+    if args.json {
+        let out = serde_json::json!({
+            "device_id": certs.device_id,
+            "iot_endpoint": endpoint,
+            "cert_valid": flag,
+            "metadata": meta,
+            "report": report_json(&report),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    writeln!(out, "device id:      {}", certs.device_id)?;
+    writeln!(out, "endpoint:       {endpoint}")?;
+    writeln!(
+        out,
+        "stored status:  {}",
+        match flag {
+            Some(true) => "valid (cert_valid = 1)",
+            Some(false) =>
+                "NOT valid (cert_valid = 0: a store was interrupted or the identity was erased)",
+            None => "no cert_valid flag",
+        }
+    )?;
+    if let Some(info) = &report.certificate {
+        print_certificate_info(info, &mut out)?;
+    }
+    if let Some(m) = &meta {
+        writeln!(
+            out,
+            "metadata:       stored_at {}, last_used {}, validation_attempts {}, is_valid {}",
+            m.stored_at,
+            m.last_used.map_or("never".to_string(), |t| t.to_string()),
+            m.validation_attempts,
+            m.is_valid
+        )?;
+    }
+    print_report(&report, &mut out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `acorn certs provision`: flashable images, one device or a batch.
+pub fn provision(args: &ProvisionArgs) -> Result<ExitCode> {
+    let size = parse_size(&args.size)?;
+    match (&args.batch, &args.out_dir) {
+        (Some(csv), Some(dir)) => batch(args, csv, dir, size),
+        _ => {
+            let (Some(cert), Some(key), Some(endpoint), Some(id), Some(out)) = (
+                &args.cert,
+                &args.private_key,
+                &args.endpoint,
+                &args.device_id,
+                &args.out,
+            ) else {
+                bail!("give --cert, --private-key, --endpoint, --device-id and -o, or --batch with --out-dir");
+            };
+            let keys = if args.encrypt {
+                let path = args
+                    .nvs_keys
+                    .as_deref()
+                    .context("--encrypt needs --nvs-keys K.bin (used if it exists, else made)")?;
+                Some(keys_at(path)?)
+            } else {
+                None
+            };
+            let certs = certificates(cert, key, endpoint, id)?;
+            provision_one(&certs, out, size, keys.as_ref(), args)?;
+            eprintln!("wrote {} for `{id}`", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads an nvs_keys file, or makes one there.
+fn keys_at(path: &Path) -> Result<NvsKeys> {
+    if path.exists() {
+        return load_keys(path);
+    }
+    let keys = NvsKeys::generate(&mut rand::rngs::OsRng);
+    write_atomically(path, &keys.to_partition())?;
+    eprintln!("made new NVS keys in {}", path.display());
+    Ok(keys)
+}
+
+fn provision_one(
+    certs: &DeviceCertificates,
+    out: &Path,
+    size: usize,
+    keys: Option<&NvsKeys>,
+    args: &ProvisionArgs,
+) -> Result<()> {
+    if out.exists() && !args.force {
+        bail!("{} exists; add --force to replace it", out.display());
+    }
+    let mut nvs = blank(size, keys)?;
+    store(&mut nvs, certs, args.allow_custom_endpoint)?;
+    write_atomically(out, nvs.release().bytes())
+}
+
+/// One row of a batch CSV.
+struct BatchRow {
+    line: usize,
+    device_id: String,
+    cert: PathBuf,
+    key: PathBuf,
+    endpoint: String,
+}
+
+fn parse_batch(text: &str, name: &str) -> Result<Vec<Result<BatchRow, String>>> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
+    let (_, header) = lines.next().with_context(|| {
+        format!("{name} is empty; it needs a `device_id,cert,private_key,endpoint` header")
+    })?;
+    let columns: Vec<&str> = header.split(',').map(str::trim).collect();
+    let col = |want: &str| {
+        columns.iter().position(|c| *c == want).with_context(|| {
+            format!(
+                "{name}:1: no `{want}` column; the header is `device_id,cert,private_key,endpoint`"
+            )
+        })
+    };
+    let (d, c, k, e) = (
+        col("device_id")?,
+        col("cert")?,
+        col("private_key")?,
+        col("endpoint")?,
+    );
+    Ok(lines
+        .map(|(i, line)| {
+            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            let get = |n: usize| f.get(n).copied().filter(|v| !v.is_empty());
+            match (get(d), get(c), get(k), get(e)) {
+                (Some(d), Some(c), Some(k), Some(e)) => Ok(BatchRow {
+                    line: i + 1,
+                    device_id: d.to_string(),
+                    cert: PathBuf::from(c),
+                    key: PathBuf::from(k),
+                    endpoint: e.to_string(),
+                }),
+                _ => Err(format!(
+                    "{name}:{}: a field is missing (need device_id,cert,private_key,endpoint)",
+                    i + 1
+                )),
+            }
+        })
+        .collect())
+}
+
+fn batch(args: &ProvisionArgs, csv: &Path, dir: &Path, size: usize) -> Result<ExitCode> {
+    let name = csv.display().to_string();
+    let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read {name}"))?;
+    let rows = parse_batch(&text, &name)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let shared_keys = match (args.encrypt, &args.nvs_keys) {
+        (true, Some(path)) => Some(keys_at(path)?),
+        _ => None,
+    };
+    let bar = indicatif::ProgressBar::new(rows.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut failures = Vec::new();
+    for row in &rows {
+        let result = row
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|row| {
+                let certs = certificates(&row.cert, &row.key, &row.endpoint, &row.device_id)
+                    .with_context(|| format!("{name}:{}", row.line))?;
+                let keys = match (&shared_keys, args.encrypt) {
+                    (Some(k), _) => Some(k.clone()),
+                    (None, true) => Some(keys_at(
+                        &dir.join(format!("{}.nvs_keys.bin", row.device_id)),
+                    )?),
+                    (None, false) => None,
+                };
+                provision_one(
+                    &certs,
+                    &dir.join(format!("{}.bin", row.device_id)),
+                    size,
+                    keys.as_ref(),
+                    args,
+                )
+                .with_context(|| format!("{name}:{} (`{}`)", row.line, row.device_id))
+            });
+        if let Err(err) = result {
+            bar.suspend(|| eprintln!("skipped: {err:#}"));
+            failures.push(err);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let done = rows.len() - failures.len();
+    eprintln!(
+        "provisioned {done} of {} devices into {}; {} failed",
+        rows.len(),
+        dir.display(),
+        failures.len()
+    );
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

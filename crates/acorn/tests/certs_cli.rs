@@ -1,0 +1,272 @@
+//! `acorn certs import | show | provision` end to end: an AWS-shaped identity (RSA-2048 PKCS#1
+//! key, `-ats` endpoint) in flashable images that ESP-IDF's generator decrypts and the
+//! independent `esp-nvs` reader reads; batches that skip bad rows; bad input that leaves no
+//! partial image.
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_clean_failure, run_in};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+
+const ENDPOINT: &str = "a1b2c3d4e5f6g7-ats.iot.us-west-2.amazonaws.com";
+
+/// Writes `<name>.crt` and `<name>.key` (PKCS#1, as AWS issues them) signed by a test CA.
+fn aws_shaped(dir: &Path, name: &str) -> (String, String) {
+    let mut rng = rand::thread_rng();
+    let key = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+    let pkcs1 = key.to_pkcs1_pem(LineEnding::LF).unwrap().to_string();
+    let pkcs8 = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    let key_pair = rcgen::KeyPair::from_pem(&pkcs8).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2049, 12, 31);
+    let cert = params.signed_by(&key_pair, &ca, &ca_key).unwrap().pem();
+    std::fs::write(dir.join(format!("{name}.crt")), &cert).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), &pkcs1).unwrap();
+    (cert, pkcs1)
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = run_in(dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct PeerFlash(acorn_nvs::MemFlash);
+impl embedded_storage::nor_flash::ErrorType for PeerFlash {
+    type Error = acorn_nvs::MemFlashError;
+}
+impl embedded_storage::nor_flash::ReadNorFlash for PeerFlash {
+    const READ_SIZE: usize = 1;
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        self.0.read(offset, bytes)
+    }
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
+impl embedded_storage::nor_flash::NorFlash for PeerFlash {
+    const WRITE_SIZE: usize = 1;
+    const ERASE_SIZE: usize = 4096;
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        self.0.erase(from, to)
+    }
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        self.0.write(offset, bytes)
+    }
+}
+impl esp_nvs::platform::Crc for PeerFlash {
+    fn crc32(init: u32, data: &[u8]) -> u32 {
+        esp_nvs::platform::software_crc32(init, data)
+    }
+}
+
+/// Reads the identity with the independent esp-nvs reader.
+fn peer_read(image: Vec<u8>) -> (Vec<u8>, Vec<u8>, Vec<u8>, u8) {
+    let size = image.len();
+    let mut nvs =
+        esp_nvs::Nvs::new(0, size, PeerFlash(acorn_nvs::MemFlash::from_bytes(image))).unwrap();
+    let ns = esp_nvs::Key::from_str("mqtt_certs");
+    let get = |nvs: &mut esp_nvs::Nvs<PeerFlash>, k: &str| -> Vec<u8> {
+        esp_nvs::Get::get(nvs, &ns, &esp_nvs::Key::from_str(k)).unwrap()
+    };
+    let cert = get(&mut nvs, "device_cert");
+    let key = get(&mut nvs, "private_key");
+    let endpoint = get(&mut nvs, "iot_endpoint");
+    let valid: u8 =
+        esp_nvs::Get::get(&mut nvs, &ns, &esp_nvs::Key::from_str("cert_valid")).unwrap();
+    (cert, key, endpoint, valid)
+}
+
+#[test]
+fn provision_an_aws_shaped_identity_readable_by_esp_nvs_and_the_generator() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (cert, key) = aws_shaped(d, "acorn-0001");
+    assert!(
+        (1600..1750).contains(&key.len()),
+        "PKCS#1 key of {} bytes",
+        key.len()
+    );
+    let args = [
+        "certs",
+        "provision",
+        "--cert",
+        "acorn-0001.crt",
+        "--private-key",
+        "acorn-0001.key",
+        "--endpoint",
+        ENDPOINT,
+        "--device-id",
+        "acorn-0001",
+    ];
+    ok(d, &[&args[..], &["-o", "plain.bin"]].concat());
+    let (c, k, e, v) = peer_read(std::fs::read(d.join("plain.bin")).unwrap());
+    assert_eq!(
+        (c, k, e, v),
+        (
+            cert.clone().into_bytes(),
+            key.clone().into_bytes(),
+            ENDPOINT.as_bytes().to_vec(),
+            1
+        )
+    );
+
+    ok(
+        d,
+        &[
+            &args[..],
+            &["-o", "enc.bin", "--encrypt", "--nvs-keys", "keys.bin"],
+        ]
+        .concat(),
+    );
+    assert!(d.join("keys.bin").exists());
+    common::esp_gen(
+        d,
+        &["decrypt", "enc.bin", "keys.bin", "dec.bin", "--outdir", "."],
+    );
+    let (c, k, _, v) = peer_read(std::fs::read(d.join("dec.bin")).unwrap());
+    assert_eq!((c, k, v), (cert.into_bytes(), key.clone().into_bytes(), 1));
+
+    // show: everything but the key.
+    let shown = ok(
+        d,
+        &[
+            "certs",
+            "show",
+            "--image",
+            "enc.bin",
+            "--nvs-keys",
+            "keys.bin",
+        ],
+    );
+    assert!(
+        shown.contains("acorn-0001") && shown.contains(ENDPOINT),
+        "{shown}"
+    );
+    let key_line = key.lines().nth(1).unwrap();
+    assert!(!shown.contains(key_line), "show leaked the private key");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(d, &["certs", "show", "--image", "plain.bin", "--json"])).unwrap();
+    assert_eq!(json["report"]["valid"], true);
+    assert_eq!(json["cert_valid"], true);
+}
+
+#[test]
+fn import_replaces_an_identity_and_refuses_bad_sets_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    aws_shaped(d, "dev-a");
+    aws_shaped(d, "dev-b");
+    let import = |cert: &str, key: &str, id: &str| {
+        run_in(
+            d,
+            &[
+                "certs",
+                "import",
+                "--image",
+                "id.bin",
+                "--cert",
+                cert,
+                "--private-key",
+                key,
+                "--endpoint",
+                ENDPOINT,
+                "--device-id",
+                id,
+            ],
+        )
+    };
+    assert!(import("dev-a.crt", "dev-a.key", "dev-a").status.success());
+    assert!(import("dev-b.crt", "dev-b.key", "dev-b").status.success());
+    assert!(ok(d, &["certs", "show", "--image", "id.bin"]).contains("dev-b"));
+    let before = std::fs::read(d.join("id.bin")).unwrap();
+    for (cert, key, id, what) in [
+        (
+            "dev-a.crt",
+            "dev-b.key",
+            "dev-a",
+            "key of another certificate",
+        ),
+        ("dev-a.crt", "missing.key", "dev-a", "missing key file"),
+        ("dev-a.key", "dev-a.key", "dev-a", "garbage certificate"),
+        ("dev-a.crt", "dev-a.key", "bad id!", "bad device id"),
+    ] {
+        let out = import(cert, key, id);
+        assert_clean_failure(&out, what);
+        assert_eq!(
+            std::fs::read(d.join("id.bin")).unwrap(),
+            before,
+            "{what} changed the image"
+        );
+    }
+    let out = run_in(
+        d,
+        &[
+            "certs",
+            "provision",
+            "--cert",
+            "dev-a.crt",
+            "--private-key",
+            "dev-b.key",
+            "--endpoint",
+            ENDPOINT,
+            "--device-id",
+            "dev-a",
+            "-o",
+            "new.bin",
+        ],
+    );
+    assert_clean_failure(&out, "provision mismatched pair");
+    assert!(!d.join("new.bin").exists(), "no partial image");
+}
+
+#[test]
+fn batch_provisioning_skips_bad_rows_and_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut csv = String::from("device_id,cert,private_key,endpoint\n");
+    for n in 0..5 {
+        let name = format!("unit-{n}");
+        aws_shaped(d, &name);
+        csv.push_str(&format!("{name},{name}.crt,{name}.key,{ENDPOINT}\n"));
+    }
+    csv.push_str("unit-bad,unit-0.crt,unit-1.key,a-ats.iot.us-west-2.amazonaws.com\n");
+    csv.push_str("unit-short,unit-0.crt\n");
+    std::fs::write(d.join("devices.csv"), csv).unwrap();
+    let out = run_in(
+        d,
+        &[
+            "certs",
+            "provision",
+            "--batch",
+            "devices.csv",
+            "--out-dir",
+            "out",
+            "--encrypt",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "some rows failed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("devices.csv:7") && err.contains("devices.csv:8"),
+        "{err}"
+    );
+    assert!(err.contains("provisioned 5 of 7"), "{err}");
+    for n in 0..5 {
+        assert!(d.join(format!("out/unit-{n}.bin")).exists());
+        assert!(d.join(format!("out/unit-{n}.nvs_keys.bin")).exists());
+    }
+    assert!(!d.join("out/unit-bad.bin").exists());
+}
