@@ -1,20 +1,23 @@
 //! Small big-integer helpers over `crypto-bigint` (fixed widths up to 4096 bits).
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
 use crypto_bigint::{Integer, Limb, Uint, U2048};
 
-/// Left-pads big-endian bytes into a `Uint<L>`; `None` if they do not fit.
+/// Largest supported integer, in bytes (4096 bits).
+const MAX_BYTES: usize = 512;
+
+/// Left-pads big-endian bytes into a `Uint<L>` (no heap); `None` if they do not fit.
 pub(crate) fn to_uint<const L: usize>(bytes: &[u8]) -> Option<Uint<L>> {
     let size = L * Limb::BYTES;
-    if bytes.len() > size {
+    if bytes.len() > size || size > MAX_BYTES {
         return None;
     }
-    let mut padded = vec![0u8; size];
-    padded.get_mut(size - bytes.len()..)?.copy_from_slice(bytes);
-    Some(Uint::<L>::from_be_slice(&padded))
+    let mut padded = [0u8; MAX_BYTES];
+    let buf = padded.get_mut(..size)?;
+    buf.get_mut(size - bytes.len()..)?.copy_from_slice(bytes);
+    Some(Uint::<L>::from_be_slice(buf))
 }
 
 /// Big-endian bytes of the full `Uint<L>` width.
@@ -46,19 +49,16 @@ pub(crate) fn modpow<const L: usize>(base: &[u8], e: &[u8], n: &[u8]) -> Option<
     Some(to_be_bytes(&result))
 }
 
-/// Whether `p * q == n` (big-endian bytes, each factor at most 2048 bits); `None` when a
-/// factor is too large to check.
+/// Whether `p * q == n` (big-endian bytes, each factor at most 2048 bits), without heap
+/// allocation; `None` when a number is too large to check.
 pub(crate) fn product_equals(p: &[u8], q: &[u8], n: &[u8]) -> Option<bool> {
     const L: usize = U2048::LIMBS;
-    let p = to_uint::<L>(p)?;
-    let q = to_uint::<L>(q)?;
-    let (lo, hi) = p.mul_wide(&q);
-    let mut product = to_be_bytes(&hi);
-    product.extend_from_slice(&to_be_bytes(&lo));
-    let start = product
-        .iter()
-        .position(|b| *b != 0)
-        .unwrap_or(product.len());
-    let n_start = n.iter().position(|b| *b != 0).unwrap_or(n.len());
-    Some(product.get(start..) == n.get(n_start..))
+    let half = L * Limb::BYTES;
+    let n = n.get(n.iter().position(|b| *b != 0).unwrap_or(n.len())..)?;
+    if n.len() > 2 * half {
+        return None;
+    }
+    let (n_hi, n_lo) = n.split_at(n.len().saturating_sub(half));
+    let (lo, hi) = to_uint::<L>(p)?.mul_wide(&to_uint::<L>(q)?);
+    Some(lo == to_uint::<L>(n_lo)? && hi == to_uint::<L>(n_hi)?)
 }
