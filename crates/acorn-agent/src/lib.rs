@@ -30,6 +30,7 @@ pub mod diagnosis;
 pub mod error;
 pub mod identity;
 pub mod ping;
+pub mod registration;
 pub mod roots;
 pub mod secret;
 pub mod session;
