@@ -666,3 +666,58 @@ fn der_certificate_ending_in_a_whitespace_or_nul_byte_is_read_as_is() {
     let ca_pem = ca.cert.pem();
     assert_valid(&validate(&set, &opts().with_ca(ca_pem.as_bytes())));
 }
+
+#[test]
+fn rsa_chain_with_sha384_and_sha512_signatures() {
+    for alg in [&rcgen::PKCS_RSA_SHA384, &rcgen::PKCS_RSA_SHA512] {
+        let ca_key =
+            rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&rsa_key(0).pkcs8_pem, alg).unwrap();
+        let ca = make_ca("Acorn SHA-2 CA", ca_key);
+        let key = p256();
+        let set = DeviceCertificates {
+            device_certificate: device_cert(&key, &ca).pem().into_bytes(),
+            private_key: PrivateKey::new(key.serialize_pem().into_bytes()),
+            ..aws_set()
+        };
+        let ca_pem = ca.cert.pem();
+        assert_valid(&validate(&set, &opts().with_ca(ca_pem.as_bytes())));
+        // A different CA key under the same name does not verify.
+        let other =
+            rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&rsa_key(3).pkcs8_pem, alg).unwrap();
+        let impostor = make_ca("Acorn SHA-2 CA", other).cert.pem();
+        let report = validate(&set, &opts().with_ca(impostor.as_bytes()));
+        assert_only_failure(
+            &report,
+            Problem::UntrustedIssuer,
+            CertificateValidation::InvalidContent,
+        );
+    }
+}
+
+#[test]
+fn rsa_3072_and_4096_keys_and_cas() {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::pkcs8::EncodePrivateKey;
+    for bits in [3072, 4096] {
+        let mut rng = rand::thread_rng();
+        let ca_rsa = rsa::RsaPrivateKey::new(&mut rng, bits).unwrap();
+        let dev_rsa = rsa::RsaPrivateKey::new(&mut rng, bits).unwrap();
+        let pem8 = |k: &rsa::RsaPrivateKey| k.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        let ca = make_ca(
+            "Acorn big CA",
+            rcgen::KeyPair::from_pem(&pem8(&ca_rsa)).unwrap(),
+        );
+        let dev_key = rcgen::KeyPair::from_pem(&pem8(&dev_rsa)).unwrap();
+        let pkcs1 = dev_rsa.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        let set = DeviceCertificates {
+            device_certificate: device_cert(&dev_key, &ca).pem().into_bytes(),
+            private_key: PrivateKey::from_slice(pkcs1.as_bytes()),
+            ..aws_set()
+        };
+        let ca_pem = ca.cert.pem();
+        let report = validate(&set, &opts().with_ca(ca_pem.as_bytes()));
+        assert_valid(&report);
+        let kind = &report.check(CheckId::KeyType).unwrap().explanation;
+        assert!(kind.contains(&format!("RSA-{bits}")), "{kind}");
+    }
+}
