@@ -3,7 +3,7 @@
 
 use acorn_nvs::{MemFlash, MemFlashError, Nvs};
 use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
-use esp_nvs::{Get, Key};
+use esp_nvs::Key;
 
 struct PeerFlash(MemFlash);
 impl ErrorType for PeerFlash {
