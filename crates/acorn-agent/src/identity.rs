@@ -4,7 +4,11 @@
 use core::fmt;
 
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+    ServerName,
+};
+use zeroize::Zeroizing;
 
 use crate::error::ConfigError;
 use crate::secret::SecretString;
@@ -22,6 +26,26 @@ pub const ALPN_PORT: u16 = 443;
 pub struct ClientIdentity {
     cert_pem: String,
     key_pem: SecretString,
+    der: Option<DerMaterial>,
+}
+
+/// The container format of a DER private key given to [`ClientIdentity::from_der`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DerKeyFormat {
+    /// PKCS#1 `RSAPrivateKey`.
+    Pkcs1,
+    /// PKCS#8 `PrivateKeyInfo`.
+    Pkcs8,
+    /// SEC1 `ECPrivateKey`.
+    Sec1,
+}
+
+/// A certificate and key held as DER (e.g. stored that way in NVS).
+#[derive(Clone)]
+struct DerMaterial {
+    cert: Vec<u8>,
+    key: Zeroizing<Vec<u8>>,
+    format: DerKeyFormat,
 }
 
 impl ClientIdentity {
@@ -32,6 +56,21 @@ impl ClientIdentity {
         Self {
             cert_pem: cert_pem.into(),
             key_pem,
+            der: None,
+        }
+    }
+
+    /// An identity from a DER device certificate and a DER private key of `format` (the key
+    /// bytes are zeroized on drop). [`Self::cert_pem`] and [`Self::key_pem`] are then empty.
+    pub fn from_der(cert_der: Vec<u8>, key_der: Zeroizing<Vec<u8>>, format: DerKeyFormat) -> Self {
+        Self {
+            cert_pem: String::new(),
+            key_pem: SecretString::default(),
+            der: Some(DerMaterial {
+                cert: cert_der,
+                key: key_der,
+                format,
+            }),
         }
     }
 
@@ -47,6 +86,9 @@ impl ClientIdentity {
 
     /// The certificate chain as DER, device certificate first.
     pub fn cert_chain(&self) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        if let Some(der) = &self.der {
+            return Ok(vec![CertificateDer::from(der.cert.clone())]);
+        }
         let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ConfigError::BadCertificatePem {
@@ -62,6 +104,14 @@ impl ClientIdentity {
 
     /// The private key as DER (PKCS#1, PKCS#8 or SEC1, whichever the PEM holds).
     pub fn private_key(&self) -> Result<PrivateKeyDer<'static>, ConfigError> {
+        if let Some(der) = &self.der {
+            let bytes = der.key.to_vec();
+            return Ok(match der.format {
+                DerKeyFormat::Pkcs1 => PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(bytes)),
+                DerKeyFormat::Pkcs8 => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(bytes)),
+                DerKeyFormat::Sec1 => PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(bytes)),
+            });
+        }
         PrivateKeyDer::from_pem_slice(self.key_pem.expose().as_bytes()).map_err(|e| {
             ConfigError::BadKeyPem {
                 detail: pem_error_text(&e),
@@ -87,7 +137,8 @@ impl fmt::Debug for ClientIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientIdentity")
             .field("cert_pem_len", &self.cert_pem.len())
-            .field("key_pem", &self.key_pem)
+            .field("cert_der_len", &self.der.as_ref().map(|d| d.cert.len()))
+            .field("key", &"<redacted>")
             .finish()
     }
 }

@@ -9,7 +9,9 @@
 //!   on, client auth, optional ALPN `x-amzn-mqtt-ca`) and refuses a key that does not match
 //!   its certificate before anything is sent;
 //! - [`ping::ping()`] times DNS, TCP, TLS, CONNACK, SUBACK, PUBACK and DISCONNECT;
-//! - [`SessionOptions`] makes the rumqttc client and event loop for the long-running agent.
+//! - [`SessionOptions`] makes the rumqttc client and event loop for the long-running agent;
+//! - [`device`] is the device runtime (`acorn device run`): identity and settings from an NVS
+//!   image ([`image`]), the `acorn-mqtt` session policy driven over rumqttc.
 //!
 //! ```no_run
 //! use acorn_agent::{ping, BrokerTarget, ClientIdentity, PingOptions, SecretString, TrustRoots};
@@ -26,9 +28,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod device;
 pub mod diagnosis;
 pub mod error;
 pub mod identity;
+pub mod image;
 pub mod ping;
 pub mod registration;
 pub mod roots;
@@ -37,9 +41,11 @@ pub mod session;
 pub mod status;
 pub mod tls;
 
+pub use device::{Device, DeviceError, DeviceEvent, DeviceHandle, DeviceOptions, PressOutcome};
 pub use diagnosis::{ClientCertRejection, Diagnosis, Step};
 pub use error::ConfigError;
-pub use identity::{BrokerTarget, ClientIdentity};
+pub use identity::{BrokerTarget, ClientIdentity, DerKeyFormat};
+pub use image::{DeviceImage, ImageError, LoadedDevice};
 pub use ping::{ping, PingFailure, PingOptions, PingReport};
 pub use roots::TrustRoots;
 pub use secret::SecretString;

@@ -1,11 +1,384 @@
-//! Not implemented yet.
+//! `acorn device`: run a device from its NVS image (`run`) and check its connection (`ping`).
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Subcommands (none yet).
+use acorn_agent::device::{Device, DeviceHandle, DeviceOptions, PressOutcome, AGENT_VERSION};
+use acorn_agent::image::unix_now;
+use acorn_agent::{ping, BrokerTarget, DeviceImage, PingOptions, TrustRoots};
+use acorn_mqtt::{DeviceStatus, DeviceStatusMessage};
+use anyhow::{bail, Context, Result};
+use tokio::io::AsyncBufReadExt as _;
+
+/// Subcommands of `acorn device`.
 #[derive(clap::Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Run the device whose identity is in an NVS image: connect, publish button presses,
+    /// apply settings and answer commands until SIGINT/SIGTERM or `quit`.
+    ///
+    /// Commands on stdin: `press <buttonRfId> [battery]`, `status`, `quit`. Answers are JSON
+    /// lines on stdout; logs go to stderr (level from RUST_LOG, default `info`).
+    Run(RunArgs),
+    /// Connect once, publish one status at QoS 1, disconnect: the time of every step (DNS,
+    /// TCP, TLS, CONNACK, SUBACK, PUBACK) or the diagnosis of the one that failed (exit 1).
+    Ping(PingArgs),
+}
+
+/// Where the device's identity is and where to connect.
+#[derive(clap::Args)]
+pub struct ConnectionArgs {
+    /// NVS partition image holding the identity (namespace `mqtt_certs`).
+    #[arg(long)]
+    image: PathBuf,
+    /// NVS key partition file, for an encrypted image.
+    #[arg(long)]
+    nvs_keys: Option<PathBuf>,
+    /// Broker as HOST or HOST:PORT (default: the endpoint stored in the image, port 8883, or
+    /// 443 with --alpn).
+    #[arg(long)]
+    broker: Option<String>,
+    /// CA certificate file (PEM) the broker's certificate must chain to (default: Amazon
+    /// Root CA 1 and 3, built in).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Offer ALPN `x-amzn-mqtt-ca` (AWS IoT Core on port 443).
+    #[arg(long)]
+    alpn: bool,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `acorn device run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// Simulate a press of button `sim-button` at this interval (e.g. `500ms`, `10s`, `1m`).
+    #[arg(long, value_parser = parse_duration)]
+    press_every: Option<Duration>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// Arguments of `acorn device ping`.
+#[derive(clap::Args)]
+pub struct PingArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
 
 /// Runs a subcommand.
-pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
-    match cmd {}
+pub fn run(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Run(args) => run_device(args),
+        Command::Ping(args) => run_ping(args),
+    }
+}
+
+/// Parses `250ms`, `2s`, `1.5s`, `3m`, `1h` (a bare number is seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 500ms, 10s or 1m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{text}': use ms, s, m or h"
+            ))
+        }
+    };
+    if !(secs.is_finite() && (0.001..=86_400.0 * 365.0).contains(&secs)) {
+        return Err(format!("'{text}' is out of range (1ms .. 1 year)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn roots(ca: Option<&Path>) -> Result<TrustRoots> {
+    match ca {
+        Some(path) => Ok(TrustRoots::from_pem_file(path)?),
+        None => Ok(TrustRoots::Amazon),
+    }
+}
+
+fn broker(args: &ConnectionArgs) -> Result<Option<BrokerTarget>> {
+    args.broker
+        .as_deref()
+        .map(|b| BrokerTarget::parse(b, args.alpn))
+        .transpose()
+        .map_err(Into::into)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (not possible in this process) would be harmless.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn run_device(args: RunArgs) -> Result<ExitCode> {
+    init_logging(args.log_format);
+    let mut options = DeviceOptions::new(&args.connection.image);
+    options.nvs_keys = crate::image_file::maybe_keys(args.connection.nvs_keys.as_deref())?;
+    options.broker = broker(&args.connection)?;
+    options.alpn = args.connection.alpn;
+    options.roots = roots(args.connection.ca.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(async move {
+        let device = Device::open(options)?;
+        let handle = device.spawn();
+        drive(&handle, args.press_every).await?;
+        handle.shutdown().await?;
+        Ok::<_, anyhow::Error>(())
+    });
+    // The stdin reader may be blocked in a read: do not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Reads stdin commands, signals and the press timer until it is time to stop.
+async fn drive(handle: &DeviceHandle, press_every: Option<Duration>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let period = press_every.unwrap_or(Duration::from_secs(3600));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut watchdog = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
+            line = lines.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => {
+                    if !command(handle, &line).await {
+                        return Ok(());
+                    }
+                }
+                // End of input: keep running until a signal.
+                Ok(None) | Err(_) => stdin_open = false,
+            },
+            _ = ticker.tick(), if press_every.is_some() => {
+                print_press(handle, "sim-button", None).await;
+            }
+            _ = watchdog.tick() => {
+                if handle.is_finished() {
+                    bail!("the device runtime stopped unexpectedly");
+                }
+            }
+        }
+    }
+}
+
+/// Runs one stdin command; `false` means quit.
+async fn command(handle: &DeviceHandle, line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        [] => {}
+        ["quit"] | ["exit"] => return false,
+        ["status"] => match handle.snapshot().await {
+            Ok(s) => println!(
+                "{}",
+                serde_json::json!({
+                    "deviceId": s.device_id,
+                    "status": s.status.to_string(),
+                    "connectedForMs": s.connected_for_ms,
+                    "settings": s.settings,
+                    "connects": s.stats.connects,
+                    "connectAttempts": s.stats.connect_attempts,
+                    "failures": s.stats.failures,
+                    "queued": s.stats.queued,
+                    "inFlight": s.stats.in_flight,
+                    "delivered": s.stats.delivered,
+                    "dropped": s.stats.dropped_full,
+                    "expired": s.stats.expired,
+                    "lastError": s.stats.last_error,
+                })
+            ),
+            Err(e) => eprintln!("status: {e}"),
+        },
+        ["press", button] => print_press(handle, button, None).await,
+        ["press", button, battery] => match battery.parse::<u8>() {
+            Ok(level) if level <= 100 => print_press(handle, button, Some(level)).await,
+            _ => eprintln!("press: battery level must be 0..=100, got '{battery}'"),
+        },
+        _ => eprintln!(
+            "unknown command '{}': use `press <buttonRfId> [battery]`, `status` or `quit`",
+            line.trim()
+        ),
+    }
+    true
+}
+
+async fn print_press(handle: &DeviceHandle, button: &str, battery: Option<u8>) {
+    match handle.press(button, battery).await {
+        Ok(PressOutcome::Queued(id)) => println!(
+            "{}",
+            serde_json::json!({"press": button, "queued": true, "id": id.0})
+        ),
+        Ok(PressOutcome::CooledDown) => println!(
+            "{}",
+            serde_json::json!({"press": button, "queued": false, "reason": "cooldown"})
+        ),
+        Err(e) => eprintln!("press {button}: {e}"),
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn run_ping(args: PingArgs) -> Result<ExitCode> {
+    let conn = &args.connection;
+    let keys = crate::image_file::maybe_keys(conn.nvs_keys.as_deref())?;
+    // A copy: a device running from the same image keeps sole ownership of the file.
+    let mut image = DeviceImage::open_copy(&conn.image, keys.as_ref())?;
+    let loaded = image.load_identity(unix_now())?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let target = match broker(conn)? {
+        Some(target) => target,
+        None => BrokerTarget::aws(loaded.endpoint.clone(), conn.alpn),
+    };
+    let mut options = PingOptions::new(
+        target.clone(),
+        loaded.identity.clone(),
+        roots(conn.ca.as_deref())?,
+        loaded.device_id.clone(),
+        AGENT_VERSION,
+    );
+    options.payload = DeviceStatusMessage::new(
+        &loaded.device_id,
+        unix_ms(),
+        DeviceStatus::Online,
+        AGENT_VERSION,
+    )
+    .to_json()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(ping(&options));
+    let broker = format!("{}:{}", target.host, target.port);
+    let steps_json = |steps: &[(acorn_agent::Step, Duration)]| {
+        steps
+            .iter()
+            .map(|(s, d)| serde_json::json!({"step": s.name(), "ms": ms(*d)}))
+            .collect::<Vec<_>>()
+    };
+    match result {
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "ok": true,
+                        "deviceId": loaded.device_id,
+                        "broker": broker,
+                        "peer": report.peer.to_string(),
+                        "steps": steps_json(&report.steps),
+                        "totalMs": ms(report.total),
+                        "tlsVersion": report.tls_version,
+                        "cipherSuite": report.cipher_suite,
+                        "alpn": report.alpn,
+                        "sessionPresent": report.session_present,
+                    })
+                );
+            } else {
+                println!("ping {} at {broker} ({})", loaded.device_id, report.peer);
+                for (step, d) in &report.steps {
+                    println!("  {:<11} {:>9.3} ms", step.name(), ms(*d));
+                }
+                println!("  {:<11} {:>9.3} ms", "total", ms(report.total));
+                println!(
+                    "ok: {}, {}{}",
+                    report.tls_version,
+                    report.cipher_suite,
+                    report
+                        .alpn
+                        .as_deref()
+                        .map(|a| format!(", ALPN {a}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "ok": false,
+                        "deviceId": loaded.device_id,
+                        "broker": broker,
+                        "steps": steps_json(&failure.completed),
+                        "failedStep": failure.step.name(),
+                        "diagnosis": failure.diagnosis.to_string(),
+                    })
+                );
+            } else {
+                println!("ping {} at {broker}", loaded.device_id);
+                for (step, d) in &failure.completed {
+                    println!("  {:<11} {:>9.3} ms", step.name(), ms(*d));
+                }
+                println!("  {:<11} FAILED", failure.step.name());
+                println!("diagnosis: {}", failure.diagnosis);
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("0ms").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
 }

@@ -359,3 +359,56 @@ impl Client {
         }
     }
 }
+
+/// A device image (NVS partition file) at `dir/<cn>.bin` holding an identity for device `cn`
+/// signed by `ca`, with endpoint `localhost`. Returns the path and the private key PEM.
+pub fn device_image(dir: &Path, ca: &Ca, cn: &str) -> (std::path::PathBuf, String) {
+    let (cert, key) = ca.leaf(cn, &[], Validity::Valid);
+    let path = dir.join(format!("{cn}.bin"));
+    let mut image = acorn_agent::DeviceImage::create(&path, 0x8000, None).unwrap();
+    let certs = acorn_certs::DeviceCertificates {
+        device_certificate: cert.into_bytes(),
+        private_key: acorn_certs::PrivateKey::new(key.clone().into_bytes()),
+        iot_endpoint: "localhost".into(),
+        device_id: cn.into(),
+    };
+    image
+        .provision(&certs, acorn_agent::image::unix_now())
+        .unwrap();
+    (path, key)
+}
+
+impl Env {
+    /// Device options for the image at `path`, connecting to this broker with the test CA.
+    pub fn device_options(&self, path: &Path) -> acorn_agent::DeviceOptions {
+        let mut options = acorn_agent::DeviceOptions::new(path);
+        options.broker = Some(self.target());
+        options.roots = self.roots();
+        options.firmware_version = "1.0.0-test".into();
+        options
+    }
+
+    /// Kills the broker process (SIGKILL), as a crash would.
+    pub fn kill_broker(&mut self) {
+        let pid = self.broker.pid().expect("broker running");
+        let status = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Starts a new broker on the same port with the same files (after [`Env::kill_broker`]).
+    pub fn start_broker_again(&mut self) {
+        let dir = self.dir.path();
+        let mut config = BrokerConfig::new(
+            dir,
+            dir.join("ca.pem"),
+            dir.join("server.pem"),
+            dir.join("server.key"),
+        );
+        config.port = Some(self.broker.port());
+        let new = Broker::start(config).expect("mosquitto restarts");
+        drop(std::mem::replace(&mut self.broker, new));
+    }
+}

@@ -1,0 +1,334 @@
+//! The device runtime: what an Acorn Pups device does, on a host.
+//!
+//! [`Device::open`] mounts the device's NVS image, loads and validates its identity (the
+//! metadata update is written back, as on a device) and its settings; [`Device::spawn`] runs
+//! it on tokio and returns a [`DeviceHandle`] to press buttons, read the status and shut down.
+//!
+//! The runtime drives the sans-IO [`acorn_mqtt::Session`] (backoff with full jitter, health
+//! every 30 s, the offline queue) over rumqttc + rustls, one rumqttc event loop per
+//! connection so rumqttc never reconnects on its own:
+//!
+//! - an `online` status on every connect, a resubscription whenever the broker has no session,
+//!   QoS 1 presses queued while offline and delivered in order after the reconnect;
+//! - settings and commands validated with [`acorn_mqtt::parse_inbound`]; settings applied and
+//!   saved in the image (namespace `settings`); `ping`, `get-status`, `reconnect` answered with
+//!   their `requestId`; a bad message gets an error status reply and a log line;
+//! - a health line every 30 s; plain-language diagnoses of every failure;
+//! - on shutdown, an `offline` status (its PUBACK awaited, bounded) and a clean DISCONNECT.
+//!
+//! ```no_run
+//! use acorn_agent::device::{Device, DeviceOptions};
+//! # async fn run() -> Result<(), acorn_agent::device::DeviceError> {
+//! let options = DeviceOptions::new("device-nvs.bin");
+//! let device = Device::open(options)?;
+//! let handle = device.spawn();
+//! handle.press("rf-5a3c", Some(87)).await?;
+//! handle.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+mod link;
+mod runtime;
+
+use std::path::{Path, PathBuf};
+
+use acorn_mqtt::{
+    ConnectionStatus, DeviceSettings, DropReason, HealthReport, PublishId, Session, SessionConfig,
+    Stats, Topics,
+};
+use acorn_nvs::{FileFlash, NvsKeys};
+use rand::rngs::StdRng;
+use rand::SeedableRng as _;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::ConfigError;
+use crate::identity::BrokerTarget;
+use crate::image::{unix_now, DeviceImage, ImageError, LoadedDevice};
+use crate::roots::TrustRoots;
+use crate::session::SessionOptions;
+
+/// The firmware version the host agent reports.
+pub const AGENT_VERSION: &str = concat!("acorn-agent-", env!("CARGO_PKG_VERSION"));
+
+/// Why the device cannot start or a request failed. Messages never hold key material.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The image or the identity in it is unusable.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The TLS or MQTT settings are unusable (e.g. the key does not match the certificate).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The device id or a message breaks an MQTT or AWS IoT rule.
+    #[error("{0}")]
+    Mqtt(#[from] acorn_mqtt::Error),
+    /// The runtime has stopped; no more requests are taken.
+    #[error("the device runtime has stopped")]
+    Stopped,
+}
+
+/// How to run a device. [`DeviceOptions::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct DeviceOptions {
+    /// The NVS partition image (the device's flash).
+    pub image: PathBuf,
+    /// NVS encryption keys, if the image is encrypted.
+    pub nvs_keys: Option<NvsKeys>,
+    /// Where to connect; `None` = the endpoint stored in the image, port 8883 (443 with ALPN).
+    pub broker: Option<BrokerTarget>,
+    /// Offer ALPN `x-amzn-mqtt-ca` (port 443 on AWS IoT Core).
+    pub alpn: bool,
+    /// Roots the broker must chain to (default: Amazon Root CA 1 and 3).
+    pub roots: TrustRoots,
+    /// Reported as `firmwareVersion`.
+    pub firmware_version: String,
+    /// Adjusts the session policy (backoff, queue, keepalive) before it starts.
+    pub tune: Option<fn(&mut SessionConfig)>,
+}
+
+impl DeviceOptions {
+    /// The image at `image`, the stored endpoint, Amazon roots, the agent's version.
+    pub fn new(image: impl Into<PathBuf>) -> Self {
+        Self {
+            image: image.into(),
+            nvs_keys: None,
+            broker: None,
+            alpn: false,
+            roots: TrustRoots::Amazon,
+            firmware_version: AGENT_VERSION.to_owned(),
+            tune: None,
+        }
+    }
+}
+
+/// What happened, as broadcast to [`DeviceHandle::events`] subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// The connection status changed.
+    Status(ConnectionStatus),
+    /// A QoS 1 message (press or reply) was acknowledged by the broker.
+    Delivered(PublishId),
+    /// A queued message was dropped.
+    Dropped {
+        /// The message.
+        id: PublishId,
+        /// Why.
+        reason: DropReason,
+    },
+    /// A settings update was applied and saved.
+    SettingsApplied(DeviceSettings),
+    /// A command was answered (`ping`, `get-status`, `reconnect`).
+    Answered {
+        /// The command.
+        command: String,
+        /// Its request id.
+        request_id: String,
+    },
+    /// An inbound message was rejected (and answered with an error status).
+    Rejected {
+        /// Why, in plain language.
+        reason: String,
+    },
+    /// The periodic health report.
+    Health(HealthReport),
+}
+
+/// What a press became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PressOutcome {
+    /// Queued for delivery at QoS 1 with this id (watch for [`DeviceEvent::Delivered`]).
+    Queued(PublishId),
+    /// Ignored: the same button was pressed within the `cooldownMs` setting.
+    CooledDown,
+}
+
+/// A snapshot of the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The device id.
+    pub device_id: String,
+    /// The connection status.
+    pub status: ConnectionStatus,
+    /// Session counters.
+    pub stats: Stats,
+    /// The settings in effect.
+    pub settings: DeviceSettings,
+    /// How long the connection has been up, when connected.
+    pub connected_for_ms: Option<u64>,
+}
+
+/// A request to the runtime task.
+enum Request {
+    Press {
+        button: String,
+        battery: Option<u8>,
+        reply: oneshot::Sender<Result<PressOutcome, DeviceError>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
+    },
+    Shutdown,
+}
+
+/// A device whose identity is loaded and checked, ready to run.
+pub struct Device {
+    image: DeviceImage<FileFlash>,
+    loaded: LoadedDevice,
+    settings: DeviceSettings,
+    session_options: SessionOptions,
+    mqtt_options: rumqttc::MqttOptions,
+    session: Session<StdRng>,
+    topics: Topics,
+    firmware_version: String,
+    notes: Vec<String>,
+}
+
+impl Device {
+    /// Mounts the image, loads and validates the identity (writing the metadata update back)
+    /// and the settings, and checks the TLS setup locally (a key that does not match its
+    /// certificate is refused here, before anything is sent).
+    pub fn open(options: DeviceOptions) -> Result<Self, DeviceError> {
+        let mut image = DeviceImage::open(&options.image, options.nvs_keys.as_ref())?;
+        let loaded = image.load_identity(unix_now())?;
+        let (settings, settings_note) = image.load_settings();
+        let target = match options.broker {
+            Some(target) => target,
+            None => BrokerTarget::aws(loaded.endpoint.clone(), options.alpn),
+        };
+        let topics = Topics::new(&loaded.device_id)?;
+        let session_options = SessionOptions::new(
+            target,
+            loaded.identity.clone(),
+            options.roots,
+            loaded.device_id.clone(),
+            &options.firmware_version,
+        );
+        let mqtt_options = session_options.mqtt_options()?;
+        let mut session_config = SessionConfig::for_device(&topics);
+        session_config.keep_alive_secs =
+            u16::try_from(session_options.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        if let Some(tune) = options.tune {
+            tune(&mut session_config);
+        }
+        let session = Session::new(session_config, StdRng::from_entropy())?;
+        let mut notes = loaded.warnings.clone();
+        notes.extend(settings_note);
+        Ok(Self {
+            image,
+            loaded,
+            settings,
+            session_options,
+            mqtt_options,
+            session,
+            topics,
+            firmware_version: options.firmware_version,
+            notes,
+        })
+    }
+
+    /// The device id.
+    pub fn device_id(&self) -> &str {
+        &self.loaded.device_id
+    }
+
+    /// The broker address (`host:port`).
+    pub fn address(&self) -> String {
+        self.session_options.address()
+    }
+
+    /// The settings loaded from the image.
+    pub fn settings(&self) -> DeviceSettings {
+        self.settings
+    }
+
+    /// Warnings found while loading (`clock not synced`, certificate expiring soon, unreadable
+    /// settings).
+    pub fn warnings(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The image's path.
+    pub fn image_path(&self) -> &Path {
+        self.image.path()
+    }
+
+    /// Starts the runtime on the current tokio runtime.
+    pub fn spawn(self) -> DeviceHandle {
+        let (requests_tx, requests_rx) = mpsc::channel(256);
+        let (events, _) = broadcast::channel(4096);
+        let runtime = runtime::Runtime::new(self, events.clone());
+        let task = tokio::spawn(runtime.run(requests_rx));
+        DeviceHandle {
+            requests: requests_tx,
+            events,
+            task: Some(task),
+        }
+    }
+}
+
+/// Controls a running device.
+pub struct DeviceHandle {
+    requests: mpsc::Sender<Request>,
+    events: broadcast::Sender<DeviceEvent>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl DeviceHandle {
+    /// Reports a press of button `button` (battery level in percent, if known).
+    pub async fn press(
+        &self,
+        button: &str,
+        battery: Option<u8>,
+    ) -> Result<PressOutcome, DeviceError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Press {
+                button: button.to_owned(),
+                battery,
+                reply,
+            })
+            .await
+            .map_err(|_| DeviceError::Stopped)?;
+        rx.await.map_err(|_| DeviceError::Stopped)?
+    }
+
+    /// The current status, counters and settings.
+    pub async fn snapshot(&self) -> Result<Snapshot, DeviceError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Snapshot { reply })
+            .await
+            .map_err(|_| DeviceError::Stopped)?;
+        rx.await.map_err(|_| DeviceError::Stopped)
+    }
+
+    /// Subscribes to the runtime's events (from now on).
+    pub fn events(&self) -> broadcast::Receiver<DeviceEvent> {
+        self.events.subscribe()
+    }
+
+    /// Whether the runtime task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Publishes `offline` (when connected), disconnects cleanly and waits for the runtime to
+    /// end (bounded: a few seconds at most).
+    pub async fn shutdown(mut self) -> Result<(), DeviceError> {
+        // A runtime that already ended has nothing to shut down.
+        let _ = self.requests.send(Request::Shutdown).await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DeviceHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
