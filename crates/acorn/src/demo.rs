@@ -1,11 +1,253 @@
-//! Not implemented yet.
-use std::process::ExitCode;
+//! `acorn demo`: the whole system on one machine, in one process, with nothing installed
+//! beyond the Rust toolchain: a local CA, an embedded MQTT broker that requires and verifies
+//! client certificates (rumqttd), the registration backend, a cloud client, and N simulated
+//! devices that register with a CSR, keep their identity in their own NVS image, connect over
+//! mutual TLS, publish status and button presses, and apply a settings update and a command.
 
-/// Demo options.
+mod broker;
+mod cloud;
+mod log;
+mod sim;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use acorn_agent::{ping, BrokerTarget, ClientIdentity, PingOptions, SecretString, TrustRoots};
+use acorn_backend::broker::free_port;
+use acorn_backend::{Backend, BackendConfig, KeyType, LocalCa};
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+
+use self::log::DemoLog;
+
+/// Options of `acorn demo`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// How many simulated devices to run (1-100).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    devices: u16,
+    /// How long to run once started (`10s`, `500ms`, `2m`); `0` runs until Ctrl-C.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Time between two presses of one device.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    press_every: Duration,
+}
+
+/// Parses `500ms`, `10s`, `2m`, or a bare number of seconds (`0`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 10s or 2m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        return Err(format!("`{text}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
 
 /// Runs the demo.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("the demo is not implemented yet")
+pub fn run(args: Args) -> Result<ExitCode> {
+    if args.press_every < Duration::from_millis(100) {
+        anyhow::bail!("--press-every must be at least 100ms");
+    }
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "error,rumqttd=off".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let ok = runtime.block_on(demo(args))?;
+    // The embedded broker's threads end with the process.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn demo(args: Args) -> Result<bool> {
+    let log = DemoLog::new();
+    let dir = tempfile::Builder::new()
+        .prefix("acorn-demo-")
+        .tempdir()
+        .context("cannot make a temporary directory")?;
+    log.line(
+        "demo",
+        format!("working directory {}", dir.path().display()),
+    );
+
+    // 1. CA + registration backend (the CA and server certificate are made on first start).
+    let port = free_port().context("no free port for the broker")?;
+    let mut config = BackendConfig::new(dir.path().join("backend"));
+    config.iot_endpoint = format!("localhost:{port}");
+    let backend = Backend::start(config)
+        .await
+        .context("cannot start the registration backend")?;
+    let paths = backend.paths().clone();
+    log.line(
+        "ca",
+        format!("local CA (ECDSA P-256) ready: {}", paths.ca_cert.display()),
+    );
+    log.line(
+        "backend",
+        format!("registration API at {}", backend.base_url()),
+    );
+
+    // 2. The broker: TLS on localhost, client certificates required and checked against the CA.
+    let (ca, cert, key) = (
+        paths.ca_cert.clone(),
+        paths.server_cert.clone(),
+        paths.server_key.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        broker::start(port, &ca, &cert, &key, Duration::from_secs(10))
+    })
+    .await
+    .context("broker start task")??;
+    log.line(
+        "broker",
+        format!("rumqttd on localhost:{port}: MQTT 3.1.1 over TLS, client certificate required and verified against the CA"),
+    );
+    let roots = TrustRoots::from_pem(backend.ca_certificate_pem(), "ca.pem")
+        .context("the demo CA certificate")?;
+
+    // 3. Proof that the broker checks certificates: one from a stranger CA is refused.
+    refuse_stranger(&log, dir.path(), port, roots.clone()).await;
+
+    // 4. The cloud side on MQTT.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cloud = cloud::Cloud::start(
+        &paths.data_dir,
+        port,
+        roots.clone(),
+        log.clone(),
+        stop_rx.clone(),
+    )
+    .await?;
+
+    // 5. The devices, each with a token of its own.
+    let n = usize::from(args.devices);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 1..=n {
+        let device_id = format!("acorn-demo-{i:02}");
+        let token = backend
+            .mint_token(600)
+            .await
+            .context("cannot mint a registration token")?;
+        log.tally(&device_id, |_| {});
+        let config = sim::SimConfig {
+            image: dir.path().join(format!("{device_id}.nvs.bin")),
+            device_id,
+            backend_url: backend.base_url(),
+            token: SecretString::new(token.token.expose().to_owned()),
+            port,
+            roots: roots.clone(),
+            press_every: args.press_every,
+            offset: args.press_every.mul_f64(i as f64 / (n as f64 + 1.0)),
+        };
+        tasks.push(tokio::spawn(sim::run(config, log.clone(), stop_rx.clone())));
+    }
+
+    // 6. Run for the duration, or until Ctrl-C.
+    if args.duration.is_zero() {
+        log.line("demo", "running until Ctrl-C");
+        wait_for_signal().await;
+    } else {
+        log.line(
+            "demo",
+            format!("running for {:?} (Ctrl-C stops early)", args.duration),
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(args.duration) => {}
+            _ = wait_for_signal() => {}
+        }
+    }
+    log.line("demo", "stopping: devices publish offline and disconnect");
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(15), task).await {
+            log.line("demo", format!("a device did not stop in time: {e}"));
+        }
+    }
+    cloud.stop().await;
+    if let Err(e) = backend.shutdown().await {
+        log.line("backend", format!("shutdown: {e}"));
+    }
+    Ok(log.summary(n))
+}
+
+/// Tries the broker with a certificate from another CA and logs the plain-language refusal.
+async fn refuse_stranger(log: &DemoLog, dir: &std::path::Path, port: u16, roots: TrustRoots) {
+    let stranger_dir = dir.join("stranger-ca");
+    let issued = match LocalCa::create(&stranger_dir)
+        .and_then(|ca| ca.issue_with_new_key("intruder", KeyType::P256))
+    {
+        Ok(i) => i,
+        Err(e) => {
+            log.line(
+                "check",
+                format!("skipped the stranger-certificate check: {e}"),
+            );
+            return;
+        }
+    };
+    let identity = ClientIdentity::new(
+        issued.certificate.pem.clone(),
+        SecretString::new(issued.private_key_pem.expose().to_owned()),
+    );
+    let mut options = PingOptions::new(
+        BrokerTarget::new("localhost", port),
+        identity,
+        roots,
+        "intruder",
+        env!("CARGO_PKG_VERSION"),
+    );
+    options.step_timeout = Duration::from_secs(5);
+    match ping(&options).await {
+        Ok(_) => log.line(
+            "check",
+            "WARNING: the broker accepted a certificate from an unknown CA",
+        ),
+        Err(failure) => log.line(
+            "check",
+            format!(
+                "a client with a certificate from another CA is refused: {}",
+                failure.diagnosis
+            ),
+        ),
+    }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
 }

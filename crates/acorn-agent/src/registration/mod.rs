@@ -176,7 +176,7 @@ fn unix_now() -> u64 {
 pub async fn register(
     options: &RegistrationOptions,
     image: &ImageTarget,
-    network: &mut dyn NetworkJoin,
+    network: &mut (dyn NetworkJoin + Send),
 ) -> Result<Registration, RegistrationError> {
     let id = options.device_id.as_str();
     if !acorn_certs::is_valid_device_id(id) {

@@ -1,0 +1,181 @@
+//! The demo's cloud side on MQTT: a client with its own certificate (CN `acorn-cloud`) that
+//! counts the presses it receives, and sends every device that comes online a settings update
+//! and a `get-status` command.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use acorn_agent::rumqttc::{AsyncClient, Event, Packet, QoS};
+use acorn_agent::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
+use acorn_backend::{KeyType, LocalCa};
+use acorn_mqtt::{DeviceStatus, DeviceStatusMessage};
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::log::DemoLog;
+
+/// The cloud client's MQTT client id and certificate CN.
+pub const CLOUD_ID: &str = "acorn-cloud";
+
+// The device topics (acorn-mqtt builds the per-device ones).
+const TOPIC_BUTTON_PRESS: &str = "acorn-pups/button-press";
+const TOPIC_DEVICE_STATUS: &str = "acorn-pups/status";
+
+/// The settings update sent to each device.
+pub const SETTINGS_UPDATE: &str = r#"{"soundVolume":7,"ledBrightness":80}"#;
+
+/// A running cloud client.
+pub struct Cloud {
+    client: AsyncClient,
+    task: JoinHandle<()>,
+}
+
+impl Cloud {
+    /// Issues the cloud's certificate from the local CA in `ca_dir`, connects to the broker
+    /// and subscribes to every device's presses and status.
+    pub async fn start(
+        ca_dir: &std::path::Path,
+        port: u16,
+        roots: TrustRoots,
+        log: DemoLog,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Self> {
+        let ca = LocalCa::load(ca_dir).context("cannot load the demo CA")?;
+        let issued = ca
+            .issue_with_new_key(CLOUD_ID, KeyType::P256)
+            .context("cannot issue the cloud client's certificate")?;
+        let identity = ClientIdentity::new(
+            issued.certificate.pem.clone(),
+            SecretString::new(issued.private_key_pem.expose().to_owned()),
+        );
+        let mut options = SessionOptions::new(
+            BrokerTarget::new("localhost", port),
+            identity,
+            roots,
+            CLOUD_ID,
+            env!("CARGO_PKG_VERSION"),
+        );
+        options.clean_session = true;
+        let (client, mut eventloop) = options.connect().context("cloud client settings")?;
+        // Wait (bounded) for the CONNACK so the subscriptions are in place before devices start.
+        let connack = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(options.diagnose(&e)),
+                }
+            }
+        })
+        .await;
+        match connack {
+            Ok(Ok(())) => {}
+            Ok(Err(diagnosis)) => anyhow::bail!("the cloud client could not connect: {diagnosis}"),
+            Err(_) => anyhow::bail!("the cloud client got no CONNACK within 10 s"),
+        }
+        for filter in [
+            format!("{TOPIC_BUTTON_PRESS}/+"),
+            format!("{TOPIC_DEVICE_STATUS}/+"),
+        ] {
+            client
+                .subscribe(filter, QoS::AtLeastOnce)
+                .await
+                .context("cloud subscribe")?;
+        }
+        log.line(
+            "cloud",
+            format!("connected as `{CLOUD_ID}` (its own client certificate); subscribed to presses and status"),
+        );
+        let task = tokio::spawn(run(client.clone(), eventloop, log, stop));
+        Ok(Self { client, task })
+    }
+
+    /// Disconnects and waits (bounded) for the event loop to end.
+    pub async fn stop(self) {
+        let _ = self.client.disconnect().await;
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(3), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+async fn run(
+    client: AsyncClient,
+    mut eventloop: acorn_agent::rumqttc::EventLoop,
+    log: DemoLog,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut greeted: HashSet<String> = HashSet::new();
+    loop {
+        let event = tokio::select! {
+            event = eventloop.poll() => event,
+            _ = stop.changed() => {
+                if *stop.borrow() { return; }
+                continue;
+            }
+        };
+        let publish = match event {
+            Ok(Event::Incoming(Packet::Publish(p))) => p,
+            Ok(_) => continue,
+            Err(e) => {
+                if !*stop.borrow() {
+                    log.line("cloud", format!("connection lost: {e}"));
+                }
+                return;
+            }
+        };
+        if let Some(device) = publish
+            .topic
+            .strip_prefix(&format!("{TOPIC_BUTTON_PRESS}/"))
+        {
+            log.tally(device, |t| t.presses_received += 1);
+            continue;
+        }
+        let Some(device) = publish
+            .topic
+            .strip_prefix(&format!("{TOPIC_DEVICE_STATUS}/"))
+        else {
+            continue;
+        };
+        let device = device.to_owned();
+        let Ok(status) = DeviceStatusMessage::from_json(&publish.topic, &publish.payload) else {
+            log.line("cloud", format!("unreadable status from {device}"));
+            continue;
+        };
+        if let Some(command) = &status.command {
+            log.line(
+                "cloud",
+                format!(
+                    "{device} answered `{command}` ({}): {:?}",
+                    status.request_id.as_deref().unwrap_or("-"),
+                    status.result
+                ),
+            );
+            continue;
+        }
+        if status.status == DeviceStatus::Online && greeted.insert(device.clone()) {
+            let settings = format!("acorn-pups/settings/{device}");
+            let command = format!("acorn-pups/commands/{device}");
+            let cmd = format!(r#"{{"requestId":"status-{device}","command":"get-status"}}"#);
+            let sent = async {
+                client
+                    .publish(settings, QoS::AtLeastOnce, false, SETTINGS_UPDATE)
+                    .await?;
+                client.publish(command, QoS::AtLeastOnce, false, cmd).await
+            }
+            .await;
+            match sent {
+                Ok(()) => log.line(
+                    "cloud",
+                    format!("{device} is online: sent settings {SETTINGS_UPDATE} and command get-status"),
+                ),
+                Err(e) => log.line("cloud", format!("could not send to {device}: {e}")),
+            }
+        }
+    }
+}
