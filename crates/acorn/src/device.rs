@@ -22,6 +22,10 @@ pub enum Command {
     /// Connect once, publish one status at QoS 1, disconnect: the time of every step (DNS,
     /// TCP, TLS, CONNACK, SUBACK, PUBACK) or the diagnosis of the one that failed (exit 1).
     Ping(PingArgs),
+    /// Register with the registration backend (`acorn dev up`): make a key pair here, send a
+    /// CSR (or, with --server-keygen, get a key pair), check the certificate and store it in
+    /// the NVS image; with --connect, go on as `device run`.
+    Register(crate::dev::RegisterArgs),
 }
 
 /// Where the device's identity is and where to connect.
@@ -83,6 +87,19 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Run(args) => run_device(args),
         Command::Ping(args) => run_ping(args),
+        Command::Register(args) => crate::dev::register(args, |plan| {
+            run_device(RunArgs {
+                connection: ConnectionArgs {
+                    image: plan.image,
+                    nvs_keys: plan.nvs_keys,
+                    broker: Some(plan.broker),
+                    ca: plan.ca,
+                    alpn: false,
+                },
+                press_every: None,
+                log_format: LogFormat::Text,
+            })
+        }),
     }
 }
 
