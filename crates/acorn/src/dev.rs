@@ -1,11 +1,370 @@
-//! Not implemented yet.
-use std::process::ExitCode;
+//! `acorn dev up`: the local development stack (registration backend + mosquitto configured
+//! like an AWS IoT policy), and `acorn device register` (the device side of registration).
 
-/// Subcommands (none yet).
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use acorn_agent::registration::{
+    register as register_device, HostNetwork, ImageTarget, KeyOrigin, KeyType, RegistrationOptions,
+    DEFAULT_IMAGE_SIZE,
+};
+use acorn_agent::SecretString;
+use acorn_backend::broker::{free_port, Broker, BrokerConfig, BrokerError};
+use acorn_backend::{Backend, BackendConfig, Revocation, ADMIN_KEY_FILE};
+use anyhow::{bail, Context, Result};
+
+/// Subcommands of `acorn dev`.
 #[derive(clap::Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Start the registration backend and a mosquitto broker (mutual TLS, identity as
+    /// username and client id, per-device ACL, CRL) on loopback ports, print their URLs and a
+    /// first registration token, and run until Ctrl-C (SIGINT) or SIGTERM.
+    Up(UpArgs),
+}
+
+/// Arguments of `acorn dev up`.
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Directory for the CA, server certificate, admin key, registry and broker files (made
+    /// once, reused afterwards).
+    #[arg(long, default_value = "acorn-dev")]
+    dir: PathBuf,
+    /// Port of the registration API on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    backend_port: u16,
+    /// Port of the MQTT broker on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8883)]
+    mqtt_port: u16,
+    /// Lifetime of the printed registration token, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    token_ttl: i64,
+}
 
 /// Runs a subcommand.
-pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
-    match cmd {}
+pub fn run(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Up(args) => up(args),
+    }
+}
+
+fn up(args: UpArgs) -> Result<ExitCode> {
+    let backend_dir = args.dir.join("backend");
+    let broker_dir = args.dir.join("broker");
+    // Fail early, before making anything, when mosquitto is missing.
+    let probe = BrokerConfig::new(&broker_dir, "ca.pem", "server.pem", "server.key");
+    if !probe.mosquitto.exists() {
+        return Err(BrokerError::NotInstalled {
+            path: probe.mosquitto,
+        }
+        .into());
+    }
+    let mqtt_port = match args.mqtt_port {
+        0 => free_port()?,
+        p => p,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        // The broker starts after the backend (it needs the CA, server cert and CRL); the
+        // revocation hook reaches it through this slot.
+        let slot: Arc<Mutex<Option<Broker>>> = Arc::default();
+        let hook_slot = Arc::clone(&slot);
+        let mut config = BackendConfig::new(&backend_dir);
+        config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], args.backend_port));
+        config.iot_endpoint = format!("localhost:{mqtt_port}");
+        config.revocation_hook = Some(Arc::new(move |r: &Revocation| {
+            let guard = hook_slot.lock().map_err(|e| e.to_string())?;
+            let broker = guard.as_ref().ok_or("the broker is not running")?;
+            broker.reload().map_err(|e| e.to_string())?;
+            tracing::info!(device_id = %r.device_id, "revoked; mosquitto reloads its CRL");
+            Ok(())
+        }));
+        let backend = Backend::start(config)
+            .await
+            .context("cannot start the registration backend")?;
+        let paths = backend.paths().clone();
+        let mut broker_config = BrokerConfig::new(
+            &broker_dir,
+            &paths.ca_cert,
+            &paths.server_cert,
+            &paths.server_key,
+        );
+        broker_config.crl_file = Some(paths.crl.clone());
+        broker_config.port = Some(mqtt_port);
+        let broker = match tokio::task::spawn_blocking(move || Broker::start(broker_config))
+            .await
+            .context("broker start task")?
+        {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = backend.shutdown().await;
+                return Err(anyhow::Error::new(e).context("cannot start mosquitto"));
+            }
+        };
+        let broker_pid = broker.pid().unwrap_or_default();
+        let log_path = broker.log_path().to_path_buf();
+        if let Ok(mut guard) = slot.lock() {
+            *guard = Some(broker);
+        }
+        let token = backend
+            .mint_token(args.token_ttl.max(1))
+            .await
+            .context("cannot mint a registration token")?;
+        print_banner(&Banner {
+            backend_url: &backend.base_url(),
+            mqtt_port,
+            broker_pid,
+            ca: &paths.ca_cert,
+            admin_key: &paths.data_dir.join(ADMIN_KEY_FILE),
+            broker_log: &log_path,
+            token: token.token.expose(),
+            ttl: args.token_ttl.max(1),
+        });
+        wait_for_signal().await?;
+        println!("stopping: registration backend and mosquitto");
+        let stopped_backend = backend.shutdown().await;
+        let broker = slot.lock().ok().and_then(|mut g| g.take());
+        if let Some(broker) = broker {
+            broker.stop().context("cannot stop mosquitto")?;
+        }
+        stopped_backend.context("the backend did not stop cleanly")?;
+        println!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+struct Banner<'a> {
+    backend_url: &'a str,
+    mqtt_port: u16,
+    broker_pid: u32,
+    ca: &'a Path,
+    admin_key: &'a Path,
+    broker_log: &'a Path,
+    token: &'a str,
+    ttl: i64,
+}
+
+fn print_banner(b: &Banner<'_>) {
+    let ca = b.ca.display();
+    println!("acorn dev stack is running (Ctrl-C stops it)");
+    println!("  backend:   {}", b.backend_url);
+    println!(
+        "  broker:    mqtts://localhost:{} (mosquitto pid {}; client certificate required, \
+         identity = username = client id, per-device ACL, CRL)",
+        b.mqtt_port, b.broker_pid
+    );
+    println!("  broker log: {}", b.broker_log.display());
+    println!("  CA:        {ca}");
+    println!(
+        "  admin key: {} (Authorization: Bearer for /v1/tokens, /v1/devices)",
+        b.admin_key.display()
+    );
+    println!(
+        "  token:     {} (one registration, expires in {} s)",
+        b.token, b.ttl
+    );
+    println!();
+    println!("Register and run a device:");
+    println!(
+        "  acorn device register --image acorn-0001.nvs.bin --backend {} --token {} --device-id acorn-0001",
+        b.backend_url, b.token
+    );
+    println!(
+        "  acorn device run --image acorn-0001.nvs.bin --broker localhost:{} --ca {ca}",
+        b.mqtt_port
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+/// Arguments of `acorn device register`.
+#[derive(clap::Args)]
+pub struct RegisterArgs {
+    /// NVS partition image to store the identity in (namespace `mqtt_certs`); made blank
+    /// (24 KiB) if missing.
+    #[arg(long)]
+    image: PathBuf,
+    /// NVS key partition file, for an encrypted image.
+    #[arg(long)]
+    nvs_keys: Option<PathBuf>,
+    /// Base URL of the registration backend, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    backend: String,
+    /// The one-time registration token.
+    #[arg(long)]
+    token: String,
+    /// The device id (certificate CN and MQTT client id): 1-128 of A-Z a-z 0-9 _ -.
+    #[arg(long)]
+    device_id: String,
+    /// Key type: p256 (default) or rsa2048.
+    #[arg(long, default_value = "p256", value_parser = parse_key_type)]
+    key_type: KeyType,
+    /// Let the backend make the key pair (it then crosses the network) instead of sending a
+    /// CSR for a key made here.
+    #[arg(long)]
+    server_keygen: bool,
+    /// CA certificate (PEM) an HTTPS backend's certificate chains to.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Serial number (default derived from the device id).
+    #[arg(long)]
+    serial: Option<String>,
+    /// MAC address AA:BB:CC:DD:EE:FF (default: locally administered, derived from the id).
+    #[arg(long)]
+    mac: Option<String>,
+    /// Firmware version reported to the backend.
+    #[arg(long)]
+    firmware_version: Option<String>,
+    /// Write the CA certificate the backend returns to this file (default with --connect:
+    /// IMAGE.ca.pem), for `acorn device run --ca`.
+    #[arg(long)]
+    save_ca: Option<PathBuf>,
+    /// Requests to try on network errors and 5xx before giving up.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    attempts: u32,
+    /// After registering, run the device (as `acorn device run`).
+    #[arg(long)]
+    connect: bool,
+    /// With --connect: the broker as HOST:PORT (default: the endpoint the backend returned).
+    #[arg(long)]
+    broker: Option<String>,
+}
+
+fn parse_key_type(text: &str) -> Result<KeyType, String> {
+    KeyType::parse(text).ok_or_else(|| format!("`{text}` is not a key type: use p256 or rsa2048"))
+}
+
+/// Where `--connect` goes on after registering.
+#[derive(Debug, Clone)]
+pub struct ConnectPlan {
+    /// The image holding the identity.
+    pub image: PathBuf,
+    /// Its NVS keys file.
+    pub nvs_keys: Option<PathBuf>,
+    /// `HOST:PORT` of the broker.
+    pub broker: String,
+    /// CA file the broker chains to (`None`: Amazon roots, an AWS endpoint).
+    pub ca: Option<PathBuf>,
+}
+
+/// `acorn device register`: registers the device and stores its identity in the image; with
+/// `--connect`, hands a [`ConnectPlan`] to `connect` (which runs the device).
+pub fn register(
+    args: RegisterArgs,
+    connect: impl FnOnce(ConnectPlan) -> Result<ExitCode>,
+) -> Result<ExitCode> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let mut options = RegistrationOptions::new(
+        args.backend.clone(),
+        SecretString::new(args.token.clone()),
+        args.device_id.clone(),
+    );
+    options.key_type = args.key_type;
+    options.server_keygen = args.server_keygen;
+    options.retry.max_attempts = args.attempts;
+    if let Some(serial) = &args.serial {
+        options.serial_number = serial.clone();
+    }
+    if let Some(mac) = &args.mac {
+        options.mac_address = mac.clone();
+    }
+    if let Some(v) = &args.firmware_version {
+        options.firmware_version = v.clone();
+    }
+    if let Some(ca) = &args.ca {
+        options.backend_ca_pem = Some(
+            std::fs::read_to_string(ca)
+                .with_context(|| format!("cannot read the backend CA {}", ca.display()))?,
+        );
+    }
+    let mut image = ImageTarget::new(&args.image);
+    image.keys = crate::image_file::maybe_keys(args.nvs_keys.as_deref())?;
+    image.create_size = DEFAULT_IMAGE_SIZE;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let done = runtime.block_on(register_device(&options, &image, &mut HostNetwork))?;
+    drop(runtime);
+    if done.already_registered {
+        println!(
+            "{} already holds a valid identity for {}: nothing sent",
+            args.image.display(),
+            done.device_id
+        );
+    } else {
+        let origin = match done.key_origin {
+            Some(KeyOrigin::Backend) => "key made by the backend",
+            _ => "key made here, only a CSR sent",
+        };
+        println!(
+            "registered {} ({origin}); certificate {} stored in {}",
+            done.device_id,
+            done.certificate_id,
+            args.image.display()
+        );
+        let port = done
+            .endpoint_port
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        println!("endpoint: {}{port}", done.endpoint_host);
+    }
+    let save_ca = args.save_ca.clone().or_else(|| {
+        args.connect
+            .then(|| PathBuf::from(format!("{}.ca.pem", args.image.display())))
+    });
+    let mut saved_ca = None;
+    if let (Some(path), Some(pem)) = (&save_ca, &done.ca_certificate_pem) {
+        std::fs::write(path, pem)
+            .with_context(|| format!("cannot write the CA certificate to {}", path.display()))?;
+        println!("CA certificate written to {}", path.display());
+        saved_ca = Some(path.clone());
+    } else if let Some(path) = &save_ca {
+        if path.exists() {
+            saved_ca = Some(path.clone());
+        }
+    }
+    if !args.connect {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let broker = match (&args.broker, done.endpoint_port) {
+        (Some(b), _) => b.clone(),
+        (None, Some(port)) => format!("{}:{port}", done.endpoint_host),
+        (None, None) => done.endpoint_host.clone(),
+    };
+    let aws = done.endpoint_host.ends_with(".amazonaws.com")
+        || done.endpoint_host.ends_with(".amazonaws.com.cn");
+    if !aws && saved_ca.is_none() {
+        bail!(
+            "--connect to the custom endpoint {broker} needs its CA: give --save-ca FILE with \
+             the CA written at registration"
+        );
+    }
+    connect(ConnectPlan {
+        image: args.image,
+        nvs_keys: args.nvs_keys,
+        broker,
+        ca: if aws { None } else { saved_ca },
+    })
 }
