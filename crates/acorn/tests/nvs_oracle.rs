@@ -349,6 +349,39 @@ fn small_and_v1_images_match_too() {
     }
 }
 
+#[test]
+fn legacy_v1_blobs_from_the_generator_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = pseudo_random(1500, 11);
+    std::fs::write(dir.path().join("b.bin"), &blob).unwrap();
+    let csv = "key,type,encoding,value\nns,namespace,,\nlegacy,file,binary,b.bin\nhex,data,hex2bin,a1b2\n";
+    std::fs::write(dir.path().join("v1.csv"), csv).unwrap();
+    esp_gen(
+        dir.path(),
+        &["generate", "v1.csv", "v1.bin", "0x4000", "--version", "1"],
+    );
+    let image = std::fs::read(dir.path().join("v1.bin")).unwrap();
+    assert_eq!(image[8], 0xFF, "a v1 page header");
+    let mut nvs = Nvs::open_with(
+        MemFlash::from_bytes(image),
+        0,
+        0x4000,
+        None,
+        Mode::ReadWrite,
+    )
+    .unwrap();
+    let ns = nvs.find_namespace("ns").unwrap();
+    assert_eq!(nvs.get_blob(ns, "legacy").unwrap().unwrap(), blob);
+    assert_eq!(nvs.get_blob(ns, "hex").unwrap().unwrap(), vec![0xa1, 0xb2]);
+    // Overwriting a legacy blob stores a v2 multi-page blob and drops the legacy one.
+    nvs.set_blob(ns, "legacy", &[1, 2, 3]).unwrap();
+    let flash = nvs.release();
+    let mut nvs = Nvs::open_with(flash, 0, 0x4000, None, Mode::ReadOnly).unwrap();
+    let ns = nvs.find_namespace("ns").unwrap();
+    assert_eq!(nvs.get_blob(ns, "legacy").unwrap().unwrap(), vec![1, 2, 3]);
+    assert_eq!(nvs.entries().len(), 2);
+}
+
 fn assert_bytes_equal(dir: &Path, a: &str, b: &str) {
     let (x, y) = (
         std::fs::read(dir.join(a)).unwrap(),
