@@ -9,41 +9,9 @@ use std::process::Command;
 
 use acorn_bench::{measure_heap, median_time, CountingAllocator};
 use acorn_nvs::{MemFlash, Mode, Nvs};
-use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
 
 #[global_allocator]
 static ALLOC: CountingAllocator = CountingAllocator;
-
-/// esp-nvs wants its flash to also compute ESP-IDF's CRC.
-struct PeerFlash(MemFlash);
-
-impl ErrorType for PeerFlash {
-    type Error = <MemFlash as ErrorType>::Error;
-}
-impl ReadNorFlash for PeerFlash {
-    const READ_SIZE: usize = 1;
-    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
-        self.0.read(offset, bytes)
-    }
-    fn capacity(&self) -> usize {
-        self.0.capacity()
-    }
-}
-impl NorFlash for PeerFlash {
-    const WRITE_SIZE: usize = 1;
-    const ERASE_SIZE: usize = 4096;
-    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
-        self.0.erase(from, to)
-    }
-    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
-        self.0.write(offset, bytes)
-    }
-}
-impl esp_nvs::platform::Crc for PeerFlash {
-    fn crc32(init: u32, data: &[u8]) -> u32 {
-        esp_nvs::platform::software_crc32(init, data)
-    }
-}
 
 /// An image with the certificate set, plus `extra` u32 keys and strings spread over namespaces.
 fn image(size: usize, extra: usize) -> Vec<u8> {
@@ -89,15 +57,14 @@ fn main() {
             std::hint::black_box(nvs.stats());
         });
         let peer_t = median_time(31, || {
-            let nvs =
-                esp_nvs::Nvs::new(0, size, PeerFlash(MemFlash::from_bytes(img.clone()))).unwrap();
+            let nvs = esp_nvs::Nvs::new(0, size, MemFlash::from_bytes(img.clone())).unwrap();
             std::hint::black_box(&nvs);
         });
         // The image copy is made outside the measured heap.
         let flash = MemFlash::from_bytes(img.clone());
         let (acorn_nvs, acorn_heap) =
             measure_heap(|| Nvs::open_with(flash, 0, size as u32, None, Mode::ReadOnly).unwrap());
-        let flash = PeerFlash(MemFlash::from_bytes(img.clone()));
+        let flash = MemFlash::from_bytes(img.clone());
         let (peer_nvs, peer_heap) = measure_heap(|| esp_nvs::Nvs::new(0, size, flash).unwrap());
         println!(
             "| {label} | {} | {} | {} | {} B ({} B) | {} B ({} B) |",
@@ -121,7 +88,7 @@ fn main() {
     let acorn_t = median_time(101, || {
         nvs.get_blob_into(ns, "private_key", &mut buf).unwrap();
     });
-    let mut peer = esp_nvs::Nvs::new(0, 0x6000, PeerFlash(MemFlash::from_bytes(img))).unwrap();
+    let mut peer = esp_nvs::Nvs::new(0, 0x6000, MemFlash::from_bytes(img)).unwrap();
     let nsk = esp_nvs::Key::from_str("mqtt_certs");
     let key = esp_nvs::Key::from_str("private_key");
     let (_, peer_heap) = measure_heap(|| {

@@ -182,3 +182,11 @@ impl NorFlash for MemFlash {
 }
 
 impl embedded_storage::nor_flash::MultiwriteNorFlash for MemFlash {}
+
+/// ESP-IDF's CRC for the `esp-nvs` crate, so it can read a `MemFlash` as an independent reader.
+#[cfg(feature = "esp-nvs")]
+impl esp_nvs::platform::Crc for MemFlash {
+    fn crc32(init: u32, data: &[u8]) -> u32 {
+        esp_nvs::platform::software_crc32(init, data)
+    }
+}

@@ -16,7 +16,7 @@ use crate::format::{
 };
 use crate::key::encode_key;
 use crate::partition::Partition;
-use crate::scan::{scan, Item, PageInfo, Problem};
+use crate::scan::{newest_active, scan, Item, PageInfo, Problem};
 use crate::value::{IntValue, Integer, ValueInfo, ValueType};
 
 /// A namespace of the partition, from [`Nvs::namespace`] or [`Nvs::find_namespace`].
@@ -107,29 +107,16 @@ impl<F: NorFlash> Nvs<F> {
     ) -> Result<Self> {
         let mut part = Partition::new(flash, offset, size, keys.map(NvsKeys::cipher))?;
         let found = scan(&mut part, false)?;
-        let mut nvs = Nvs {
-            part,
-            pages: found.pages,
-            items: found.items,
-            namespaces: Vec::new(),
-            current: None,
-            mode,
-            found: found.problems,
-        };
+        let (erase, mark_full) = (found.erase, found.mark_full);
+        let mut nvs = Nvs::from_scan(part, found.pages, found.items, mode);
+        nvs.found = found.problems;
         if mode == Mode::ReadWrite {
-            nvs.repair(&found.erase, &found.mark_full)?;
+            nvs.repair(&erase, &mark_full)?;
         }
-        nvs.current = nvs
-            .pages
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.state == PageState::Active)
-            .max_by_key(|(_, p)| p.seq)
-            .map(|(i, _)| i);
+        nvs.current = newest_active(&nvs.pages);
         if mode == Mode::ReadWrite {
             nvs.finish_garbage_collection()?;
         }
-        nvs.load_namespaces();
         Ok(nvs)
     }
 
@@ -142,17 +129,22 @@ impl<F: NorFlash> Nvs<F> {
     ) -> Result<(Vec<Problem>, Stats)> {
         let mut part = Partition::new(flash, offset, size, keys.map(NvsKeys::cipher))?;
         let found = scan(&mut part, true)?;
+        let nvs = Nvs::from_scan(part, found.pages, found.items, Mode::ReadOnly);
+        Ok((found.problems, nvs.stats()))
+    }
+
+    fn from_scan(part: Partition<F>, pages: Vec<PageInfo>, items: Vec<Item>, mode: Mode) -> Self {
         let mut nvs = Nvs {
             part,
-            pages: found.pages,
-            items: found.items,
+            pages,
+            items,
             namespaces: Vec::new(),
             current: None,
-            mode: Mode::ReadOnly,
+            mode,
             found: Vec::new(),
         };
         nvs.load_namespaces();
-        Ok((found.problems, nvs.stats()))
+        nvs
     }
 
     /// What the mount found damaged or interrupted (and, when writable, repaired).

@@ -424,14 +424,18 @@ fn classify_undecodable<F: NorFlash>(
     Ok(Undecodable::WrongKey)
 }
 
-fn find_extra_active_pages(scan: &mut Scan) {
-    let newest = scan
-        .pages
+/// The active page with the highest sequence number: where writes go.
+pub(crate) fn newest_active(pages: &[PageInfo]) -> Option<usize> {
+    pages
         .iter()
         .enumerate()
         .filter(|(_, p)| p.state == PageState::Active)
         .max_by_key(|(_, p)| p.seq)
-        .map(|(i, _)| i);
+        .map(|(i, _)| i)
+}
+
+fn find_extra_active_pages(scan: &mut Scan) {
+    let newest = newest_active(&scan.pages);
     for (i, page) in scan.pages.iter().enumerate() {
         if page.state == PageState::Active && Some(i) != newest {
             scan.mark_full.push(i);

@@ -1,38 +1,9 @@
 //! The independent reader: partitions written by the acorn-nvs engine (with overwrites and
 //! garbage collection) read back with the `esp-nvs` crate.
+#![cfg(feature = "esp-nvs")]
 
-use acorn_nvs::{MemFlash, MemFlashError, Nvs};
-use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
+use acorn_nvs::{MemFlash, Nvs};
 use esp_nvs::Key;
-
-struct PeerFlash(MemFlash);
-impl ErrorType for PeerFlash {
-    type Error = MemFlashError;
-}
-impl ReadNorFlash for PeerFlash {
-    const READ_SIZE: usize = 1;
-    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
-        self.0.read(offset, bytes)
-    }
-    fn capacity(&self) -> usize {
-        self.0.capacity()
-    }
-}
-impl NorFlash for PeerFlash {
-    const WRITE_SIZE: usize = 1;
-    const ERASE_SIZE: usize = 4096;
-    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
-        self.0.erase(from, to)
-    }
-    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
-        self.0.write(offset, bytes)
-    }
-}
-impl esp_nvs::platform::Crc for PeerFlash {
-    fn crc32(init: u32, data: &[u8]) -> u32 {
-        esp_nvs::platform::software_crc32(init, data)
-    }
-}
 
 #[test]
 fn esp_nvs_reads_what_the_engine_wrote() {
@@ -53,7 +24,7 @@ fn esp_nvs_reads_what_the_engine_wrote() {
     nvs.set::<u8>(ns, "cert_valid", 1).unwrap();
     let image = nvs.release().into_bytes();
 
-    let mut peer = esp_nvs::Nvs::new(0, size, PeerFlash(MemFlash::from_bytes(image))).unwrap();
+    let mut peer = esp_nvs::Nvs::new(0, size, MemFlash::from_bytes(image)).unwrap();
     let nsk = Key::from_str("mqtt_certs");
     let blob: Vec<u8> = peer.get(&nsk, &Key::from_str("device_cert")).unwrap();
     assert_eq!(blob, big);

@@ -23,11 +23,11 @@ fn aws_shaped(dir: &Path, name: &str) -> (String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
     let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
     params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     params.not_after = rcgen::date_time_ymd(2049, 12, 31);
-    let cert = params.signed_by(&key_pair, &ca, &ca_key).unwrap().pem();
+    let cert = params.signed_by(&key_pair, &ca).unwrap().pem();
     std::fs::write(dir.join(format!("{name}.crt")), &cert).unwrap();
     std::fs::write(dir.join(format!("{name}.key")), &pkcs1).unwrap();
     (cert, pkcs1)
@@ -43,42 +43,12 @@ fn ok(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-struct PeerFlash(acorn_nvs::MemFlash);
-impl embedded_storage::nor_flash::ErrorType for PeerFlash {
-    type Error = acorn_nvs::MemFlashError;
-}
-impl embedded_storage::nor_flash::ReadNorFlash for PeerFlash {
-    const READ_SIZE: usize = 1;
-    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
-        self.0.read(offset, bytes)
-    }
-    fn capacity(&self) -> usize {
-        self.0.capacity()
-    }
-}
-impl embedded_storage::nor_flash::NorFlash for PeerFlash {
-    const WRITE_SIZE: usize = 1;
-    const ERASE_SIZE: usize = 4096;
-    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
-        self.0.erase(from, to)
-    }
-    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
-        self.0.write(offset, bytes)
-    }
-}
-impl esp_nvs::platform::Crc for PeerFlash {
-    fn crc32(init: u32, data: &[u8]) -> u32 {
-        esp_nvs::platform::software_crc32(init, data)
-    }
-}
-
 /// Reads the identity with the independent esp-nvs reader.
 fn peer_read(image: Vec<u8>) -> (Vec<u8>, Vec<u8>, Vec<u8>, u8) {
     let size = image.len();
-    let mut nvs =
-        esp_nvs::Nvs::new(0, size, PeerFlash(acorn_nvs::MemFlash::from_bytes(image))).unwrap();
+    let mut nvs = esp_nvs::Nvs::new(0, size, acorn_nvs::MemFlash::from_bytes(image)).unwrap();
     let ns = esp_nvs::Key::from_str("mqtt_certs");
-    let get = |nvs: &mut esp_nvs::Nvs<PeerFlash>, k: &str| -> Vec<u8> {
+    let get = |nvs: &mut esp_nvs::Nvs<acorn_nvs::MemFlash>, k: &str| -> Vec<u8> {
         esp_nvs::Get::get(nvs, &ns, &esp_nvs::Key::from_str(k)).unwrap()
     };
     let cert = get(&mut nvs, "device_cert");

@@ -17,12 +17,12 @@ fn identity(device_id: &str) -> DeviceCertificates {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec![device_id.to_string()]).unwrap();
     params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     params.not_after = rcgen::date_time_ymd(2030, 1, 1);
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
     DeviceCertificates {
         device_certificate: cert.pem().into_bytes(),
         private_key: PrivateKey::new(key.serialize_pem().into_bytes()),
