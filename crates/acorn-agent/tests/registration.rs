@@ -502,3 +502,35 @@ async fn network_join_step_runs_first() {
     assert_eq!(wifi.0, 1);
     assert_eq!(count.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn csr_flow_with_an_rsa2048_key_made_on_the_device() {
+    let stack = Stack::start().await;
+    let image = stack.image("rsa");
+    let mut options = stack.options(stack.token().await, "acorn-rsa-1");
+    options.key_type = KeyType::Rsa2048;
+    let done = register(&options, &image, &mut HostNetwork).await.unwrap();
+    assert_eq!(done.key_origin, Some(KeyOrigin::Device));
+    let certs = image.load(now()).unwrap();
+    let info = acorn_certs::validate(
+        &certs,
+        &acorn_certs::ValidationOptions::new(now()).allow_custom_endpoint(true),
+    );
+    assert!(
+        matches!(
+            info.certificate.as_ref().and_then(|c| c.public_key),
+            Some(acorn_certs::KeyKind::Rsa { bits: 2048 })
+        ),
+        "{:?}",
+        info.certificate
+    );
+    ping(&PingOptions::new(
+        BrokerTarget::new("localhost", stack.port),
+        stack.device_session(&image).identity,
+        stack.roots(),
+        "acorn-rsa-1",
+        "1.0.0",
+    ))
+    .await
+    .unwrap_or_else(|f| panic!("{f}"));
+}

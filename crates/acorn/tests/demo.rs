@@ -57,7 +57,7 @@ fn demo_with_three_devices_exits_0_with_a_complete_summary() {
     assert!(out.contains("result: OK"), "{out}");
     // The broker refused a certificate from another CA.
     assert!(
-        out.contains("a client with a certificate from another CA is refused"),
+        out.contains("a client with a self-signed certificate is refused"),
         "{out}"
     );
     // Each device row: registered, connected, presses sent = acked = received > 0, settings

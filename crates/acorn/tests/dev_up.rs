@@ -252,3 +252,88 @@ fn dev_up_without_mosquitto_says_how_to_install_it() {
     assert!(stderr.contains("apt-get install mosquitto"), "{stderr}");
     assert!(!dir.exists(), "nothing is made without a broker");
 }
+
+#[test]
+fn register_with_connect_goes_on_as_device_run() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut up = DevUp::start(&tmp.path().join("stack"));
+    let backend = up.value("backend:");
+    let token = up.value("token:");
+    let image = tmp.path().join("acorn-0003.nvs.bin");
+    let mut child = acorn()
+        .args([
+            "device",
+            "register",
+            "--device-id",
+            "acorn-0003",
+            "--connect",
+        ])
+        .args(["--key-type", "rsa2048", "--server-keygen", "--backend"])
+        .arg(&backend)
+        .arg("--token")
+        .arg(&token)
+        .arg("--image")
+        .arg(&image)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start register --connect");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Ask for the status until the device reports itself connected (bounded).
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    let connected = loop {
+        assert!(
+            Instant::now() < deadline,
+            "never connected:\n{}",
+            seen.join("\n")
+        );
+        let _ = writeln!(stdin, "status");
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(300)) {
+            if line.contains(r#""status":"connected""#) {
+                break line;
+            }
+            seen.push(line);
+        }
+    };
+    assert!(
+        connected.contains(r#""deviceId":"acorn-0003""#),
+        "{connected}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("registered acorn-0003 (key made by the backend)")),
+        "{}",
+        seen.join("\n")
+    );
+    assert!(Path::new(&format!("{}.ca.pem", image.display())).exists());
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let deadline = Instant::now() + WAIT;
+    let exit = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("register --connect did not stop on SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+}

@@ -151,9 +151,16 @@ async fn run(
             log.line(
                 "cloud",
                 format!(
-                    "{device} answered `{command}` ({}): {:?}",
-                    status.request_id.as_deref().unwrap_or("-"),
-                    status.result
+                    "{device} answered `{command}`{}: {}",
+                    status
+                        .request_id
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default(),
+                    status.result.map_or_else(
+                        || "no result".to_owned(),
+                        |r| format!("{r:?}").to_lowercase()
+                    )
                 ),
             );
             continue;
