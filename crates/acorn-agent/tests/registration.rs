@@ -534,3 +534,23 @@ async fn csr_flow_with_an_rsa2048_key_made_on_the_device() {
     .await
     .unwrap_or_else(|f| panic!("{f}"));
 }
+
+#[tokio::test]
+async fn a_4xx_is_not_retried() {
+    let (url, count) = failing_server("HTTP/1.1 400 Bad Request").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = RegistrationOptions::new(url, SecretString::new("t".into()), "acorn-400");
+    options.retry = fast_retry(4);
+    let err = register(
+        &options,
+        &ImageTarget::new(dir.path().join("i.bin")),
+        &mut HostNetwork,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, RegistrationError::Refused { status: 400, message, .. } if message == "database is locked"),
+        "{err}"
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}

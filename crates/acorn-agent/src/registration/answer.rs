@@ -107,3 +107,153 @@ pub(crate) fn check(
         ca_certificate_pem: answer.ca_certificate_pem,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+
+    use super::*;
+
+    const NOW: u64 = 1_790_000_000; // 2026-09
+
+    struct Ca {
+        pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    fn ca(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A device certificate with CN `cn` for `key`, signed by `ca`.
+    fn device_cert(ca: &Ca, cn: &str, key: &KeyPair) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(key, &ca.issuer).unwrap();
+        let id = acorn_certs::fingerprint(cert.der());
+        (cert.pem(), id)
+    }
+
+    fn answer(id: &str, cert: (String, String), ca: &Ca, key: Option<String>) -> RegisterAnswer {
+        RegisterAnswer {
+            device_id: id.into(),
+            certificate_pem: cert.0,
+            private_key_pem: key,
+            certificate_id: cert.1,
+            iot_endpoint: "localhost:8883".into(),
+            ca_certificate_pem: ca.pem.clone(),
+        }
+    }
+
+    fn own(key: &KeyPair) -> Option<SecretString> {
+        Some(SecretString::new(key.serialize_pem()))
+    }
+
+    fn bad(result: Result<Checked, RegistrationError>) -> String {
+        match result {
+            Err(RegistrationError::BadAnswer(why)) => why,
+            Err(other) => panic!("expected BadAnswer, got {other}"),
+            Ok(_) => panic!("expected BadAnswer, got a checked answer"),
+        }
+    }
+
+    #[test]
+    fn a_good_csr_answer_passes_and_splits_the_endpoint() {
+        let ca = ca("test CA");
+        let key = KeyPair::generate().unwrap();
+        let a = answer("dev-1", device_cert(&ca, "dev-1", &key), &ca, None);
+        let checked = check(a, "dev-1", own(&key), true, NOW).unwrap();
+        assert_eq!(checked.endpoint_host, "localhost");
+        assert_eq!(checked.endpoint_port, Some(8883));
+        assert_eq!(checked.certs.iot_endpoint, "localhost");
+    }
+
+    #[test]
+    fn answers_for_another_device_or_subject_are_refused() {
+        let ca = ca("test CA");
+        let key = KeyPair::generate().unwrap();
+        let a = answer("dev-2", device_cert(&ca, "dev-2", &key), &ca, None);
+        assert!(bad(check(a, "dev-1", own(&key), true, NOW)).contains("not `dev-1`"));
+        let a = answer("dev-1", device_cert(&ca, "dev-2", &key), &ca, None);
+        assert!(bad(check(a, "dev-1", own(&key), true, NOW)).contains("CN=dev-1"));
+    }
+
+    #[test]
+    fn a_certificate_for_another_key_is_refused() {
+        let ca = ca("test CA");
+        let (mine, theirs) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let a = answer("dev-1", device_cert(&ca, "dev-1", &theirs), &ca, None);
+        let why = bad(check(a, "dev-1", own(&mine), true, NOW));
+        assert!(why.contains("key"), "{why}");
+    }
+
+    #[test]
+    fn a_certificate_another_ca_signed_is_refused() {
+        let (real, other) = (ca("test CA"), ca("other CA"));
+        let key = KeyPair::generate().unwrap();
+        let a = answer("dev-1", device_cert(&other, "dev-1", &key), &real, None);
+        let why = bad(check(a, "dev-1", own(&key), true, NOW));
+        assert!(why.contains("chain"), "{why}");
+    }
+
+    #[test]
+    fn a_wrong_certificate_id_is_refused() {
+        let ca = ca("test CA");
+        let key = KeyPair::generate().unwrap();
+        let (pem, _) = device_cert(&ca, "dev-1", &key);
+        let a = answer("dev-1", (pem, "00".repeat(32)), &ca, None);
+        assert!(bad(check(a, "dev-1", own(&key), true, NOW)).contains("certificateId"));
+    }
+
+    #[test]
+    fn key_presence_must_match_the_flow() {
+        let ca = ca("test CA");
+        let key = KeyPair::generate().unwrap();
+        // CSR flow, but the backend sent a key too.
+        let a = answer(
+            "dev-1",
+            device_cert(&ca, "dev-1", &key),
+            &ca,
+            Some(key.serialize_pem()),
+        );
+        assert!(bad(check(a, "dev-1", own(&key), true, NOW)).contains("CSR"));
+        // Server keygen, but no key came back.
+        let a = answer("dev-1", device_cert(&ca, "dev-1", &key), &ca, None);
+        assert!(bad(check(a, "dev-1", None, true, NOW)).contains("no private key"));
+        // Server keygen with its key: fine.
+        let a = answer(
+            "dev-1",
+            device_cert(&ca, "dev-1", &key),
+            &ca,
+            Some(key.serialize_pem()),
+        );
+        assert!(check(a, "dev-1", None, true, NOW).is_ok());
+    }
+
+    #[test]
+    fn a_custom_endpoint_needs_permission() {
+        let ca = ca("test CA");
+        let key = KeyPair::generate().unwrap();
+        let a = answer("dev-1", device_cert(&ca, "dev-1", &key), &ca, None);
+        let why = bad(check(a, "dev-1", own(&key), false, NOW));
+        assert!(why.contains("endpoint"), "{why}");
+        let mut a = answer("dev-1", device_cert(&ca, "dev-1", &key), &ca, None);
+        a.iot_endpoint = "abc123-ats.iot.eu-west-1.amazonaws.com".into();
+        let checked = check(a, "dev-1", own(&key), false, NOW).unwrap();
+        assert_eq!(checked.endpoint_port, None);
+        let mut a = answer("dev-1", device_cert(&ca, "dev-1", &key), &ca, None);
+        a.iot_endpoint = "mqtts://x:1/".into();
+        bad(check(a, "dev-1", own(&key), true, NOW));
+    }
+}
