@@ -77,7 +77,7 @@ fn demo_with_three_devices_exits_0_with_a_complete_summary() {
         assert!(sent > 0, "{row}");
         assert_eq!(acked, sent, "{row}");
         assert_eq!(received, sent, "{row}");
-        assert_eq!((settings, commands, errors), (1, 1, 0), "{row}");
+        assert!(settings >= 1 && commands >= 1 && errors == 0, "{row}");
     }
     // The live log shows the whole flow for every device.
     for i in 1..=3 {
@@ -104,4 +104,80 @@ fn demo_refuses_bad_arguments() {
     let (code, _, err) = demo(&["--duration", "soon"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("not a duration"), "{err}");
+}
+
+#[test]
+fn demo_with_duration_0_runs_until_sigint() {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_acorn"))
+        .args(["demo", "--devices", "2", "--duration", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start acorn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Wait (bounded) until both devices had a press acknowledged, applied the settings and
+    // answered the command, then interrupt.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let mut done = std::collections::HashSet::new();
+    let wanted = [
+        "press #1 acknowledged",
+        "settings applied",
+        "answered command `get-status`",
+    ];
+    while done.len() < 2 * wanted.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                for (i, what) in wanted.iter().enumerate() {
+                    if line.contains(what) {
+                        let device = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                        done.insert((device, i));
+                    }
+                }
+                seen.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the devices did not finish their work:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("acorn demo did not stop on SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("registered 2/2, connected 2/2")),
+        "{}",
+        rest.join("\n")
+    );
 }

@@ -2,7 +2,7 @@
 //! counts the presses it receives, and sends every device that comes online a settings update
 //! and a `get-status` command.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use acorn_agent::rumqttc::{AsyncClient, Event, Packet, QoS};
@@ -21,9 +21,6 @@ pub const CLOUD_ID: &str = "acorn-cloud";
 // The device topics (acorn-mqtt builds the per-device ones).
 const TOPIC_BUTTON_PRESS: &str = "acorn-pups/button-press";
 const TOPIC_DEVICE_STATUS: &str = "acorn-pups/status";
-
-/// The settings update sent to each device.
-pub const SETTINGS_UPDATE: &str = r#"{"soundVolume":7,"ledBrightness":80}"#;
 
 /// A running cloud client.
 pub struct Cloud {
@@ -104,16 +101,32 @@ impl Cloud {
     }
 }
 
+/// What the cloud still waits for from one device.
+struct Pending {
+    settings_done: bool,
+    command_done: bool,
+    last_sent: Option<tokio::time::Instant>,
+}
+
+/// How long to wait for a reply before sending again (the device may not have subscribed
+/// yet when its `online` status arrives: MQTT does not keep messages for absent subscribers).
+const RESEND_AFTER: Duration = Duration::from_secs(1);
+
 async fn run(
     client: AsyncClient,
     mut eventloop: acorn_agent::rumqttc::EventLoop,
     log: DemoLog,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut greeted: HashSet<String> = HashSet::new();
+    let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         let event = tokio::select! {
             event = eventloop.poll() => event,
+            _ = tick.tick() => {
+                send_due(&client, &log, &mut pending);
+                continue;
+            }
             _ = stop.changed() => {
                 if *stop.borrow() { return; }
                 continue;
@@ -148,15 +161,18 @@ async fn run(
             continue;
         };
         if let Some(command) = &status.command {
+            let request_id = status.request_id.clone().unwrap_or_default();
+            if let Some(p) = pending.get_mut(&device) {
+                if request_id == settings_request_id(&device) {
+                    p.settings_done = true;
+                } else if request_id == command_request_id(&device) {
+                    p.command_done = true;
+                }
+            }
             log.line(
                 "cloud",
                 format!(
-                    "{device} answered `{command}`{}: {}",
-                    status
-                        .request_id
-                        .as_deref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default(),
+                    "{device} answered `{command}` ({request_id}): {}",
                     status.result.map_or_else(
                         || "no result".to_owned(),
                         |r| format!("{r:?}").to_lowercase()
@@ -165,24 +181,81 @@ async fn run(
             );
             continue;
         }
-        if status.status == DeviceStatus::Online && greeted.insert(device.clone()) {
-            let settings = format!("acorn-pups/settings/{device}");
-            let command = format!("acorn-pups/commands/{device}");
-            let cmd = format!(r#"{{"requestId":"status-{device}","command":"get-status"}}"#);
-            let sent = async {
-                client
-                    .publish(settings, QoS::AtLeastOnce, false, SETTINGS_UPDATE)
-                    .await?;
-                client.publish(command, QoS::AtLeastOnce, false, cmd).await
-            }
-            .await;
-            match sent {
-                Ok(()) => log.line(
-                    "cloud",
-                    format!("{device} is online: sent settings {SETTINGS_UPDATE} and command get-status"),
-                ),
-                Err(e) => log.line("cloud", format!("could not send to {device}: {e}")),
-            }
+        if status.status == DeviceStatus::Online && !pending.contains_key(&device) {
+            log.line(
+                "cloud",
+                format!("{device} is online: sending settings {{soundVolume 7, ledBrightness 80}} and command get-status"),
+            );
+            pending.insert(
+                device,
+                Pending {
+                    settings_done: false,
+                    command_done: false,
+                    last_sent: None,
+                },
+            );
+            send_due(&client, &log, &mut pending);
+        }
+    }
+}
+
+fn settings_request_id(device: &str) -> String {
+    format!("settings-{device}")
+}
+
+fn command_request_id(device: &str) -> String {
+    format!("status-{device}")
+}
+
+/// Sends the settings update and command to every device that has not answered them yet
+/// (first time, or again after [`RESEND_AFTER`]). Never blocks: the event loop runs in this
+/// same task, so a full request channel just means "next tick".
+fn send_due(client: &AsyncClient, log: &DemoLog, pending: &mut BTreeMap<String, Pending>) {
+    let now = tokio::time::Instant::now();
+    for (device, p) in pending.iter_mut() {
+        let due = p
+            .last_sent
+            .is_none_or(|t| now.duration_since(t) >= RESEND_AFTER);
+        if !due || (p.settings_done && p.command_done) {
+            continue;
+        }
+        if p.last_sent.is_some() {
+            log.line(
+                "cloud",
+                format!("no answer from {device} yet: sending again"),
+            );
+        }
+        let mut ok = true;
+        if !p.settings_done {
+            let settings = format!(
+                r#"{{"requestId":"{}","soundVolume":7,"ledBrightness":80}}"#,
+                settings_request_id(device)
+            );
+            ok &= client
+                .try_publish(
+                    format!("acorn-pups/settings/{device}"),
+                    QoS::AtLeastOnce,
+                    false,
+                    settings,
+                )
+                .is_ok();
+        }
+        if !p.command_done {
+            let cmd = format!(
+                r#"{{"requestId":"{}","command":"get-status"}}"#,
+                command_request_id(device)
+            );
+            ok &= client
+                .try_publish(
+                    format!("acorn-pups/commands/{device}"),
+                    QoS::AtLeastOnce,
+                    false,
+                    cmd,
+                )
+                .is_ok();
+        }
+        if ok {
+            p.last_sent = Some(now);
         }
     }
 }
