@@ -297,8 +297,14 @@ async fn a_device_never_receives_another_devices_commands() {
     let device_a = Device::open(env.device_options(&image_a)).unwrap().spawn();
     let mut events_a = device_a.events();
     let device_b = Device::open(env.device_options(&image_b)).unwrap().spawn();
-    for id in ["dev-a", "dev-b"] {
-        wait_json(&mut backend, &status_topic(id), |v| v["status"] == "online").await;
+    // Both come online (in either order).
+    let mut online = std::collections::BTreeSet::new();
+    while online.len() < 2 {
+        let publish = backend.next_publish().await;
+        let value: Value = serde_json::from_slice(&publish.payload).unwrap();
+        if value["status"] == "online" {
+            online.insert(publish.topic.clone());
+        }
     }
     // A third device's client tries to read device B's commands (the broker grants the
     // subscription, as AWS IoT may, but must deliver nothing).
@@ -338,4 +344,53 @@ async fn a_device_never_receives_another_devices_commands() {
     }
     device_a.shutdown().await.unwrap();
     device_b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_is_reported_periodically_and_failures_are_diagnosed() {
+    let env = Env::start();
+    let (image, _) = device_image(env.dir.path(), &env.ca, "dev-h");
+    let mut options = env.device_options(&image);
+    options.tune = Some(|c| c.health_interval_ms = 200);
+    let handle = Device::open(options).unwrap().spawn();
+    let mut events = handle.events();
+    let DeviceEvent::Health(report) = wait_event(
+        &mut events,
+        |e| matches!(e, DeviceEvent::Health(r) if r.status == ConnectionStatus::Connected),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    assert!(report.healthy);
+    assert!(report.connected_for_ms.is_some());
+    handle.shutdown().await.unwrap();
+
+    // The same device trusting only Amazon's roots: the TLS failure is named, and the
+    // session backs off instead of retrying at once.
+    let mut options = env.device_options(&image);
+    options.roots = acorn_agent::TrustRoots::Amazon;
+    let handle = Device::open(options).unwrap().spawn();
+    let mut events = handle.events();
+    let DeviceEvent::Status(ConnectionStatus::Error(reason)) = wait_event(&mut events, |e| {
+        matches!(e, DeviceEvent::Status(ConnectionStatus::Error(_)))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert!(reason.contains("unknown server CA"), "{reason}");
+    assert!(reason.contains("failure 1, next attempt in"), "{reason}");
+    let snapshot = handle.snapshot().await.unwrap();
+    assert_eq!(snapshot.stats.connects, 0);
+    assert!(snapshot
+        .stats
+        .last_error
+        .unwrap()
+        .contains("unknown server CA"));
+    handle.shutdown().await.unwrap();
+    assert!(!env
+        .broker
+        .log()
+        .contains("New client connected from 127.0.0.1 as dev-h (p2"));
 }

@@ -85,6 +85,10 @@ pub struct DeviceOptions {
     pub firmware_version: String,
     /// Adjusts the session policy (backoff, queue, keepalive) before it starts.
     pub tune: Option<fn(&mut SessionConfig)>,
+    /// The time (Unix seconds) the identity is validated at; `None` = the system clock. A
+    /// time before 2024 is taken as a clock that is not synced: certificate dates are then
+    /// not checked, and [`Device::warnings`] says so.
+    pub now_unix: Option<u64>,
 }
 
 impl DeviceOptions {
@@ -98,6 +102,7 @@ impl DeviceOptions {
             roots: TrustRoots::Amazon,
             firmware_version: AGENT_VERSION.to_owned(),
             tune: None,
+            now_unix: None,
         }
     }
 }
@@ -190,7 +195,7 @@ impl Device {
     /// certificate is refused here, before anything is sent).
     pub fn open(options: DeviceOptions) -> Result<Self, DeviceError> {
         let mut image = DeviceImage::open(&options.image, options.nvs_keys.as_ref())?;
-        let loaded = image.load_identity(unix_now())?;
+        let loaded = image.load_identity(options.now_unix.unwrap_or_else(unix_now))?;
         let (settings, settings_note) = image.load_settings();
         let target = match options.broker {
             Some(target) => target,
