@@ -554,3 +554,38 @@ async fn a_4xx_is_not_retried() {
     );
     assert_eq!(count.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn https_backend_needs_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BackendConfig::new(dir.path().join("backend"));
+    config.tls = true;
+    config.iot_endpoint = "localhost:8883".into();
+    let backend = Backend::start(config).await.unwrap();
+    let url = backend.base_url();
+    assert!(url.starts_with("https://"));
+    let token = || async {
+        SecretString::new(
+            backend
+                .mint_token(600)
+                .await
+                .unwrap()
+                .token
+                .expose()
+                .to_owned(),
+        )
+    };
+    // Without the CA: refused at once with a hint, not retried as a network fault.
+    let mut options = RegistrationOptions::new(&url, token().await, "acorn-tls-1");
+    options.retry = fast_retry(3);
+    let image = ImageTarget::new(dir.path().join("tls.bin"));
+    let err = register(&options, &image, &mut HostNetwork)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistrationError::Config(_)), "{err}");
+    assert!(err.to_string().contains("--ca"), "{err}");
+    // With it: registered over HTTPS.
+    options.backend_ca_pem = Some(backend.ca_certificate_pem().to_owned());
+    let done = register(&options, &image, &mut HostNetwork).await.unwrap();
+    assert!(!done.already_registered);
+}

@@ -180,7 +180,13 @@ impl Client {
             .json(body)
             .send()
             .await
-            .map_err(|e| Attempt::Transient(network_text(&e)))?;
+            .map_err(|e| match untrusted_certificate(&e) {
+                Some(why) => Attempt::Fatal(RegistrationError::Config(format!(
+                    "the backend's HTTPS certificate is not trusted ({why}): give the CA it \
+                     chains to (e.g. the dev stack's ca.pem) with --ca"
+                ))),
+                None => Attempt::Transient(network_text(&e)),
+            })?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -235,4 +241,32 @@ fn network_text(err: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The rustls certificate error inside `err`, if the server's certificate was refused (not a
+/// transient fault: retrying cannot help).
+fn untrusted_certificate(err: &reqwest::Error) -> Option<String> {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::InvalidCertificate(why)) = tls {
+            return Some(format!("{why:?}"));
+        }
+        source = cause.source();
+    }
+    // Wrappers that hide the rustls error from `source()` still show its text.
+    let text = network_text(err);
+    text.split_once("invalid peer certificate: ")
+        .map(|(_, why)| {
+            why.split(['.', ';'])
+                .next()
+                .unwrap_or(why)
+                .trim()
+                .to_owned()
+        })
 }
