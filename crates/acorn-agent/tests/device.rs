@@ -193,6 +193,14 @@ async fn settings_and_commands_are_applied_answered_and_persisted() {
     })
     .await;
     wait_json(&mut backend, &status, |v| v["status"] == "online").await;
+    // The broker kept the session (clean session off): commands still arrive.
+    backend
+        .publish(
+            "acorn-pups/commands/dev-s",
+            br#"{"requestId":"req-6","command":"ping"}"#,
+        )
+        .await;
+    wait_json(&mut backend, &status, |v| v["requestId"] == "req-6").await;
     let snapshot = handle.snapshot().await.unwrap();
     assert_eq!(snapshot.stats.connects, 2);
     assert_eq!(snapshot.settings.sound_volume, 7);
@@ -277,6 +285,18 @@ async fn broker_restart_is_survived_and_queued_presses_arrive_in_order() {
         }
     }
     assert_eq!(delivered, ids, "PUBACKs in order");
+    // The restarted broker had no session: the device subscribed again, so commands arrive.
+    let mut control = env.backend("acorn-pups/status/dev-r").await;
+    control
+        .publish(
+            "acorn-pups/commands/dev-r",
+            br#"{"requestId":"after-restart","command":"ping"}"#,
+        )
+        .await;
+    wait_json(&mut control, "acorn-pups/status/dev-r", |v| {
+        v["requestId"] == "after-restart"
+    })
+    .await;
     let snapshot = handle.snapshot().await.unwrap();
     assert_eq!(snapshot.status, ConnectionStatus::Connected);
     assert_eq!(snapshot.stats.queued, 0);

@@ -245,6 +245,10 @@ impl Runtime {
                 );
             }
             Action::ReportStatus(status) => {
+                if status != ConnectionStatus::Connected {
+                    // The connection a `reconnect` command wanted to drop is gone already.
+                    self.reconnect_after = None;
+                }
                 match &status {
                     ConnectionStatus::Error(reason) => warn!(status = "error", "{reason}"),
                     ConnectionStatus::Connected => {
