@@ -337,3 +337,45 @@ fn register_with_connect_goes_on_as_device_run() {
     };
     assert!(exit.success(), "{exit:?}");
 }
+
+/// Sends SIGINT and waits (bounded) for a clean exit.
+fn interrupt(up: &mut DevUp) {
+    let pid = up.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = up.child.try_wait().expect("try_wait") {
+            assert!(status.success(), "{status:?}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "dev up did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn dev_up_makes_its_ca_once_and_reuses_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("stack");
+    let mut first = DevUp::start(&dir);
+    let ca_path = first.value("CA:");
+    let token1 = first.value("token:");
+    let ca = std::fs::read(&ca_path).expect("ca.pem");
+    let admin = std::fs::read(dir.join("backend/admin.key")).expect("admin.key");
+    interrupt(&mut first);
+
+    let mut second = DevUp::start(&dir);
+    let token2 = second.value("token:");
+    assert_ne!(token1, token2, "a fresh token at every start");
+    assert_eq!(std::fs::read(&ca_path).expect("ca.pem"), ca, "same CA");
+    assert_eq!(
+        std::fs::read(dir.join("backend/admin.key")).expect("admin.key"),
+        admin,
+        "same admin key"
+    );
+    interrupt(&mut second);
+}
