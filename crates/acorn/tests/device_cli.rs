@@ -185,12 +185,15 @@ struct Agent {
     child: Child,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn collect(reader: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+fn collect(
+    reader: impl std::io::Read + Send + 'static,
+) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&text);
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         for line in BufReader::new(reader).lines() {
             let Ok(line) = line else { return };
             let mut t = sink.lock().unwrap();
@@ -198,7 +201,7 @@ fn collect(reader: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
             t.push('\n');
         }
     });
-    text
+    (text, thread)
 }
 
 impl Agent {
@@ -212,12 +215,13 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start acorn");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
+        let (stdout, out_thread) = collect(child.stdout.take().unwrap());
+        let (stderr, err_thread) = collect(child.stderr.take().unwrap());
         Self {
             child,
             stdout,
             stderr,
+            readers: vec![out_thread, err_thread],
         }
     }
 
@@ -241,8 +245,10 @@ impl Agent {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(100));
+                // The pipes are closed: the readers end once they have read everything.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
                 return status.code();
             }
             assert!(Instant::now() < deadline, "acorn did not exit");
@@ -521,7 +527,7 @@ fn an_expired_certificate_is_named_before_connecting() {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params
@@ -529,7 +535,7 @@ fn an_expired_certificate_is_named_before_connecting() {
         .push(rcgen::DnType::CommonName, "dev-old");
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
     let image = dir.path().join("old.bin");
     // Provisioned while it was valid (mid-2020).
     provision(

@@ -238,7 +238,7 @@ impl Runtime {
             }
             Action::WaitUntil(at) => {
                 let wait = at.saturating_sub(self.now());
-                info!(
+                debug!(
                     "next connect attempt in {}.{:03} s",
                     wait / 1000,
                     wait % 1000
@@ -255,7 +255,8 @@ impl Runtime {
                         info!(status = "connected", broker = %self.address, "connected");
                         self.publish_presence(DeviceStatus::Online, Tracked::Online);
                     }
-                    other => info!(status = %other, "connection status"),
+                    ConnectionStatus::Connecting => debug!(status = "connecting"),
+                    ConnectionStatus::Disconnected => info!(status = "disconnected"),
                 }
                 self.emit(DeviceEvent::Status(status));
             }
@@ -398,16 +399,21 @@ impl Runtime {
                 self.session.handle(now, Event::PingTimeout);
                 return;
             }
-            let cause = match diagnosis {
-                Diagnosis::ClosedByBroker { .. } => DisconnectCause::Broker,
-                _ => DisconnectCause::Network,
+            // The session's status line (logged as a warning) carries the diagnosis.
+            let (cause, text) = match diagnosis {
+                Diagnosis::ClosedByBroker { .. } => (
+                    DisconnectCause::Broker,
+                    "it gave no reason (a broker restart, another connection with this client \
+                     id, or on AWS IoT an action the device policy forbids)"
+                        .to_owned(),
+                ),
+                other => (DisconnectCause::Network, other.to_string()),
             };
-            warn!(?cause, "connection lost: {diagnosis}");
             self.session.handle(
                 now,
                 Event::Disconnected {
                     cause,
-                    diagnosis: diagnosis.to_string(),
+                    diagnosis: text,
                 },
             );
         } else if let Diagnosis::BrokerRefused { code } = diagnosis {
