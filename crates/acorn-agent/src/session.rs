@@ -18,6 +18,15 @@ use crate::roots::TrustRoots;
 use crate::status::{status_json, status_topic};
 use crate::tls::{client_config, TlsVersions};
 
+/// Largest packet sent: AWS IoT Core's 128 KB payload plus topic and headers (rumqttc's
+/// default is 10 KB).
+pub const MAX_OUTGOING_PACKET: usize = 128 * 1024 + 1024;
+/// Largest packet read. Twice AWS's payload limit, so that an oversized settings update or
+/// command from another broker is still read and answered with an error instead of ending
+/// the connection (with a persistent session the broker would send it again at every
+/// reconnect).
+pub const MAX_INCOMING_PACKET: usize = 256 * 1024 + 1024;
+
 /// Settings of a device session. [`SessionOptions::new`] fills in the seed's values.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
@@ -105,6 +114,7 @@ impl SessionOptions {
             .set_keep_alive(self.keep_alive)
             .set_clean_session(self.clean_session)
             .set_request_channel_capacity(self.channel_capacity)
+            .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
             .set_last_will(LastWill::new(
                 self.will_topic.clone(),
                 self.will_payload.clone(),

@@ -414,3 +414,49 @@ async fn health_is_reported_periodically_and_failures_are_diagnosed() {
         .log()
         .contains("New client connected from 127.0.0.1 as dev-h (p2"));
 }
+
+#[tokio::test]
+async fn large_and_oversized_inbound_messages_are_answered_without_dropping_the_connection() {
+    let env = Env::start();
+    let mut backend = env.backend("acorn-pups/status/#").await;
+    let (image, _) = device_image(env.dir.path(), &env.ca, "dev-big");
+    let handle = Device::open(env.device_options(&image)).unwrap().spawn();
+    let status = status_topic("dev-big");
+    wait_json(&mut backend, &status, |v| v["status"] == "online").await;
+
+    // 100 KB of JSON whitespace: large but within AWS's 128 KB, so valid.
+    let mut big = br#"{"requestId":"big","ledBrightness":3"#.to_vec();
+    big.extend(std::iter::repeat_n(b' ', 100 * 1024));
+    big.push(b'}');
+    backend.publish("acorn-pups/settings/dev-big", &big).await;
+    let reply = wait_json(&mut backend, &status, |v| v["requestId"] == "big").await;
+    assert_eq!(reply["result"], "ok");
+    assert_eq!(reply["settings"]["ledBrightness"], 3);
+
+    // 150 KB: over the limit, rejected in words (no requestId can be trusted past the limit).
+    let mut huge = br#"{"requestId":"huge","command":"ping""#.to_vec();
+    huge.extend(std::iter::repeat_n(b' ', 150 * 1024));
+    huge.push(b'}');
+    // (A sender that is not held to AWS's limit, like a misbehaving broker bridge.)
+    let mut options = env.session("backend");
+    options.clean_session = true;
+    let mut mqtt = options.mqtt_options().unwrap();
+    mqtt.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = acorn_agent::rumqttc::AsyncClient::new(mqtt, 10);
+    eventloop.set_network_options(options.network_options());
+    drop(backend); // same client id: the sender takes over
+    let mut sender = Client::run(client, eventloop);
+    sender
+        .wait_for(|p| matches!(p, acorn_agent::rumqttc::Packet::ConnAck(_)))
+        .await;
+    sender.subscribe("acorn-pups/status/#").await;
+    sender.publish("acorn-pups/commands/dev-big", &huge).await;
+    let reply = wait_json(&mut sender, &status, |v| v["result"] == "error").await;
+    assert!(
+        reply["error"].as_str().unwrap().contains("131072"),
+        "{reply}"
+    );
+    let snapshot = handle.snapshot().await.unwrap();
+    assert_eq!(snapshot.stats.connects, 1, "the connection stayed up");
+    handle.shutdown().await.unwrap();
+}

@@ -285,7 +285,12 @@ impl Client {
 
     /// Starts the event loop without waiting.
     pub fn spawn(options: &SessionOptions) -> Self {
-        let (client, mut eventloop) = options.connect().unwrap();
+        let (client, eventloop) = options.connect().unwrap();
+        Self::run(client, eventloop)
+    }
+
+    /// Runs an event loop made by the caller.
+    pub fn run(client: AsyncClient, mut eventloop: rumqttc::EventLoop) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             loop {
