@@ -252,6 +252,12 @@ async fn press_latency(
         latencies.push(start.elapsed());
     }
     handle.shutdown().await?;
+    let slowest = latencies
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, d)| **d)
+        .map_or(0, |(i, _)| i);
+    eprintln!("(slowest press: #{slowest}, counting from 0)");
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
     Ok((at(0.5), at(0.99), at(1.0), latencies.len()))
