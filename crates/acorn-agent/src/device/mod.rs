@@ -8,7 +8,8 @@
 //! every 30 s, the offline queue) over rumqttc + rustls, one rumqttc event loop per
 //! connection so rumqttc never reconnects on its own:
 //!
-//! - an `online` status on every connect, a resubscription whenever the broker has no session,
+//! - an `online` status on every connect, sent once the device can receive (after the SUBACK
+//!   when it resubscribes), a resubscription whenever the broker has no session,
 //!   QoS 1 presses queued while offline and delivered in order after the reconnect;
 //! - settings and commands validated with [`acorn_mqtt::parse_inbound`]; settings applied and
 //!   saved in the image (namespace `settings`); `ping`, `get-status`, `reconnect` answered with

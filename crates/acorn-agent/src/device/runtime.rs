@@ -63,6 +63,10 @@ pub(super) struct Runtime {
     /// A `reconnect` command waits for its reply's PUBACK (or this deadline).
     reconnect_after: Option<(PublishId, Instant)>,
     offline_acked: bool,
+    /// Connected, `online` not yet sent.
+    online_pending: bool,
+    /// A SUBSCRIBE is awaiting its SUBACK.
+    subscribing: bool,
 }
 
 impl Runtime {
@@ -92,6 +96,8 @@ impl Runtime {
             last_press: HashMap::new(),
             reconnect_after: None,
             offline_acked: false,
+            online_pending: false,
+            subscribing: false,
         }
     }
 
@@ -183,10 +189,16 @@ impl Runtime {
         Ok(PressOutcome::Queued(id))
     }
 
-    /// Carries out every pending action of the session, in order.
+    /// Carries out every pending action of the session, in order; then announces `online`
+    /// once the device can receive (its subscriptions acknowledged, or kept by the broker), so
+    /// a backend that reacts to `online` with a command never races the SUBSCRIBE.
     fn carry_out(&mut self) {
         while let Some(action) = self.session.poll_action() {
             self.act(action);
+        }
+        if self.online_pending && !self.subscribing {
+            self.online_pending = false;
+            self.publish_presence(DeviceStatus::Online, Tracked::Online);
         }
     }
 
@@ -197,6 +209,8 @@ impl Runtime {
                     self.closing.push(old.close());
                 }
                 self.generation += 1;
+                self.online_pending = false;
+                self.subscribing = false;
                 info!(broker = %self.address, attempt, "connecting");
                 self.link = Some(Link::open(
                     self.generation,
@@ -209,8 +223,9 @@ impl Runtime {
             Action::Subscribe(filters) => {
                 debug!(?filters, "subscribing (the broker has no session for us)");
                 if let Some(link) = self.link.as_mut() {
-                    if let Err(e) = link.subscribe(&filters) {
-                        self.transport_stuck(&e);
+                    match link.subscribe(&filters) {
+                        Ok(()) => self.subscribing = true,
+                        Err(e) => self.transport_stuck(&e),
                     }
                 }
             }
@@ -253,7 +268,7 @@ impl Runtime {
                     ConnectionStatus::Error(reason) => warn!(status = "error", "{reason}"),
                     ConnectionStatus::Connected => {
                         info!(status = "connected", broker = %self.address, "connected");
-                        self.publish_presence(DeviceStatus::Online, Tracked::Online);
+                        self.online_pending = true;
                     }
                     ConnectionStatus::Connecting => debug!(status = "connecting"),
                     ConnectionStatus::Disconnected => info!(status = "disconnected"),
@@ -364,6 +379,7 @@ impl Runtime {
                     if !granted {
                         warn!("the broker refused a subscription: the device policy must allow its settings and commands topics");
                     }
+                    self.subscribing = false;
                     self.session.handle(now, Event::SubscribeAcked { granted });
                 }
                 Packet::PingResp => self.session.handle(now, Event::PingResponse),
