@@ -44,12 +44,12 @@ pub enum ConfigError {
         detail: String,
     },
     /// A roots file could not be read.
-    #[error("cannot read CA file {path}: {source}")]
+    #[error("cannot read CA file {path}: {error}")]
     RootsFile {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (not a `source()`: the message already says it).
+        error: std::io::Error,
     },
     /// The host or TLS server name is not a valid DNS name or IP address.
     #[error("'{name}' is not a valid server name for TLS (DNS name or IP address expected)")]

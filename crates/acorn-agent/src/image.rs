@@ -32,20 +32,20 @@ pub const SETTINGS_KEY: &str = "settings";
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// The image file could not be opened or read.
-    #[error("cannot open the NVS image {path}: {source}; give the partition image made by `acorn nvs generate` (or read from the device)")]
+    #[error("cannot open the NVS image {path}: {error}; give the partition image made by `acorn nvs generate` (or read from the device)")]
     File {
         /// The image.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a usable NVS partition (size, pages, encryption key).
-    #[error("cannot mount the NVS image {path}: {source}")]
+    #[error("cannot mount the NVS image {path}: {error}")]
     Mount {
         /// The image.
         path: PathBuf,
         /// What the NVS engine said.
-        source: acorn_nvs::Error,
+        error: acorn_nvs::Error,
     },
     /// The identity is missing, corrupted or does not validate.
     #[error("no usable device identity in {path}: {detail}")]
@@ -58,12 +58,12 @@ pub enum ImageError {
         verdict: CertificateValidation,
     },
     /// The settings could not be written.
-    #[error("cannot save the settings in {path} (namespace `settings`): {source}")]
+    #[error("cannot save the settings in {path} (namespace `settings`): {error}")]
     SaveSettings {
         /// The image.
         path: PathBuf,
         /// What the NVS engine said.
-        source: acorn_nvs::Error,
+        error: acorn_nvs::Error,
     },
 }
 
@@ -92,9 +92,9 @@ impl DeviceImage<FileFlash> {
     /// Opens the image file for reading and writing (as a device mounts its NVS at boot),
     /// encrypted when `keys` are given.
     pub fn open(path: &Path, keys: Option<&NvsKeys>) -> Result<Self, ImageError> {
-        let flash = FileFlash::open(path).map_err(|source| ImageError::File {
+        let flash = FileFlash::open(path).map_err(|error| ImageError::File {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let size = file_size(path)?;
         Self::mount(flash, size, keys, path)
@@ -102,9 +102,9 @@ impl DeviceImage<FileFlash> {
 
     /// Creates a blank image file of `size` bytes (a multiple of 4096, at least 3 pages).
     pub fn create(path: &Path, size: u32, keys: Option<&NvsKeys>) -> Result<Self, ImageError> {
-        let flash = FileFlash::create(path, size as usize).map_err(|source| ImageError::File {
+        let flash = FileFlash::create(path, size as usize).map_err(|error| ImageError::File {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::mount(flash, size, keys, path)
     }
@@ -113,13 +113,13 @@ impl DeviceImage<FileFlash> {
 impl DeviceImage<MemFlash> {
     /// Opens a copy of the image in memory: nothing is ever written to the file.
     pub fn open_copy(path: &Path, keys: Option<&NvsKeys>) -> Result<Self, ImageError> {
-        let bytes = std::fs::read(path).map_err(|source| ImageError::File {
+        let bytes = std::fs::read(path).map_err(|error| ImageError::File {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let size = u32::try_from(bytes.len()).map_err(|_| ImageError::File {
             path: path.to_owned(),
-            source: std::io::Error::other("the image is larger than 4 GiB"),
+            error: std::io::Error::other("the image is larger than 4 GiB"),
         })?;
         Self::mount(MemFlash::from_bytes(bytes), size, keys, path)
     }
@@ -127,14 +127,14 @@ impl DeviceImage<MemFlash> {
 
 fn file_size(path: &Path) -> Result<u32, ImageError> {
     let len = std::fs::metadata(path)
-        .map_err(|source| ImageError::File {
+        .map_err(|error| ImageError::File {
             path: path.to_owned(),
-            source,
+            error,
         })?
         .len();
     u32::try_from(len).map_err(|_| ImageError::File {
         path: path.to_owned(),
-        source: std::io::Error::other("the image is larger than 4 GiB"),
+        error: std::io::Error::other("the image is larger than 4 GiB"),
     })
 }
 
@@ -148,9 +148,9 @@ pub fn unix_now() -> u64 {
 
 impl<F: NorFlash> DeviceImage<F> {
     fn mount(flash: F, size: u32, keys: Option<&NvsKeys>, path: &Path) -> Result<Self, ImageError> {
-        let mount = |source| ImageError::Mount {
+        let mount = |error| ImageError::Mount {
             path: path.to_owned(),
-            source,
+            error,
         };
         let nvs = Nvs::open_with(flash, 0, size, keys, Mode::ReadWrite).map_err(mount)?;
         Ok(Self {
@@ -242,9 +242,9 @@ impl<F: NorFlash> DeviceImage<F> {
 
     /// Stores `settings` (one atomic NVS write: a power cut leaves the old or the new ones).
     pub fn save_settings(&mut self, settings: &DeviceSettings) -> Result<(), ImageError> {
-        let save = |source| ImageError::SaveSettings {
+        let save = |error| ImageError::SaveSettings {
             path: self.path.clone(),
-            source,
+            error,
         };
         let ns = self.nvs.namespace(SETTINGS_NAMESPACE).map_err(save)?;
         // Serializing plain integers and booleans cannot fail.

@@ -32,9 +32,9 @@ impl TrustRoots {
 
     /// Reads a PEM file of CA certificates.
     pub fn from_pem_file(path: &Path) -> Result<Self, ConfigError> {
-        let pem = std::fs::read_to_string(path).map_err(|source| ConfigError::RootsFile {
+        let pem = std::fs::read_to_string(path).map_err(|error| ConfigError::RootsFile {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::from_pem(&pem, &path.display().to_string())
     }

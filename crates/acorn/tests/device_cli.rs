@@ -653,3 +653,106 @@ async fn no_key_material_in_trace_output_of_run_and_ping() {
         assert!(!output.contains(&line), "key material leaked: {line}");
     }
 }
+
+#[tokio::test]
+async fn encrypted_image_with_nvs_keys_and_simulated_presses() {
+    let env = Env::start();
+    let mut backend = env.backend("acorn-pups/button-press/#").await;
+    let issued = env.ca.issue_with_new_key("dev-enc", KeyType::P256).unwrap();
+    let keys = acorn_nvs::NvsKeys::generate(&mut rand::rngs::OsRng);
+    let keys_path = env.dir.path().join("nvs_keys.bin");
+    std::fs::write(&keys_path, keys.to_partition()).unwrap();
+    let image = env.dir.path().join("enc.bin");
+    let mut nvs = DeviceImage::create(&image, 0x8000, Some(&keys)).unwrap();
+    nvs.provision(
+        &acorn_certs::DeviceCertificates {
+            device_certificate: issued.certificate.pem.into_bytes(),
+            private_key: acorn_certs::PrivateKey::new(
+                issued.private_key_pem.expose().as_bytes().to_vec(),
+            ),
+            iot_endpoint: "localhost".into(),
+            device_id: "dev-enc".into(),
+        },
+        unix_now(),
+    )
+    .unwrap();
+    drop(nvs);
+    let image_arg = image.display().to_string();
+    let keys_arg = keys_path.display().to_string();
+    let broker = env.broker_arg();
+    let ca = env.ca_arg();
+
+    let out = acorn(&[
+        "device",
+        "ping",
+        "--image",
+        &image_arg,
+        "--nvs-keys",
+        &keys_arg,
+        "--broker",
+        &broker,
+        "--ca",
+        &ca,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the key the image cannot be read, and says so.
+    let out = acorn(&[
+        "device", "ping", "--image", &image_arg, "--broker", &broker, "--ca", &ca,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("enc.bin"), "{stderr}");
+    assert!(stderr.contains("encrypted"), "{stderr}");
+    assert_eq!(stderr.matches("decodes").count(), 1, "said once: {stderr}");
+    // A missing CA file is named, once.
+    let out = acorn(&[
+        "device",
+        "ping",
+        "--image",
+        &image_arg,
+        "--nvs-keys",
+        &keys_arg,
+        "--broker",
+        &broker,
+        "--ca",
+        "/nonexistent/ca.pem",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read CA file /nonexistent/ca.pem"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("No such file").count(),
+        1,
+        "said once: {stderr}"
+    );
+
+    let mut agent = Agent::start(
+        &[
+            "--image",
+            &image_arg,
+            "--nvs-keys",
+            &keys_arg,
+            "--broker",
+            &broker,
+            "--ca",
+            &ca,
+            "--press-every",
+            "200ms",
+        ],
+        &[],
+    );
+    let (_, press) = backend
+        .json("acorn-pups/button-press/dev-enc", |_| true)
+        .await;
+    assert_eq!(press["buttonRfId"], "sim-button");
+    agent.signal("INT");
+    assert_eq!(agent.wait_exit(), Some(0), "{}", agent.output());
+}
