@@ -183,6 +183,10 @@ impl Runtime {
         if self.last_press.len() >= COOLDOWN_ENTRIES {
             self.last_press
                 .retain(|_, t| now.saturating_sub(*t) < cooldown);
+            if self.last_press.len() >= COOLDOWN_ENTRIES {
+                // Bounded memory over a perfect cooldown: at worst a press is reported twice.
+                self.last_press.clear();
+            }
         }
         self.last_press.insert(button.to_owned(), now);
         info!(button, battery = ?battery, id = id.0, "button press queued");
