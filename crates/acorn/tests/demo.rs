@@ -6,6 +6,14 @@ use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The demos of this file run one at a time: each starts a broker, a backend and devices, and
+/// on a 2-core machine two at once only measure the scheduler.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `acorn demo ARGS` with a bound; returns (exit code, stdout, stderr).
 fn demo(args: &[&str]) -> (Option<i32>, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_acorn"))
@@ -48,6 +56,7 @@ fn demo(args: &[&str]) -> (Option<i32>, String, String) {
 
 #[test]
 fn demo_with_three_devices_exits_0_with_a_complete_summary() {
+    let _serial = serial();
     let (code, out, err) = demo(&["--devices", "3", "--duration", "5s"]);
     assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
     assert!(
@@ -108,6 +117,7 @@ fn demo_refuses_bad_arguments() {
 
 #[test]
 fn demo_with_duration_0_runs_until_sigint() {
+    let _serial = serial();
     use std::io::{BufRead as _, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_acorn"))
         .args(["demo", "--devices", "2", "--duration", "0"])
@@ -126,7 +136,7 @@ fn demo_with_duration_0_runs_until_sigint() {
     });
     // Wait (bounded) until both devices had a press acknowledged, applied the settings and
     // answered the command, then interrupt.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let mut seen = Vec::new();
     let mut done = std::collections::HashSet::new();
     let wanted = [
@@ -140,7 +150,12 @@ fn demo_with_duration_0_runs_until_sigint() {
             Ok(line) => {
                 for (i, what) in wanted.iter().enumerate() {
                     if line.contains(what) {
-                        let device = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                        let device = line
+                            .split(']')
+                            .nth(1)
+                            .and_then(|rest| rest.split_whitespace().next())
+                            .unwrap_or("")
+                            .to_owned();
                         done.insert((device, i));
                     }
                 }
