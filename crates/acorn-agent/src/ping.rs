@@ -73,7 +73,11 @@ impl PingOptions {
             roots,
             subscribe_topic: commands_topic(&client_id),
             publish_topic: status_topic(&client_id),
-            payload: status_json(&client_id, "online", firmware_version),
+            payload: status_json(
+                &client_id,
+                acorn_mqtt::DeviceStatus::Online,
+                firmware_version,
+            ),
             client_id,
             tls_versions: TlsVersions::default(),
             step_timeout: Duration::from_secs(30),

@@ -70,7 +70,11 @@ impl SessionOptions {
             identity,
             roots,
             will_topic: status_topic(&client_id),
-            will_payload: status_json(&client_id, "offline", firmware_version),
+            will_payload: status_json(
+                &client_id,
+                acorn_mqtt::DeviceStatus::Offline,
+                firmware_version,
+            ),
             client_id,
             tls_versions: TlsVersions::default(),
             keep_alive: Duration::from_secs(60),

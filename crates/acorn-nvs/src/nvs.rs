@@ -354,12 +354,7 @@ impl<F: NorFlash> Nvs<F> {
             return Ok(None);
         };
         let len = item.header.var_size().saturating_sub(1);
-        let have = buf.len();
-        let out = buf.get_mut(..len).ok_or_else(|| Error::BufferTooSmall {
-            key: key.into(),
-            need: len,
-            have,
-        })?;
+        let out = exact_prefix(buf, len, key)?;
         self.read_var(&item, out, true)?;
         Ok(Some(len))
     }
@@ -394,12 +389,7 @@ impl<F: NorFlash> Nvs<F> {
             return Ok(None);
         };
         let len = self.info_of(&item).len;
-        let have = buf.len();
-        let out = buf.get_mut(..len).ok_or_else(|| Error::BufferTooSmall {
-            key: key.into(),
-            need: len,
-            have,
-        })?;
+        let out = exact_prefix(buf, len, key)?;
         if item.item_type() == ItemType::BlobLegacy {
             self.read_var(&item, out, false)?;
             return Ok(Some(len));
@@ -1024,6 +1014,16 @@ impl<F: NorFlash> Nvs<F> {
         stats.available_entries = stats.free_entries.saturating_sub(ENTRY_COUNT);
         stats
     }
+}
+
+/// The first `len` bytes of the caller's buffer, or the error that says how big it must be.
+fn exact_prefix<'b>(buf: &'b mut [u8], len: usize, key: &str) -> Result<&'b mut [u8]> {
+    let have = buf.len();
+    buf.get_mut(..len).ok_or_else(|| Error::BufferTooSmall {
+        key: key.into(),
+        need: len,
+        have,
+    })
 }
 
 /// The `n`th 32-byte block of the concatenation of `parts`, padded with 0xFF.

@@ -105,6 +105,18 @@ pub struct KeyArgs {
     nvs_keys: Option<PathBuf>,
 }
 
+impl KeyArgs {
+    /// The error text for a key that is not in the image.
+    fn missing_in(&self, image: &Path) -> String {
+        format!(
+            "{}: no key `{}` in namespace `{}`",
+            image.display(),
+            self.key,
+            self.namespace
+        )
+    }
+}
+
 /// `acorn nvs generate` arguments, as ESP-IDF's generator takes them.
 #[derive(clap::Args)]
 pub struct GenerateArgs {
@@ -341,14 +353,7 @@ fn check(image: &Path, keys: Option<&Path>, as_json: bool) -> Result<ExitCode> {
 fn get(image: &Path, at: &KeyArgs, out: Option<&Path>, show_secrets: bool) -> Result<ExitCode> {
     let keys = maybe_keys(at.nvs_keys.as_deref())?;
     let mut nvs = open(load_image(image)?, keys.as_ref(), Mode::ReadOnly, image)?;
-    let missing = || {
-        format!(
-            "{}: no key `{}` in namespace `{}`",
-            image.display(),
-            at.key,
-            at.namespace
-        )
-    };
+    let missing = || at.missing_in(image);
     let ns = nvs.find_namespace(&at.namespace).with_context(missing)?;
     let info = nvs.len(ns, &at.key)?.with_context(missing)?;
     let value = render::read(&mut nvs, ns, &at.key, info)?;
@@ -413,14 +418,7 @@ fn set(
 fn erase(image: &Path, at: &KeyArgs) -> Result<ExitCode> {
     let keys = maybe_keys(at.nvs_keys.as_deref())?;
     let mut nvs = open_for_change(image, keys.as_ref())?;
-    let missing = || {
-        format!(
-            "{}: no key `{}` in namespace `{}`",
-            image.display(),
-            at.key,
-            at.namespace
-        )
-    };
+    let missing = || at.missing_in(image);
     let ns = nvs.find_namespace(&at.namespace).with_context(missing)?;
     if !nvs.erase(ns, &at.key)? {
         bail!(missing());
