@@ -117,6 +117,8 @@ impl<F: NorFlash> Nvs<F> {
         if mode == Mode::ReadWrite {
             nvs.finish_garbage_collection()?;
         }
+        // The scan grew the index by doubling; keep only what the values need.
+        nvs.items.shrink_to_fit();
         Ok(nvs)
     }
 
@@ -399,8 +401,8 @@ impl<F: NorFlash> Nvs<F> {
         for n in 0..item.header.blob_chunk_count() {
             let corrupt = |reason| Error::CorruptValue {
                 key: key.into(),
-                page: item.page,
-                entry: item.entry,
+                page: item.page(),
+                entry: item.entry(),
                 reason,
             };
             let i = self
@@ -417,8 +419,8 @@ impl<F: NorFlash> Nvs<F> {
         if filled != len {
             return Err(Error::CorruptValue {
                 key: key.into(),
-                page: item.page,
-                entry: item.entry,
+                page: item.page(),
+                entry: item.entry(),
                 reason: "blob chunks add up to less than the blob's size",
             });
         }
@@ -457,8 +459,8 @@ impl<F: NorFlash> Nvs<F> {
         let size = item.header.var_size();
         let corrupt = |reason| Error::CorruptValue {
             key: item.header.key_str().into(),
-            page: item.page,
-            entry: item.entry,
+            page: item.page(),
+            entry: item.entry(),
             reason,
         };
         if has_nul && size == 0 {
@@ -468,11 +470,13 @@ impl<F: NorFlash> Nvs<F> {
         let mut crc = EspCrc32::new();
         let (head, tail) = out.split_at_mut(whole * ENTRY_SIZE);
         self.part
-            .read_entries_into(item.page, item.entry + 1, head)?;
+            .read_entries_into(item.page(), item.entry() + 1, head)?;
         crc.update(head);
         let rest = size - whole * ENTRY_SIZE;
         if rest > 0 {
-            let raw = self.part.read_entry(item.page, item.entry + 1 + whole)?;
+            let raw = self
+                .part
+                .read_entry(item.page(), item.entry() + 1 + whole)?;
             tail.copy_from_slice(&raw[..tail.len()]);
             crc.update(&raw[..rest]);
         }
@@ -696,8 +700,9 @@ impl<F: NorFlash> Nvs<F> {
         key: &[u8; 16],
         keep: Option<Item>,
     ) -> Result<bool> {
-        let is_kept =
-            |item: &Item| keep.is_some_and(|k| k.page == item.page && k.entry == item.entry);
+        let is_kept = |item: &Item| {
+            keep.is_some_and(|k| k.page() == item.page() && k.entry() == item.entry())
+        };
         let mut any = false;
         while let Some(i) = self.items.iter().position(|item| {
             item.header.ns == ns.0
@@ -728,11 +733,11 @@ impl<F: NorFlash> Nvs<F> {
     fn erase_item(&mut self, index: usize) -> Result<()> {
         let item = self.items.swap_remove(index);
         let span = item.span();
-        for e in item.entry..item.entry + span {
-            self.pages[item.page].bitmap.set(e, EntryState::Erased);
+        for e in item.entry()..item.entry() + span {
+            self.pages[item.page()].bitmap.set(e, EntryState::Erased);
         }
-        self.pages[item.page].erased += span;
-        self.write_bitmap_range(item.page, item.entry, span)
+        self.pages[item.page()].erased += span;
+        self.write_bitmap_range(item.page(), item.entry(), span)
     }
 
     /// Compares stored variable-length data with `parts`, entry by entry (no allocation).
@@ -749,7 +754,7 @@ impl<F: NorFlash> Nvs<F> {
             return Ok(false);
         }
         for n in 0..item.span() - 1 {
-            let stored = self.part.read_entry(item.page, item.entry + 1 + n)?;
+            let stored = self.part.read_entry(item.page(), item.entry() + 1 + n)?;
             let wanted = block(parts, n);
             let len = (size - n * ENTRY_SIZE).min(ENTRY_SIZE);
             if stored[..len] != wanted[..len] {
@@ -818,11 +823,7 @@ impl<F: NorFlash> Nvs<F> {
                 }
                 self.write_bitmap_range(page, first + 1, span - 1)?;
             }
-            let item = Item {
-                page,
-                entry: first,
-                header: head,
-            };
+            let item = Item::new(page, first, head);
             self.items.push(item);
             return Ok(item);
         }
@@ -929,16 +930,16 @@ impl<F: NorFlash> Nvs<F> {
     /// for their new offsets), skipping items `to` already holds.
     fn copy_items(&mut self, from: usize, to: usize) -> Result<()> {
         let mut moving: Vec<usize> = (0..self.items.len())
-            .filter(|&i| self.items[i].page == from)
+            .filter(|&i| self.items[i].page() == from)
             .collect();
-        moving.sort_by_key(|&i| self.items[i].entry);
+        moving.sort_by_key(|&i| self.items[i].entry());
         let mut stale = Vec::new();
         for i in moving {
             let item = self.items[i];
             let already = self
                 .items
                 .iter()
-                .any(|o| o.page == to && o.identity() == item.identity());
+                .any(|o| o.page() == to && o.identity() == item.identity());
             if already {
                 stale.push(i);
                 continue;
@@ -950,15 +951,14 @@ impl<F: NorFlash> Nvs<F> {
             }
             self.pages[to].next_free = first + span;
             for n in 0..span {
-                let raw = self.part.read_entry(from, item.entry + n)?;
+                let raw = self.part.read_entry(from, item.entry() + n)?;
                 self.part.write_entry(to, first + n, &raw)?;
             }
             for e in first..first + span {
                 self.pages[to].bitmap.set(e, EntryState::Written);
             }
             self.write_bitmap_range(to, first, span)?;
-            self.items[i].page = to;
-            self.items[i].entry = first;
+            self.items[i].relocate(to, first);
         }
         stale.sort_unstable();
         for i in stale.into_iter().rev() {
@@ -976,15 +976,15 @@ impl<F: NorFlash> Nvs<F> {
             .iter()
             .filter(|i| i.header.ns != NAMESPACE_DEFINITIONS && i.item_type() != ItemType::BlobData)
             .collect();
-        order.sort_by_key(|i| (self.pages[i.page].seq, i.entry));
+        order.sort_by_key(|i| (self.pages[i.page()].seq, i.entry()));
         order
             .into_iter()
             .map(|i| EntryInfo {
                 namespace: String::from(self.namespace_name(i.header.ns)),
                 key: String::from(i.header.key_str()),
                 info: self.info_of(i),
-                page: i.page,
-                entry: i.entry,
+                page: i.page(),
+                entry: i.entry(),
             })
             .collect()
     }

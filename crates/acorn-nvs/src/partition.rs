@@ -42,6 +42,11 @@ impl<F: NorFlash> Partition<F> {
                 "its size is not a non-zero multiple of 4096 bytes",
             ));
         }
+        if size as usize / PAGE_SIZE > usize::from(u16::MAX) + 1 {
+            return Err(geometry(
+                "it has more than 65,536 pages (256 MiB), more than NVS addresses",
+            ));
+        }
         if base as usize % PAGE_SIZE != 0 {
             return Err(geometry("its offset is not a multiple of 4096 bytes"));
         }

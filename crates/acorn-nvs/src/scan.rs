@@ -50,15 +50,41 @@ impl PageInfo {
     }
 }
 
-/// One live item: where its first entry is and what it says.
+/// One live item: where its first entry is and what it says. Kept small (32 bytes): the
+/// index holds one per stored value.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Item {
-    pub page: usize,
-    pub entry: usize,
+    page: u16,
+    entry: u8,
     pub header: EntryHeader,
 }
 
 impl Item {
+    /// An item at `page`/`entry` (a partition has at most 65,536 pages of 126 entries).
+    pub fn new(page: usize, entry: usize, header: EntryHeader) -> Item {
+        Item {
+            page: page as u16,
+            entry: entry as u8,
+            header,
+        }
+    }
+
+    /// Physical page index.
+    pub fn page(&self) -> usize {
+        usize::from(self.page)
+    }
+
+    /// Entry index within the page.
+    pub fn entry(&self) -> usize {
+        usize::from(self.entry)
+    }
+
+    /// Moves the item (garbage collection copied it).
+    pub fn relocate(&mut self, page: usize, entry: usize) {
+        self.page = page as u16;
+        self.entry = entry as u8;
+    }
+
     pub fn span(&self) -> usize {
         usize::from(self.header.span.max(1))
     }
@@ -352,11 +378,7 @@ fn scan_page<F: NorFlash>(
             entry = end;
             continue;
         }
-        scan.items.push(Item {
-            page,
-            entry,
-            header: head,
-        });
+        scan.items.push(Item::new(page, entry, head));
         entry += span;
     }
     Ok(info)
@@ -447,7 +469,7 @@ fn find_extra_active_pages(scan: &mut Scan) {
 
 /// Order of writing: pages by sequence number, entries by index.
 fn age(scan: &Scan, item: &Item) -> (u32, usize) {
-    (scan.pages[item.page].seq, item.entry)
+    (scan.pages[item.page()].seq, item.entry())
 }
 
 fn remove_items(scan: &mut Scan, mut doomed: Vec<usize>, kind: ProblemKind) {
@@ -456,20 +478,20 @@ fn remove_items(scan: &mut Scan, mut doomed: Vec<usize>, kind: ProblemKind) {
     for &index in doomed.iter().rev() {
         let item = scan.items.remove(index);
         // A page being garbage-collected is finished, not patched.
-        if scan.pages[item.page].state != PageState::Freeing || kind != ProblemKind::Duplicate {
+        if scan.pages[item.page()].state != PageState::Freeing || kind != ProblemKind::Duplicate {
             scan.problems.push(problem(
-                item.page,
-                Some(item.entry),
+                item.page(),
+                Some(item.entry()),
                 Some(item.header.key_str()),
                 kind,
             ));
         }
-        let page = &mut scan.pages[item.page];
-        for i in item.entry..item.entry + item.span() {
+        let page = &mut scan.pages[item.page()];
+        for i in item.entry()..item.entry() + item.span() {
             page.bitmap.set(i, EntryState::Erased);
         }
         page.erased += item.span();
-        scan.erase.push((item.page, item.entry, item.span()));
+        scan.erase.push((item.page(), item.entry(), item.span()));
     }
 }
 
@@ -553,8 +575,8 @@ fn check_namespaces(scan: &mut Scan) {
             .any(|d| d.header.ns == NAMESPACE_DEFINITIONS && d.header.data[0] == ns);
         if !defined {
             scan.problems.push(problem(
-                item.page,
-                Some(item.entry),
+                item.page(),
+                Some(item.entry()),
                 Some(item.header.key_str()),
                 ProblemKind::UnknownNamespace,
             ));
@@ -571,14 +593,14 @@ fn verify_values<F: NorFlash>(part: &mut Partition<F>, scan: &mut Scan) -> Resul
         let size = item.header.var_size();
         let mut crc = crate::crc::EspCrc32::new();
         for n in 0..item.span() - 1 {
-            let raw = part.read_entry(item.page, item.entry + 1 + n)?;
+            let raw = part.read_entry(item.page(), item.entry() + 1 + n)?;
             let take = (size - n * 32).min(32);
             crc.update(&raw[..take]);
         }
         if crc.finish() != item.header.var_crc() {
             scan.problems.push(problem(
-                item.page,
-                Some(item.entry),
+                item.page(),
+                Some(item.entry()),
                 Some(item.header.key_str()),
                 ProblemKind::BadDataCrc,
             ));
