@@ -7,8 +7,7 @@ use std::process::ExitCode;
 
 use acorn_certs::nvs_kv::NvsCertKv;
 use acorn_certs::{
-    is_valid_device_id, validate, CertStore, DeviceCertificates, PrivateKey, StoreError,
-    ValidationOptions,
+    is_valid_device_id, validate, CertStore, DeviceCertificates, PrivateKey, ValidationOptions,
 };
 use acorn_nvs::{MemFlash, Mode, Nvs, NvsKeys};
 use anyhow::{bail, Context, Result};
@@ -136,21 +135,11 @@ fn certificates(
 /// Validates and stores `certs` into `nvs`; a rejected set prints its report and writes nothing.
 fn store(nvs: &mut Nvs<MemFlash>, certs: &DeviceCertificates, allow_custom: bool) -> Result<()> {
     let mut store = CertStore::new(NvsCertKv::new(nvs)).allow_custom_endpoint(allow_custom);
-    match store.store(certs, unix_now()) {
-        Ok(_) => Ok(()),
-        Err(StoreError::Rejected { report }) => {
-            let first = report
-                .checks
-                .iter()
-                .find(|c| c.status == acorn_certs::Status::Fail)
-                .map_or_else(String::new, |c| c.explanation.clone());
-            bail!(
-                "{:?}: {first} (run `acorn certs check` for every check; nothing was written)",
-                report.verdict()
-            )
-        }
-        Err(err) => Err(anyhow::anyhow!("{err}")),
-    }
+    // The store's error already names the verdict and the first failing check.
+    store
+        .store(certs, unix_now())
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e} (run `acorn certs check` to see every check)"))
 }
 
 fn blank(size: usize, keys: Option<&NvsKeys>) -> Result<Nvs<MemFlash>> {

@@ -255,7 +255,7 @@ fn dump(image: &Path, keys: Option<&Path>, as_json: bool, show_secrets: bool) ->
                 json!({
                     "namespace": e.namespace,
                     "key": e.key,
-                    "type": render::type_name(e.info.value_type),
+                    "type": e.info.value_type.name(),
                     "size": e.info.len,
                     "value": render::json(&e.key, v, show_secrets),
                 })
@@ -285,7 +285,7 @@ fn dump(image: &Path, keys: Option<&Path>, as_json: bool, show_secrets: bool) ->
                 "{:<15} {:<15} {:<6} {:>6}  {}",
                 e.namespace,
                 e.key,
-                render::type_name(e.info.value_type),
+                e.info.value_type.name(),
                 e.info.len,
                 render::text(&e.key, v, show_secrets, Some(72))
             );

@@ -1,7 +1,7 @@
 //! How stored values are shown: integers as numbers, text as text, binary as hex, and private
 //! keys as `<redacted N bytes>` unless secrets are asked for.
 
-use acorn_nvs::{IntValue, MemFlash, Namespace, Nvs, ValueInfo, ValueType};
+use acorn_nvs::{IntValue, MemFlash, Namespace, Nvs, ValueInfo};
 use anyhow::Result;
 use serde_json::{json, Value as Json};
 
@@ -74,9 +74,4 @@ pub fn json(key: &str, value: &Shown, show_secrets: bool) -> Json {
             None => json!({ "hex": hex::encode(b) }),
         },
     }
-}
-
-/// Type name as ESP-IDF's CSV spells it.
-pub fn type_name(t: ValueType) -> &'static str {
-    t.name()
 }
