@@ -10,3 +10,18 @@ for crate in acorn-nvs acorn-certs acorn-mqtt; do
   cargo build -p "$crate" --target riscv32imc-unknown-none-elf
 done
 cargo test --workspace
+
+# No broker of ours may outlive the suite: each is killed when its Broker is stopped or
+# dropped, or by its parent-death signal when the test process dies. Our brokers all run with
+# a config named acorn-mosquitto.conf (a killed one may take a moment to be reaped).
+# The same holds for the `acorn` processes the CLI tests start (dev up, device run).
+for _ in $(seq 20); do
+  survivors=$(pgrep -a -f 'acorn-mosquitto[.]conf|target/[a-z]+/acorn (dev|device|demo) ' || true)
+  [ -z "$survivors" ] && break
+  sleep 0.1
+done
+if [ -n "$survivors" ]; then
+  echo "error: processes of the test suite outlived it:" >&2
+  echo "$survivors" >&2
+  exit 1
+fi

@@ -49,15 +49,13 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// (same public key), so a mismatch is reported before any connection is made.
 pub fn certified_key(identity: &ClientIdentity) -> Result<CertifiedKey, ConfigError> {
     let chain = identity.cert_chain()?;
-    let key = identity.private_key()?;
-    let provider = provider();
-    let signing_key =
-        provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| ConfigError::UnsupportedKey {
-                detail: e.to_string(),
-            })?;
+    // The DER copy is wiped when it goes out of scope; rustls keeps only ring's key object.
+    let key = zeroize::Zeroizing::new(identity.private_key()?);
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
+        ConfigError::UnsupportedKey {
+            detail: e.to_string(),
+        }
+    })?;
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
         Ok(()) => Ok(certified),

@@ -11,7 +11,7 @@ use common::{Env, Validity};
 
 #[tokio::test]
 async fn reload_keeps_serving_and_stop_frees_the_port() {
-    let mut env = Env::start();
+    let env = Env::start();
     assert!(env.broker.is_running());
     let conf = std::fs::read_to_string(env.broker.conf_path()).unwrap();
     assert!(conf.contains("require_certificate true"));

@@ -438,8 +438,7 @@ async fn large_and_oversized_inbound_messages_are_answered_without_dropping_the_
     huge.extend(std::iter::repeat_n(b' ', 150 * 1024));
     huge.push(b'}');
     // (A sender that is not held to AWS's limit, like a misbehaving broker bridge.)
-    let mut options = env.session("backend");
-    options.clean_session = true;
+    let options = env.backend_session();
     let mut mqtt = options.mqtt_options().unwrap();
     mqtt.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = acorn_agent::rumqttc::AsyncClient::new(mqtt, 10);

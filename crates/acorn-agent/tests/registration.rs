@@ -18,10 +18,13 @@ use acorn_agent::{
     SessionOptions, TrustRoots,
 };
 use acorn_backend::broker::{free_port, Broker, BrokerConfig};
-use acorn_backend::{Backend, BackendConfig, BackendHandle, LocalCa};
+use acorn_backend::{Backend, BackendConfig, BackendHandle};
 use acorn_mqtt::BackoffConfig;
 use common::{Client, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The backend's service identity on the broker's service listener.
+const BACKEND_ID: &str = "service:backend";
 
 /// Backend + mosquitto sharing the backend's CA, CRL and server certificate.
 struct Stack {
@@ -39,10 +42,13 @@ impl Stack {
         let hook_slot = Arc::clone(&slot);
         let mut config = BackendConfig::new(dir.path().join("backend"));
         config.iot_endpoint = format!("localhost:{port}");
-        config.revocation_hook = Some(Arc::new(move |_: &acorn_backend::Revocation| {
+        config.crl_hook = Some(Arc::new(move |e: &acorn_backend::CrlEvent| {
             let guard = hook_slot.lock().map_err(|e| e.to_string())?;
-            let broker = guard.as_ref().ok_or("broker not started")?;
-            broker.reload().map_err(|e| e.to_string())
+            match guard.as_ref() {
+                Some(broker) => broker.install_crl(&e.crl_path).map_err(|e| e.to_string()),
+                // A renewal before the broker runs: it starts with the newest file anyway.
+                None => Ok(()),
+            }
         }));
         let backend = Backend::start(config).await.unwrap();
         let paths = backend.paths().clone();
@@ -54,6 +60,8 @@ impl Stack {
         );
         broker.crl_file = Some(paths.crl.clone());
         broker.port = Some(port);
+        broker.service_ca_file = Some(paths.service_ca_cert.clone());
+        broker.service_identities = vec![BACKEND_ID.to_owned()];
         let broker = Broker::start(broker).expect("mosquitto starts (apt-get install mosquitto)");
         *slot.lock().unwrap() = Some(broker);
         Self {
@@ -109,21 +117,21 @@ impl Stack {
         )
     }
 
-    /// A subscriber with the backend's identity (CN `backend`, full access to `acorn-pups/#`).
+    /// A subscriber with the backend's service identity (from the service CA, on the
+    /// broker's service listener, full access to `acorn-pups/#`).
     fn backend_session(&self) -> SessionOptions {
-        let ca = LocalCa::load(&self.backend.paths().data_dir).unwrap();
-        let issued = ca
-            .issue_with_new_key("backend", acorn_backend::KeyType::P256)
-            .unwrap();
+        let issued = self.backend.issue_service_identity("backend").unwrap();
         let identity = ClientIdentity::new(
             issued.certificate.pem.clone(),
             SecretString::new(issued.private_key_pem.expose().to_owned()),
         );
+        let guard = self.broker.lock().unwrap();
+        let port = guard.as_ref().and_then(Broker::service_port).unwrap();
         SessionOptions::new(
-            BrokerTarget::new("localhost", self.port),
+            BrokerTarget::new("localhost", port),
             identity,
             self.roots(),
-            "backend",
+            BACKEND_ID,
             "1.0.0",
         )
     }

@@ -11,11 +11,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::ca::{KeyType, LocalCa};
+use crate::ca::{CheckedCsr, KeyType, LocalCa};
 use crate::error::{BackendError, CsrError};
-use crate::registry::{DeviceRecord, NewDevice, RegisterError, Registry};
+use crate::registry::{
+    DeviceRecord, NewDevice, RegisterError, Registry, Reservation, TokenBinding, TokenClaim,
+    RESERVATION_SECONDS,
+};
 use crate::secret::Secret;
-use crate::server::{Revocation, RevocationHook};
+use crate::server::{CrlEvent, CrlHook, Revocation};
+use crate::stats::{Count, Counters};
 use crate::{files, validate};
 
 /// Longest accepted token lifetime: 30 days.
@@ -28,13 +32,22 @@ pub const MAX_TOKENS_PER_REQUEST: u32 = 100;
 /// Shared state of the handlers.
 pub(crate) struct AppState {
     pub(crate) ca: LocalCa,
+    pub(crate) service_ca: LocalCa,
     pub(crate) registry: Registry,
     pub(crate) iot_endpoint: String,
+    pub(crate) service_endpoint: Option<String>,
     pub(crate) admin_key: Secret,
     pub(crate) crl_path: std::path::PathBuf,
-    pub(crate) revocation_hook: Option<RevocationHook>,
+    pub(crate) crl_validity: std::time::Duration,
+    pub(crate) crl_hook: Option<CrlHook>,
     /// Serialises revocations so CRL files are written in CRL-number order.
     pub(crate) crl_lock: Mutex<()>,
+    /// The issue time of the last CRL written (each next one is later).
+    pub(crate) last_crl_issued: Mutex<Option<time::OffsetDateTime>>,
+    /// Server-side key generations allowed at once.
+    pub(crate) keygen_limit: tokio::sync::Semaphore,
+    /// What the backend did since start-up.
+    pub(crate) counters: Counters,
 }
 
 /// The router with every route of the API.
@@ -46,6 +59,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/devices", get(list_devices))
         .route("/v1/devices/{id}", get(get_device))
         .route("/v1/devices/{id}/revoke", post(revoke_device))
+        .route("/v1/service-identities", post(issue_service_identity))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -72,12 +86,20 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    fn internal(err: &BackendError) -> Self {
-        tracing::error!(error = %err, "request failed with a server fault");
+    /// A server fault: the details go to the log under a fresh request id, the client gets
+    /// only that id (no paths, SQL or library messages).
+    fn internal(err: &dyn std::fmt::Display) -> Self {
+        Self::fault("internal_error", "internal error", err)
+    }
+
+    /// A server fault with its own code and a public summary; the details only in the log.
+    fn fault(code: &'static str, summary: &str, detail: &dyn std::fmt::Display) -> Self {
+        let request_id = hex::encode(rand::random::<[u8; 8]>());
+        tracing::error!(%request_id, code, error = %detail, "request failed with a server fault");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            format!("the backend failed: {err}"),
+            code,
+            format!("{summary} (request id {request_id}; the backend's log has the details)"),
         )
     }
 }
@@ -104,6 +126,7 @@ impl From<CsrError> for ApiError {
             CsrError::BadSignature => "csr_bad_signature",
             CsrError::UnsupportedExtension => "csr_unsupported_extension",
             CsrError::UnsupportedAlgorithm(_) => "csr_unsupported_algorithm",
+            CsrError::UnsupportedKey(_) => "csr_unsupported_key",
             CsrError::MissingCommonName => "csr_missing_common_name",
             CsrError::CommonNameMismatch { .. } => "csr_common_name_mismatch",
         };
@@ -128,6 +151,16 @@ impl From<RegisterError> for ApiError {
                 StatusCode::CONFLICT,
                 "token_used",
                 "the registration token was already used (tokens are single-use); ask an administrator for a new token",
+            ),
+            RegisterError::TokenBusy => Self::new(
+                StatusCode::CONFLICT,
+                "token_in_use",
+                "another registration with this token is in progress; wait for its answer (a token registers one device)",
+            ),
+            RegisterError::TokenBound => Self::new(
+                StatusCode::FORBIDDEN,
+                "token_bound",
+                "this registration token is bound to another device (device id, serial number or MAC address); use the token minted for this device",
             ),
             RegisterError::DeviceExists => Self::new(
                 StatusCode::CONFLICT,
@@ -208,6 +241,23 @@ async fn blocking<T: Send + 'static, E: From<BackendError> + Send + 'static>(
         .map_err(|e| E::from(BackendError::Task(e.to_string())))?
 }
 
+/// Answers 408 when a request (reading its body and handling it) takes longer than `limit`.
+pub(crate) async fn request_deadline(
+    State(limit): State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request took longer than {limit:?}; send it again, whole and at once"),
+        )
+        .into_response(),
+    }
+}
+
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
@@ -270,15 +320,33 @@ async fn register(
     headers: HeaderMap,
     body: Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
-    let token = bearer(&headers)
-        .ok_or_else(|| {
+    let result = register_checked(&state, &headers, body).await;
+    match &result {
+        Ok(_) => state.counters.add(Count::Registration),
+        Err(e) => {
+            state.counters.add(Count::Refusal);
+            if e.status.is_client_error() {
+                tracing::warn!(code = e.code, reason = %e.message, "registration refused");
+            }
+        }
+    }
+    result
+}
+
+async fn register_checked(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Result<Json<RegisterRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    let token = Secret::new(
+        bearer(headers).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "token_required",
                 "registration needs a one-time token: send 'Authorization: Bearer <registration token>'",
             )
-        })?
-        .to_owned();
+        })?,
+    );
     let req = json_body(body)?;
     let device_id = validate::device_id(&req.device_id)
         .map_err(|m| ApiError::bad_request("invalid_device_id", m))?;
@@ -310,31 +378,49 @@ async fn register(
         Some(pem) => Some(LocalCa::check_csr(&device_id, pem)?),
         None => None,
     };
+    let device = NewDevice {
+        device_id,
+        serial_number,
+        mac_address,
+        firmware_version,
+        certificate_pem: String::new(),
+        certificate_id: String::new(),
+        certificate_serial: String::new(),
+    };
 
-    let st = Arc::clone(&state);
-    let (record, private_key_pem) = blocking(move || -> Result<_, ApiError> {
-        // Refuse cheaply before generating keys or signing anything.
-        st.registry.precheck(&token, &device_id, now())?;
-        let (cert, key) = match &csr {
-            Some(csr) => (st.ca.issue_for_csr(csr)?, None),
-            None => {
-                let issued = st.ca.issue_with_new_key(&device_id, key_type)?;
-                (issued.certificate, Some(issued.private_key_pem))
-            }
-        };
-        let device = NewDevice {
-            device_id,
-            serial_number,
-            mac_address,
-            firmware_version,
-            certificate_pem: cert.pem,
-            certificate_id: cert.certificate_id,
-            certificate_serial: cert.serial_hex,
-        };
-        let record = st.registry.register(&token, &device, now())?;
-        Ok((record, key))
-    })
-    .await?;
+    // Hold the token before any expensive work, so one token costs at most one key
+    // generation however many requests race with it.
+    let reservation = {
+        let (st, token, device) = (Arc::clone(state), token.clone(), device.clone());
+        blocking(move || {
+            let claim = TokenClaim {
+                device_id: &device.device_id,
+                serial_number: &device.serial_number,
+                mac_address: &device.mac_address,
+            };
+            st.registry
+                .reserve(token.expose(), &claim, now())
+                .map_err(ApiError::from)
+        })
+        .await?
+    };
+    let outcome = issue_and_record(state, &token, &reservation, device, csr, key_type).await;
+    if outcome.is_err() {
+        let (st, token) = (Arc::clone(state), token.clone());
+        let released = blocking(move || {
+            st.registry
+                .release(token.expose(), &reservation)
+                .map_err(ApiError::from)
+        })
+        .await;
+        if let Err(e) = released {
+            tracing::error!(
+                code = e.code,
+                "could not release a reserved token; it frees itself in {RESERVATION_SECONDS} s"
+            );
+        }
+    }
+    let (record, private_key_pem) = outcome?;
     tracing::info!(device_id = %record.device_id, certificate_id = %record.certificate_id,
         server_keygen = private_key_pem.is_some(), "device registered");
     Ok((
@@ -350,6 +436,56 @@ async fn register(
     ))
 }
 
+/// Issues the certificate (signing the CSR, or making a key pair under the key-generation
+/// limit) and records the device, using the reserved token.
+async fn issue_and_record(
+    state: &Arc<AppState>,
+    token: &Secret,
+    reservation: &Reservation,
+    mut device: NewDevice,
+    csr: Option<CheckedCsr>,
+    key_type: KeyType,
+) -> Result<(DeviceRecord, Option<Secret>), ApiError> {
+    // Key generation (RSA-2048 takes ~100 ms of CPU) runs a few at a time.
+    let _permit = match csr {
+        Some(_) => None,
+        None => Some(
+            state
+                .keygen_limit
+                .acquire()
+                .await
+                .map_err(|e| ApiError::internal(&e))?,
+        ),
+    };
+    let st = Arc::clone(state);
+    let device_id = device.device_id.clone();
+    let (cert, key) = blocking(move || -> Result<_, ApiError> {
+        Ok(match &csr {
+            Some(csr) => (st.ca.issue_for_csr(csr)?, None),
+            None => {
+                st.counters.add(Count::KeyGeneration);
+                tracing::info!(%device_id, ?key_type, "generating the device's key pair (server-side key generation)");
+                let issued = st.ca.issue_with_new_key(&device_id, key_type)?;
+                (issued.certificate, Some(issued.private_key_pem))
+            }
+        })
+    })
+    .await?;
+    device.certificate_pem = cert.pem;
+    device.certificate_id = cert.certificate_id;
+    device.certificate_serial = cert.serial_hex;
+    let st = Arc::clone(state);
+    let token = token.clone();
+    let reservation = reservation.clone();
+    let record = blocking(move || {
+        st.registry
+            .register(token.expose(), &reservation, &device, now())
+            .map_err(ApiError::from)
+    })
+    .await?;
+    Ok((record, key))
+}
+
 /// Body of `POST /v1/tokens` (every field optional).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -358,6 +494,43 @@ struct TokensRequest {
     ttl_seconds: Option<i64>,
     #[serde(default)]
     count: Option<i64>,
+    /// Binds the token to this device id.
+    #[serde(default)]
+    device_id: Option<String>,
+    /// Binds the token to this serial number.
+    #[serde(default)]
+    serial_number: Option<String>,
+    /// Binds the token to this MAC address.
+    #[serde(default)]
+    mac_address: Option<String>,
+}
+
+impl TokensRequest {
+    /// The binding asked for, each field validated as a registration would validate it.
+    fn binding(&self) -> Result<TokenBinding, ApiError> {
+        let check = |value: &Option<String>,
+                     rule: fn(&str) -> Result<String, String>,
+                     code: &'static str| {
+            value
+                .as_deref()
+                .map(rule)
+                .transpose()
+                .map_err(|m| ApiError::bad_request(code, m))
+        };
+        Ok(TokenBinding {
+            device_id: check(&self.device_id, validate::device_id, "invalid_device_id")?,
+            serial_number: check(
+                &self.serial_number,
+                validate::serial_number,
+                "invalid_serial_number",
+            )?,
+            mac_address: check(
+                &self.mac_address,
+                validate::mac_address,
+                "invalid_mac_address",
+            )?,
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -406,13 +579,30 @@ async fn mint_tokens(
                 format!("count must be between 1 and {MAX_TOKENS_PER_REQUEST}, got {count}"),
             )
         })?;
+    let binding = req.binding()?;
+    if !binding.is_empty() && count != 1 {
+        return Err(ApiError::bad_request(
+            "invalid_count",
+            "a token bound to a device registers that one device: mint bound tokens one at a time (count 1)",
+        ));
+    }
     let registry = state.registry.clone();
+    let bound = binding.clone();
     let minted = blocking(move || {
         registry
-            .mint_tokens(count, ttl, now())
+            .mint_bound_tokens(count, ttl, &bound, now())
             .map_err(ApiError::from)
     })
     .await?;
+    state.counters.add(Count::TokensMinted(u64::from(count)));
+    tracing::info!(
+        count,
+        ttl_seconds = ttl,
+        bound_device_id = binding.device_id.as_deref().unwrap_or("-"),
+        bound_serial = binding.serial_number.as_deref().unwrap_or("-"),
+        bound_mac = binding.mac_address.as_deref().unwrap_or("-"),
+        "registration tokens minted"
+    );
     let tokens: Vec<TokenView> = minted
         .into_iter()
         .map(|m| TokenView {
@@ -510,32 +700,28 @@ async fn revoke_device(
     require_admin(&state, &headers)?;
     let st = Arc::clone(&state);
     let lookup = id.clone();
-    let (device, crl_number) = blocking(move || -> Result<_, ApiError> {
-        // A poisoned lock only means an earlier revocation panicked; the data is in SQLite.
-        let _guard = st.crl_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let revoked = blocking(move || -> Result<_, ApiError> {
         let Some(device) = st.registry.revoke(&lookup, now())? else {
             return Ok(None);
         };
-        let crl_number = write_crl(&st)?;
-        if let Some(hook) = &st.revocation_hook {
-            let event = Revocation {
-                device_id: device.device_id.clone(),
-                certificate_serial: device.certificate_serial.clone(),
-                crl_path: st.crl_path.clone(),
-            };
-            hook(&event).map_err(|detail| {
-                tracing::error!(device_id = %device.device_id, %detail, "revocation hook failed");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "revocation_hook_failed",
-                    format!("the device is revoked and the CRL is written, but the broker could not be told to reload it ({detail}); restart the broker"),
-                )
-            })?;
-        }
+        let revocation = Revocation {
+            device_id: device.device_id.clone(),
+            certificate_serial: device.certificate_serial.clone(),
+            firmware_version: device.firmware_version.clone(),
+        };
+        let crl_number = publish_crl(&st, Some(revocation)).map_err(|e| match e {
+            CrlError::Hook(detail) => ApiError::fault(
+                "revocation_hook_failed",
+                "the device is revoked and the CRL written, but the broker could not be made to apply it; restart the broker",
+                &detail,
+            ),
+            CrlError::Backend(e) => ApiError::internal(&e),
+        })?;
         Ok(Some((device, crl_number)))
     })
-    .await?
-    .ok_or_else(|| device_not_found(&id))?;
+    .await?;
+    let (device, crl_number) = revoked.ok_or_else(|| device_not_found(&id))?;
+    state.counters.add(Count::Revocation);
     tracing::info!(device_id = %device.device_id, serial = %device.certificate_serial, crl_number, "device revoked");
     Ok(Json(serde_json::json!({
         "device": DeviceView::new(device, false),
@@ -543,11 +729,105 @@ async fn revoke_device(
     })))
 }
 
+/// Why a CRL could not be published.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CrlError {
+    /// Writing it failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The CRL hook (the broker) failed; the CRL file is written.
+    #[error("the CRL hook failed: {0}")]
+    Hook(String),
+}
+
+/// Writes a fresh CRL and calls the CRL hook with it (for `revoked`, or as a renewal).
+/// Serialised, so CRL files and hook calls follow CRL-number order.
+pub(crate) fn publish_crl(state: &AppState, revoked: Option<Revocation>) -> Result<u64, CrlError> {
+    // A poisoned lock only means an earlier publication panicked; the data is in SQLite.
+    let _guard = state.crl_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let crl_number = write_crl(state)?;
+    state.counters.add(Count::CrlIssued);
+    if let Some(hook) = &state.crl_hook {
+        let event = CrlEvent {
+            crl_path: state.crl_path.clone(),
+            crl_number,
+            revoked,
+        };
+        hook(&event).map_err(CrlError::Hook)?;
+    }
+    Ok(crl_number)
+}
+
+/// Body of `POST /v1/service-identities`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ServiceIdentityRequest {
+    name: String,
+}
+
+/// Answer of `POST /v1/service-identities`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceIdentityResponse {
+    client_id: String,
+    certificate_pem: String,
+    #[serde(serialize_with = "expose_token")]
+    private_key_pem: Secret,
+    certificate_id: String,
+    /// Where service identities connect (the broker's service listener), if configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_endpoint: Option<String>,
+    /// The CA the broker's server certificate chains to.
+    ca_certificate_pem: String,
+}
+
+/// Issues a service identity (admin only): a certificate from the service CA, valid only on
+/// the broker's service listener. Registration can never produce one.
+async fn issue_service_identity(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<ServiceIdentityRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<ServiceIdentityResponse>), ApiError> {
+    require_admin(&state, &headers)?;
+    let req = json_body(body)?;
+    let client_id = acorn_mqtt::service_client_id(&req.name)
+        .map_err(|e| ApiError::bad_request("invalid_service_name", e.to_string()))?;
+    let st = Arc::clone(&state);
+    let cn = client_id.clone();
+    let issued = blocking(move || {
+        st.service_ca
+            .issue_with_new_key(&cn, KeyType::P256)
+            .map_err(ApiError::from)
+    })
+    .await?;
+    tracing::info!(%client_id, certificate_id = %issued.certificate.certificate_id, "service identity issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(ServiceIdentityResponse {
+            client_id,
+            certificate_pem: issued.certificate.pem,
+            private_key_pem: issued.private_key_pem,
+            certificate_id: issued.certificate.certificate_id,
+            service_endpoint: state.service_endpoint.clone(),
+            ca_certificate_pem: state.ca.certificate_pem().to_owned(),
+        }),
+    ))
+}
+
 /// Writes a fresh CRL of every revoked serial to the CRL file; returns its number.
 pub(crate) fn write_crl(state: &AppState) -> Result<u64, BackendError> {
     let revoked = state.registry.revoked_serials()?;
     let number = state.registry.next_crl_number()?;
-    let pem = state.ca.crl_pem(&revoked, number)?;
+    let validity = time::Duration::try_from(state.crl_validity)
+        .map_err(|e| BackendError::Config(format!("crl_validity: {e}")))?;
+    // Callers hold `crl_lock`, so this read-modify-write is not raced.
+    let mut last = state
+        .last_crl_issued
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let this_update = LocalCa::crl_issue_time(*last);
+    let pem = state.ca.crl_pem(&revoked, number, this_update, validity)?;
+    *last = Some(this_update);
     files::write_atomic(&state.crl_path, pem.as_bytes(), false)?;
     Ok(number)
 }

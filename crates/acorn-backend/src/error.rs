@@ -19,6 +19,10 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    /// A secret file (CA key, admin key) other users could read or change, or a path that is
+    /// not a plain file of ours; the message says how to fix it.
+    #[error(transparent)]
+    UnsafeFile(acorn_files::FileError),
     /// A CA file on disk is not what it should be.
     #[error("the certificate authority file {path} is unusable: {detail}; fix or delete the CA directory to make a new CA (every device certificate must then be issued again)")]
     CaFile {
@@ -62,6 +66,15 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    /// A certificate was asked for a name its CA must never sign (a device CA asked for a
+    /// name outside the device-id alphabet, such as a service identity).
+    #[error("the {role:?} CA does not issue certificates for the name {name:?}")]
+    NameNotAllowed {
+        /// The refused common name.
+        name: String,
+        /// The CA's role.
+        role: crate::ca::CaRole,
+    },
     /// The configuration is not usable.
     #[error("invalid backend configuration: {0}")]
     Config(String),
@@ -86,6 +99,10 @@ pub enum CsrError {
     /// The key or signature algorithm is not one AWS IoT Core accepts.
     #[error("the csr uses an unsupported key or signature algorithm ({0}); use ECDSA P-256 (recommended), P-384 or RSA 2048+")]
     UnsupportedAlgorithm(String),
+    /// The key's size or curve is not one AWS IoT Core accepts (RSA below 2048 bits,
+    /// curves other than P-256 and P-384).
+    #[error("the csr's key is {0}, which is not accepted; use ECDSA P-256 (recommended), P-384 or RSA with 2048 to 4096 bits")]
+    UnsupportedKey(String),
     /// The subject has no common name.
     #[error("the csr's subject has no common name (CN); set CN to the device id")]
     MissingCommonName,

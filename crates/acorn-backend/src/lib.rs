@@ -23,19 +23,24 @@ pub mod broker;
 pub mod ca;
 pub mod error;
 mod files;
+mod keygen;
 pub mod registry;
-mod rsa_key;
 pub mod secret;
+mod serve;
 mod server;
+mod stats;
 mod tls;
 pub mod validate;
 
 pub use api::{DEFAULT_TOKEN_TTL_SECONDS, MAX_TOKENS_PER_REQUEST, MAX_TOKEN_TTL_SECONDS};
-pub use ca::{IssuedCertificate, IssuedKeyPair, KeyType, LocalCa};
+pub use ca::{CaRole, IssuedCertificate, IssuedKeyPair, KeyType, LocalCa};
 pub use error::{BackendError, CsrError};
 pub use registry::Registry;
 pub use secret::Secret;
+pub use serve::ServeLimits;
 pub use server::{
-    Backend, BackendConfig, BackendHandle, BackendPaths, Revocation, RevocationHook,
-    ADMIN_KEY_FILE, CRL_FILE, REGISTRY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE,
+    Backend, BackendConfig, BackendHandle, BackendPaths, CrlEvent, CrlHook, Revocation,
+    ADMIN_KEY_FILE, CRL_FILE, DEFAULT_CRL_REFRESH, DEFAULT_CRL_VALIDITY,
+    DEFAULT_KEYGEN_CONCURRENCY, REGISTRY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE, SERVICE_CA_DIR,
 };
+pub use stats::BackendStats;

@@ -45,6 +45,19 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (key, value) VALUES ('crl_number', 0);
 ";
 
+/// Columns added to `tokens` after the first release, applied to older databases at open:
+/// a reservation (held while a registration does its expensive work) and a binding.
+const TOKEN_COLUMNS: [(&str, &str); 5] = [
+    ("reservation", "TEXT"),
+    ("reserved_until", "INTEGER"),
+    ("bound_device_id", "TEXT"),
+    ("bound_serial", "TEXT"),
+    ("bound_mac", "TEXT"),
+];
+
+/// How long a reservation holds a token when its request dies without releasing it.
+pub const RESERVATION_SECONDS: i64 = 120;
+
 /// The state of a device's certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceStatus {
@@ -119,8 +132,50 @@ pub struct MintedToken {
     pub expires_at: i64,
 }
 
+/// What a token may register: each field set must equal the registration's. The default
+/// (nothing set) admits any device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenBinding {
+    /// The only device id the token registers.
+    pub device_id: Option<String>,
+    /// The only hardware serial number the token registers.
+    pub serial_number: Option<String>,
+    /// The only MAC address (normalised `AA:BB:CC:DD:EE:FF`) the token registers.
+    pub mac_address: Option<String>,
+}
+
+impl TokenBinding {
+    /// Whether nothing is bound.
+    pub fn is_empty(&self) -> bool {
+        self.device_id.is_none() && self.serial_number.is_none() && self.mac_address.is_none()
+    }
+
+    fn admits(&self, claim: &TokenClaim<'_>) -> bool {
+        let ok = |bound: &Option<String>, value: &str| bound.as_deref().is_none_or(|b| b == value);
+        ok(&self.device_id, claim.device_id)
+            && ok(&self.serial_number, claim.serial_number)
+            && ok(&self.mac_address, claim.mac_address)
+    }
+}
+
+/// The identity a registration claims, checked against a token's [`TokenBinding`].
+#[derive(Debug, Clone, Copy)]
+pub struct TokenClaim<'a> {
+    /// The device id asked for.
+    pub device_id: &'a str,
+    /// The serial number sent.
+    pub serial_number: &'a str,
+    /// The normalised MAC address sent.
+    pub mac_address: &'a str,
+}
+
+/// A token held by one registration in flight (see [`Registry::reserve`]).
+#[derive(Debug, Clone)]
+pub struct Reservation(String);
+
 /// Why a registration was refused by the registry.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegisterError {
     /// No such token was ever minted.
     #[error("the registration token is not known to this backend")]
@@ -134,6 +189,12 @@ pub enum RegisterError {
     /// The token was already used.
     #[error("the registration token was already used")]
     TokenUsed,
+    /// Another registration with this token is in progress.
+    #[error("another registration with this token is in progress")]
+    TokenBusy,
+    /// The token is bound to another device (id, serial number or MAC address).
+    #[error("the registration token is bound to another device")]
+    TokenBound,
     /// A device with this id exists.
     #[error("a device with this id is already registered")]
     DeviceExists,
@@ -168,6 +229,7 @@ impl Registry {
             .map_err(db("switch the registry to WAL mode"))?;
         conn.execute_batch(SCHEMA)
             .map_err(db("create the registry tables"))?;
+        add_missing_token_columns(&conn)?;
         Ok(registry)
     }
 
@@ -190,6 +252,18 @@ impl Registry {
         ttl_seconds: i64,
         now: i64,
     ) -> Result<Vec<MintedToken>, BackendError> {
+        self.mint_bound_tokens(count, ttl_seconds, &TokenBinding::default(), now)
+    }
+
+    /// Mints `count` single-use tokens valid until `now + ttl_seconds`, each usable only by a
+    /// registration that matches `binding` (an empty binding matches every device).
+    pub fn mint_bound_tokens(
+        &self,
+        count: u32,
+        ttl_seconds: i64,
+        binding: &TokenBinding,
+        now: i64,
+    ) -> Result<Vec<MintedToken>, BackendError> {
         let mut conn = self.connect()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -199,8 +273,16 @@ impl Registry {
         for _ in 0..count {
             let token = Secret::new(hex::encode(rand::random::<[u8; 32]>()));
             tx.execute(
-                "INSERT INTO tokens (token_hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
-                params![token_hash(token.expose()), now, expires_at],
+                "INSERT INTO tokens (token_hash, created_at, expires_at, bound_device_id,
+                     bound_serial, bound_mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    token_hash(token.expose()),
+                    now,
+                    expires_at,
+                    binding.device_id,
+                    binding.serial_number,
+                    binding.mac_address
+                ],
             )
             .map_err(db("store a new token"))?;
             minted.push(MintedToken { token, expires_at });
@@ -209,21 +291,67 @@ impl Registry {
         Ok(minted)
     }
 
-    /// Checks, without using it, that `token` could register `device_id` now: a cheap early
-    /// refusal before any key is generated. [`Registry::register`] checks again atomically.
-    pub fn precheck(&self, token: &str, device_id: &str, now: i64) -> Result<(), RegisterError> {
-        let conn = self.connect()?;
-        token_state(&conn, token, now)?;
-        if device_exists(&conn, device_id)? {
+    /// Reserves `token` for one registration of `claim` before any expensive work (key
+    /// generation, signing): checks, in one transaction, that the token is known, unused,
+    /// unexpired, not reserved by another request in flight, and bound (if at all) to this
+    /// device, and that the device id is free; then holds the token for
+    /// [`RESERVATION_SECONDS`]. A parallel request with the same token gets
+    /// [`RegisterError::TokenBusy`]. Finish with [`Registry::register`] or give the token
+    /// back with [`Registry::release`].
+    pub fn reserve(
+        &self,
+        token: &str,
+        claim: &TokenClaim<'_>,
+        now: i64,
+    ) -> Result<Reservation, RegisterError> {
+        let mut conn = self.connect()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("begin the reservation transaction"))?;
+        let row = token_row(&tx, token)?.ok_or(RegisterError::TokenUnknown)?;
+        row.usable(now)?;
+        if row.reserved_until.is_some_and(|until| until > now) {
+            return Err(RegisterError::TokenBusy);
+        }
+        if !row.binding.admits(claim) {
+            return Err(RegisterError::TokenBound);
+        }
+        if device_exists(&tx, claim.device_id)? {
             return Err(RegisterError::DeviceExists);
         }
+        let reservation = Reservation(hex::encode(rand::random::<[u8; 16]>()));
+        tx.execute(
+            "UPDATE tokens SET reservation = ?1, reserved_until = ?2 WHERE token_hash = ?3",
+            params![
+                reservation.0,
+                now.saturating_add(RESERVATION_SECONDS),
+                token_hash(token)
+            ],
+        )
+        .map_err(db("reserve the token"))?;
+        tx.commit().map_err(db("commit the reservation"))?;
+        Ok(reservation)
+    }
+
+    /// Gives a reserved token back (the registration failed before it was used). A no-op
+    /// when the reservation is no longer the token's.
+    pub fn release(&self, token: &str, reservation: &Reservation) -> Result<(), BackendError> {
+        let conn = self.connect()?;
+        conn.execute(
+            "UPDATE tokens SET reservation = NULL, reserved_until = NULL
+             WHERE token_hash = ?1 AND reservation = ?2 AND used_at IS NULL",
+            params![token_hash(token), reservation.0],
+        )
+        .map_err(db("release the token"))?;
         Ok(())
     }
 
-    /// Uses `token` and inserts `device`, in one transaction: both happen or neither.
+    /// Uses the token reserved by `reservation` and inserts `device`, in one transaction:
+    /// both happen or neither. The token must still be held by this reservation.
     pub fn register(
         &self,
         token: &str,
+        reservation: &Reservation,
         device: &NewDevice,
         now: i64,
     ) -> Result<DeviceRecord, RegisterError> {
@@ -233,15 +361,19 @@ impl Registry {
             .map_err(db("begin the registration transaction"))?;
         let used = tx
             .execute(
-                "UPDATE tokens SET used_at = ?1, used_by = ?2
-                 WHERE token_hash = ?3 AND used_at IS NULL AND expires_at > ?1",
-                params![now, device.device_id, token_hash(token)],
+                "UPDATE tokens SET used_at = ?1, used_by = ?2, reservation = NULL,
+                     reserved_until = NULL
+                 WHERE token_hash = ?3 AND used_at IS NULL AND expires_at > ?1
+                     AND reservation = ?4",
+                params![now, device.device_id, token_hash(token), reservation.0],
             )
             .map_err(db("mark the token used"))?;
         if used != 1 {
             // Say why; the transaction rolls back when dropped.
-            token_state(&tx, token, now)?;
-            return Err(RegisterError::TokenUsed);
+            let row = token_row(&tx, token)?.ok_or(RegisterError::TokenUnknown)?;
+            row.usable(now)?;
+            // Usable but not ours: the reservation lapsed and another request holds it.
+            return Err(RegisterError::TokenBusy);
         }
         let inserted = tx.execute(
             "INSERT INTO devices (device_id, serial_number, mac_address, firmware_version,
@@ -402,22 +534,64 @@ fn device_exists(conn: &Connection, device_id: &str) -> Result<bool, BackendErro
     .map_err(db("look up a device"))
 }
 
-/// `Ok` if `token` is usable at `now`, else why not.
-fn token_state(conn: &Connection, token: &str, now: i64) -> Result<(), RegisterError> {
-    let row: Option<(i64, Option<i64>)> = conn
-        .query_row(
-            "SELECT expires_at, used_at FROM tokens WHERE token_hash = ?1",
-            [token_hash(token)],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()
-        .map_err(db("look up a token"))?;
-    match row {
-        None => Err(RegisterError::TokenUnknown),
-        Some((_, Some(_))) => Err(RegisterError::TokenUsed),
-        Some((expires_at, None)) if expires_at <= now => {
-            Err(RegisterError::TokenExpired { expires_at })
+/// What the registry knows of one token.
+struct TokenRow {
+    expires_at: i64,
+    used_at: Option<i64>,
+    reserved_until: Option<i64>,
+    binding: TokenBinding,
+}
+
+impl TokenRow {
+    /// `Ok` if the token is unused and unexpired at `now`, else why not.
+    fn usable(&self, now: i64) -> Result<(), RegisterError> {
+        match (self.used_at, self.expires_at) {
+            (Some(_), _) => Err(RegisterError::TokenUsed),
+            (None, expires_at) if expires_at <= now => {
+                Err(RegisterError::TokenExpired { expires_at })
+            }
+            _ => Ok(()),
         }
-        Some(_) => Ok(()),
     }
+}
+
+fn token_row(conn: &Connection, token: &str) -> Result<Option<TokenRow>, BackendError> {
+    conn.query_row(
+        "SELECT expires_at, used_at, reserved_until, bound_device_id, bound_serial, bound_mac
+         FROM tokens WHERE token_hash = ?1",
+        [token_hash(token)],
+        |row| {
+            Ok(TokenRow {
+                expires_at: row.get(0)?,
+                used_at: row.get(1)?,
+                reserved_until: row.get(2)?,
+                binding: TokenBinding {
+                    device_id: row.get(3)?,
+                    serial_number: row.get(4)?,
+                    mac_address: row.get(5)?,
+                },
+            })
+        },
+    )
+    .optional()
+    .map_err(db("look up a token"))
+}
+
+/// Adds the [`TOKEN_COLUMNS`] a database made by an older release lacks.
+fn add_missing_token_columns(conn: &Connection) -> Result<(), BackendError> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info('tokens')")
+        .map_err(db("read the token table's columns"))?;
+    let present = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(db("read the token table's columns"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db("read the token table's columns"))?;
+    for (name, kind) in TOKEN_COLUMNS {
+        if !present.iter().any(|p| p == name) {
+            conn.execute_batch(&format!("ALTER TABLE tokens ADD COLUMN {name} {kind}"))
+                .map_err(db("add a column to the token table"))?;
+        }
+    }
+    Ok(())
 }

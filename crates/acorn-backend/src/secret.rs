@@ -7,7 +7,9 @@ use zeroize::Zeroizing;
 ///
 /// The bytes are wiped from memory when the value is dropped, and `Debug`/`Display` print
 /// `<redacted>`. Read the value with [`Secret::expose`] only where it must leave the process.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// It has no `PartialEq`: compare with [`Secret::constant_time_eq`].
+#[derive(Clone)]
 pub struct Secret(Zeroizing<String>);
 
 impl Secret {
@@ -23,12 +25,8 @@ impl Secret {
 
     /// Compares with `other` in time that does not depend on where the first difference is.
     pub fn constant_time_eq(&self, other: &str) -> bool {
-        let a = self.0.as_bytes();
-        let b = other.as_bytes();
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.as_bytes()).into()
     }
 }
 

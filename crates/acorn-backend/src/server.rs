@@ -6,15 +6,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
-use crate::ca::{self, LocalCa};
+use crate::ca::{self, CaRole, IssuedKeyPair, KeyType, LocalCa};
 use crate::error::BackendError;
 use crate::files;
 use crate::registry::{MintedToken, Registry};
 use crate::secret::Secret;
+use crate::serve::ServeLimits;
+use crate::stats::{BackendStats, Count};
 
 /// File name of the server certificate (for `localhost`, `127.0.0.1`, `::1`) in the data dir.
 pub const SERVER_CERT_FILE: &str = "server.pem";
@@ -26,21 +28,42 @@ pub const CRL_FILE: &str = "crl.pem";
 pub const REGISTRY_FILE: &str = "registry.sqlite3";
 /// File name of the generated admin key (mode 0600) in the data dir.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
+/// Directory (inside the data dir) of the service CA, which signs service identities only.
+pub const SERVICE_CA_DIR: &str = "service-ca";
 
-/// What a revocation hook is told after a device is revoked and the CRL file rewritten.
+/// A device just revoked.
 #[derive(Debug, Clone)]
 pub struct Revocation {
     /// The revoked device.
     pub device_id: String,
     /// Its certificate serial, lowercase hex.
     pub certificate_serial: String,
-    /// The CRL file just rewritten.
-    pub crl_path: PathBuf,
+    /// Its firmware version as registered (for the offline status sent on its behalf).
+    pub firmware_version: String,
 }
 
-/// Called after each revocation, e.g. to make mosquitto reload its CRL (SIGHUP). It runs on a
-/// blocking thread; an `Err` (a message) is reported to the admin client as a server fault.
-pub type RevocationHook = Arc<dyn Fn(&Revocation) -> Result<(), String> + Send + Sync>;
+/// What a CRL hook is told each time the CRL file is rewritten.
+#[derive(Debug, Clone)]
+pub struct CrlEvent {
+    /// The CRL file just written.
+    pub crl_path: PathBuf,
+    /// Its CRL number.
+    pub crl_number: u64,
+    /// The device whose revocation caused this CRL; `None` for a scheduled renewal.
+    pub revoked: Option<Revocation>,
+}
+
+/// Called after each CRL write (a revocation or a scheduled renewal), e.g. to make the broker
+/// re-read its CRL and close a revoked device's live connection. It runs on a blocking thread;
+/// an `Err` (a message, logged, never shown to clients) makes a revocation answer 500.
+pub type CrlHook = Arc<dyn Fn(&CrlEvent) -> Result<(), String> + Send + Sync>;
+
+/// Default lifetime of each CRL (its nextUpdate).
+pub const DEFAULT_CRL_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Default interval between CRL renewals: one day, well inside the lifetime.
+pub const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(24 * 3600);
+/// Default number of server-side key generations allowed at once.
+pub const DEFAULT_KEYGEN_CONCURRENCY: usize = 2;
 
 /// Configuration of a backend instance.
 #[derive(Clone)]
@@ -52,10 +75,22 @@ pub struct BackendConfig {
     /// The MQTT endpoint handed to registered devices (e.g. `localhost:8883` or an AWS
     /// `<prefix>-ats.iot.<region>.amazonaws.com`).
     pub iot_endpoint: String,
+    /// The broker address handed to service identities (the broker's service listener, e.g.
+    /// `localhost:8884`), if there is one.
+    pub service_endpoint: Option<String>,
     /// The admin key; `None` reads the data dir's `admin.key`, or makes and saves one.
     pub admin_key: Option<Secret>,
-    /// Called after each revocation.
-    pub revocation_hook: Option<RevocationHook>,
+    /// Called after each CRL write (revocations and renewals).
+    pub crl_hook: Option<CrlHook>,
+    /// Lifetime of each CRL (its nextUpdate); default 30 days.
+    pub crl_validity: Duration,
+    /// How often the CRL is re-issued (and the hook called); default daily. Must be at most
+    /// half of `crl_validity`, so a CRL never lapses while the backend runs.
+    pub crl_refresh: Duration,
+    /// Server-side key generations allowed at once (each RSA-2048 costs ~100 ms of CPU).
+    pub keygen_concurrency: usize,
+    /// Limits on HTTP clients (connections, header, request and idle timeouts).
+    pub limits: ServeLimits,
     /// Serve HTTPS with the data dir's server certificate (`server.pem`, valid for
     /// `localhost`, `127.0.0.1` and `::1`; clients trust `ca.pem`) instead of plain HTTP.
     pub tls: bool,
@@ -67,28 +102,59 @@ impl core::fmt::Debug for BackendConfig {
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
             .field("iot_endpoint", &self.iot_endpoint)
+            .field("service_endpoint", &self.service_endpoint)
             .field("admin_key", &self.admin_key)
-            .field(
-                "revocation_hook",
-                &self.revocation_hook.as_ref().map(|_| "<fn>"),
-            )
+            .field("crl_hook", &self.crl_hook.as_ref().map(|_| "<fn>"))
+            .field("crl_validity", &self.crl_validity)
+            .field("crl_refresh", &self.crl_refresh)
+            .field("keygen_concurrency", &self.keygen_concurrency)
+            .field("limits", &self.limits)
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 impl BackendConfig {
     /// A configuration keeping its files in `data_dir`, listening on `127.0.0.1:0` over plain
-    /// HTTP, handing out the endpoint `localhost:8883`, with a generated admin key and no
-    /// revocation hook.
+    /// HTTP, handing out the endpoint `localhost:8883`, with a generated admin key, no CRL
+    /// hook and the default limits.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             iot_endpoint: "localhost:8883".into(),
+            service_endpoint: None,
             admin_key: None,
-            revocation_hook: None,
+            crl_hook: None,
+            crl_validity: DEFAULT_CRL_VALIDITY,
+            crl_refresh: DEFAULT_CRL_REFRESH,
+            keygen_concurrency: DEFAULT_KEYGEN_CONCURRENCY,
+            limits: ServeLimits::default(),
             tls: false,
         }
+    }
+
+    fn check(&self) -> Result<(), BackendError> {
+        if self.iot_endpoint.trim().is_empty() {
+            return Err(BackendError::Config(
+                "iot_endpoint is empty; set the MQTT endpoint devices should connect to".into(),
+            ));
+        }
+        if self.crl_validity < Duration::from_secs(2)
+            || self.crl_refresh.is_zero()
+            || self.crl_refresh > self.crl_validity / 2
+        {
+            return Err(BackendError::Config(format!(
+                "crl_refresh ({:?}) must be non-zero and at most half of crl_validity ({:?}, at least 2 s), so the CRL is renewed well before it lapses",
+                self.crl_refresh, self.crl_validity
+            )));
+        }
+        if self.keygen_concurrency == 0 {
+            return Err(BackendError::Config(
+                "keygen_concurrency must be at least 1".into(),
+            ));
+        }
+        self.limits.check().map_err(BackendError::Config)
     }
 }
 
@@ -99,6 +165,8 @@ pub struct BackendPaths {
     pub data_dir: PathBuf,
     /// The CA certificate (PEM): the broker's `cafile`.
     pub ca_cert: PathBuf,
+    /// The service CA certificate (PEM): the `cafile` of the broker's service listener.
+    pub service_ca_cert: PathBuf,
     /// The server certificate (PEM): the broker's `certfile`.
     pub server_cert: PathBuf,
     /// The server key (PEM): the broker's `keyfile`.
@@ -114,6 +182,7 @@ impl BackendPaths {
         Self {
             data_dir: dir.to_path_buf(),
             ca_cert: dir.join(ca::CA_CERT_FILE),
+            service_ca_cert: dir.join(SERVICE_CA_DIR).join(ca::CA_CERT_FILE),
             server_cert: dir.join(SERVER_CERT_FILE),
             server_key: dir.join(SERVER_KEY_FILE),
             crl: dir.join(CRL_FILE),
@@ -131,13 +200,11 @@ impl Backend {
     /// CRL, each made once and reused), then serves the API on `config.listen` in a tokio task.
     /// Must be called inside a tokio runtime.
     pub async fn start(config: BackendConfig) -> Result<BackendHandle, BackendError> {
-        if config.iot_endpoint.trim().is_empty() {
-            return Err(BackendError::Config(
-                "iot_endpoint is empty; set the MQTT endpoint devices should connect to".into(),
-            ));
-        }
+        config.check()?;
         let listen = config.listen;
         let tls = config.tls;
+        let limits = config.limits;
+        let crl_refresh = config.crl_refresh;
         let (state, paths) = tokio::task::spawn_blocking(move || prepare(config))
             .await
             .map_err(|e| BackendError::Task(e.to_string()))??;
@@ -151,36 +218,58 @@ impl Backend {
             addr: listen,
             source,
         })?;
-        let admin_key = state.admin_key.clone();
-        let ca_certificate_pem = state.ca.certificate_pem().to_owned();
-        let registry = state.registry.clone();
-        let app = api::router(state);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = if tls {
-            let acceptor =
-                crate::tls::acceptor(&paths.server_cert, &paths.ca_cert, &paths.server_key)?;
-            tokio::spawn(crate::tls::serve(listener, acceptor, app, stop_rx))
+        let acceptor = if tls {
+            Some(crate::tls::acceptor(
+                &paths.server_cert,
+                &paths.ca_cert,
+                &paths.server_key,
+            )?)
         } else {
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        // A dropped handle also stops the server.
-                        let _ = stop_rx.await;
-                    })
-                    .await
-            })
+            None
         };
+        let app = api::router(Arc::clone(&state));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(crate::serve::serve(
+            listener,
+            acceptor,
+            app,
+            limits,
+            stop_rx.clone(),
+        ));
+        let renewals = tokio::spawn(renew_crl_forever(Arc::clone(&state), crl_refresh, stop_rx));
         tracing::info!(%local_addr, tls, data_dir = %paths.data_dir.display(), "registration backend listening");
         Ok(BackendHandle {
             local_addr,
             tls,
             paths,
-            admin_key,
-            ca_certificate_pem,
-            registry,
-            stop: Some(stop_tx),
+            state,
+            stop: stop_tx,
             task: Some(task),
+            renewals,
         })
+    }
+}
+
+/// Re-issues the CRL every `refresh` until `stop`, so it never lapses while the backend runs.
+async fn renew_crl_forever(
+    state: Arc<AppState>,
+    refresh: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(refresh) => {}
+        }
+        let st = Arc::clone(&state);
+        let renewed = tokio::task::spawn_blocking(move || api::publish_crl(&st, None)).await;
+        match renewed {
+            Ok(Ok(number)) => tracing::info!(crl_number = number, "CRL renewed"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "CRL renewal failed; retrying at the next interval")
+            }
+            Err(e) => tracing::error!(error = %e, "CRL renewal task failed"),
+        }
     }
 }
 
@@ -190,6 +279,7 @@ fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths), Backe
     files::create_dir(dir)?;
     let paths = BackendPaths::new(dir);
     let ca = LocalCa::load_or_create(dir)?;
+    let service_ca = LocalCa::load_or_create_as(&dir.join(SERVICE_CA_DIR), CaRole::Service)?;
     // Reuse the server certificate while this CA signed it and it has 30 days left; a new CA
     // or an old certificate gets a new one.
     let reusable = paths.server_key.exists()
@@ -217,12 +307,18 @@ fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths), Backe
     };
     let state = Arc::new(AppState {
         ca,
+        service_ca,
         registry,
         iot_endpoint: config.iot_endpoint,
+        service_endpoint: config.service_endpoint,
         admin_key,
         crl_path: paths.crl.clone(),
-        revocation_hook: config.revocation_hook,
+        crl_validity: config.crl_validity,
+        crl_hook: config.crl_hook,
         crl_lock: Mutex::new(()),
+        last_crl_issued: Mutex::new(None),
+        keygen_limit: tokio::sync::Semaphore::new(config.keygen_concurrency),
+        counters: Default::default(),
     });
     // A fresh CRL at every start: the broker needs the file, and its nextUpdate moves on.
     api::write_crl(&state)?;
@@ -231,6 +327,9 @@ fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths), Backe
 
 fn load_or_make_admin_key(path: &Path) -> Result<Secret, BackendError> {
     if path.exists() {
+        // The admin key mints registration tokens and revokes devices: refuse one that other
+        // users could read or change.
+        files::check_private(path, "admin key")?;
         let key = Secret::new(files::read_text(path)?.trim());
         if !key.expose().is_empty() {
             return Ok(key);
@@ -243,16 +342,24 @@ fn load_or_make_admin_key(path: &Path) -> Result<Secret, BackendError> {
 
 /// A running backend. Dropping it stops the server too; [`BackendHandle::shutdown`] also
 /// waits for it to finish.
-#[derive(Debug)]
 pub struct BackendHandle {
     local_addr: SocketAddr,
     tls: bool,
     paths: BackendPaths,
-    admin_key: Secret,
-    ca_certificate_pem: String,
-    registry: Registry,
-    stop: Option<oneshot::Sender<()>>,
+    state: Arc<AppState>,
+    stop: watch::Sender<bool>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    renewals: JoinHandle<()>,
+}
+
+impl core::fmt::Debug for BackendHandle {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BackendHandle")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls)
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BackendHandle {
@@ -269,12 +376,17 @@ impl BackendHandle {
 
     /// The admin key (for `Authorization: Bearer`). Do not log it.
     pub fn admin_key(&self) -> &Secret {
-        &self.admin_key
+        &self.state.admin_key
     }
 
     /// The CA certificate, PEM.
     pub fn ca_certificate_pem(&self) -> &str {
-        &self.ca_certificate_pem
+        self.state.ca.certificate_pem()
+    }
+
+    /// The service CA certificate, PEM.
+    pub fn service_ca_certificate_pem(&self) -> &str {
+        self.state.service_ca.certificate_pem()
     }
 
     /// The files the backend keeps.
@@ -282,24 +394,54 @@ impl BackendHandle {
         &self.paths
     }
 
+    /// What the backend did since it started.
+    pub fn stats(&self) -> BackendStats {
+        self.state.counters.snapshot()
+    }
+
     /// Mints one registration token valid for `ttl_seconds` (e.g. for the dev stack to print).
     pub async fn mint_token(&self, ttl_seconds: i64) -> Result<MintedToken, BackendError> {
-        let registry = self.registry.clone();
+        let registry = self.state.registry.clone();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let mut minted =
             tokio::task::spawn_blocking(move || registry.mint_tokens(1, ttl_seconds.max(1), now))
                 .await
                 .map_err(|e| BackendError::Task(e.to_string()))??;
+        self.state.counters.add(Count::TokensMinted(1));
+        tracing::info!(count = 1, ttl_seconds, "registration token minted");
         minted
             .pop()
             .ok_or_else(|| BackendError::Task("no token was minted".into()))
     }
 
+    /// Issues a service identity `service:<name>` from the service CA: trusted only on the
+    /// broker's service listener, where it may read and write every device's topics. No
+    /// registration can ever obtain one (see [`acorn_mqtt::SERVICE_CLIENT_PREFIX`]).
+    pub fn issue_service_identity(&self, name: &str) -> Result<IssuedKeyPair, BackendError> {
+        let client_id =
+            acorn_mqtt::service_client_id(name).map_err(|e| BackendError::Config(e.to_string()))?;
+        let issued = self
+            .state
+            .service_ca
+            .issue_with_new_key(&client_id, KeyType::P256)?;
+        tracing::info!(%client_id, "service identity issued");
+        Ok(issued)
+    }
+
+    /// Issues a takeover identity for `device_id` from the service CA: its client id is the
+    /// device's, so connecting with it closes the device's live session (MQTT session
+    /// takeover), but on the service listener it has no rights at all. Used to end a revoked
+    /// device's connection at once.
+    pub fn issue_takeover_identity(&self, device_id: &str) -> Result<IssuedKeyPair, BackendError> {
+        acorn_mqtt::check_device_id(device_id).map_err(|e| BackendError::Config(e.to_string()))?;
+        self.state
+            .service_ca
+            .issue_with_new_key(device_id, KeyType::P256)
+    }
+
     /// Stops accepting requests, lets requests in flight finish (at most 10 s), and returns.
     pub async fn shutdown(mut self) -> Result<(), BackendError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(true);
         let Some(mut task) = self.task.take() else {
             return Ok(());
         };
@@ -318,8 +460,7 @@ impl BackendHandle {
 
 impl Drop for BackendHandle {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(true);
+        self.renewals.abort();
     }
 }

@@ -1,23 +1,25 @@
 //! Validation of registration fields. Each check returns the normalised value or a message
 //! saying what is wrong and what a valid value looks like.
 
-/// Device id: 1 to 128 of `A-Z a-z 0-9 _ -` (an AWS IoT thing name and MQTT client id).
+/// Device id: 1 to 128 of `A-Z a-z 0-9 _ -` (an AWS IoT thing name and MQTT client id) —
+/// exactly [`acorn_mqtt::check_device_id`], the one rule; this only words the refusal.
 pub fn device_id(value: &str) -> Result<String, String> {
+    if acorn_mqtt::check_device_id(value).is_ok() {
+        return Ok(value.to_owned());
+    }
     if value.is_empty() || value.len() > 128 {
         return Err(format!(
             "deviceId must be 1 to 128 characters long, got {}",
             value.chars().count()
         ));
     }
-    if let Some(bad) = value
+    let bad = value
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
-        return Err(format!(
-            "deviceId may contain only letters A-Z a-z, digits, '_' and '-'; found {bad:?}"
-        ));
-    }
-    Ok(value.to_owned())
+        .unwrap_or('?');
+    Err(format!(
+        "deviceId may contain only letters A-Z a-z, digits, '_' and '-'; found {bad:?}"
+    ))
 }
 
 /// Hardware serial number: 1 to 64 of `A-Z a-z 0-9 -`.

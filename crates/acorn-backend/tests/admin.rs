@@ -147,11 +147,11 @@ async fn devices_are_listed_and_looked_up() {
 
 #[tokio::test]
 async fn revoke_marks_the_device_puts_its_serial_in_the_crl_and_calls_the_hook() {
-    let calls: Arc<Mutex<Vec<acorn_backend::Revocation>>> = Arc::default();
+    let calls: Arc<Mutex<Vec<acorn_backend::CrlEvent>>> = Arc::default();
     let seen = Arc::clone(&calls);
     let b = start_with(move |c| {
-        c.revocation_hook = Some(Arc::new(move |r: &acorn_backend::Revocation| {
-            seen.lock().map_err(|e| e.to_string())?.push(r.clone());
+        c.crl_hook = Some(Arc::new(move |e: &acorn_backend::CrlEvent| {
+            seen.lock().map_err(|e| e.to_string())?.push(e.clone());
             Ok(())
         }));
     })
@@ -187,9 +187,12 @@ async fn revoke_marks_the_device_puts_its_serial_in_the_crl_and_calls_the_hook()
     {
         let calls = calls.lock().expect("lock");
         assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].device_id, "revoke-me");
-        assert_eq!(calls[0].certificate_serial, hex::encode(&serials[1]));
+        let revoked = calls[0].revoked.as_ref().expect("a revocation event");
+        assert_eq!(revoked.device_id, "revoke-me");
+        assert_eq!(revoked.certificate_serial, hex::encode(&serials[1]));
+        assert_eq!(revoked.firmware_version, body("x")["firmwareVersion"]);
         assert_eq!(calls[0].crl_path, crl_path);
+        assert_eq!(Some(calls[0].crl_number), Some(first_number));
     }
     let (_, d) = b.admin_get("/v1/devices/revoke-me").await;
     assert_eq!(d["status"], "revoked");
@@ -215,8 +218,8 @@ async fn revoke_marks_the_device_puts_its_serial_in_the_crl_and_calls_the_hook()
 #[tokio::test]
 async fn a_failing_revocation_hook_is_reported_as_a_server_fault() {
     let b = start_with(|c| {
-        c.revocation_hook = Some(Arc::new(|_: &acorn_backend::Revocation| {
-            Err("mosquitto is not running".to_owned())
+        c.crl_hook = Some(Arc::new(|_: &acorn_backend::CrlEvent| {
+            Err("mosquitto is not running at /secret/path".to_owned())
         }));
     })
     .await;
@@ -225,10 +228,10 @@ async fn a_failing_revocation_hook_is_reported_as_a_server_fault() {
     assert_eq!(status, 201);
     let (status, v) = b.admin_post("/v1/devices/dev/revoke").await;
     assert_eq!((status, code(&v)), (500, "revocation_hook_failed"), "{v}");
-    assert!(v["error"]["message"]
-        .as_str()
-        .expect("m")
-        .contains("mosquitto is not running"));
+    // The client learns what happened and a request id, never the internal detail.
+    let message = v["error"]["message"].as_str().expect("m");
+    assert!(message.contains("request id"), "{message}");
+    assert!(!message.contains("/secret/path"), "{message}");
     // The revocation itself stands.
     assert_eq!(
         crl_revoked_serials(&b.handle.paths().crl, b.handle.ca_certificate_pem()).len(),

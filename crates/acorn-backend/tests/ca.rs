@@ -89,7 +89,14 @@ fn crl_lists_exactly_the_given_serials_and_carries_its_number() {
         serial_hex: b.certificate.serial_hex.clone(),
         revoked_at: time::OffsetDateTime::now_utc(),
     }];
-    let pem = ca.crl_pem(&revoked, 7).expect("crl");
+    let pem = ca
+        .crl_pem(
+            &revoked,
+            7,
+            LocalCa::crl_issue_time(None),
+            time::Duration::days(30),
+        )
+        .expect("crl");
     let der = common::der(&pem);
     let (_, crl) =
         x509_parser::revocation_list::CertificateRevocationList::from_der(&der).expect("parse");

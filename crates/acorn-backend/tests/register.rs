@@ -122,13 +122,178 @@ async fn one_token_registers_exactly_one_device_under_concurrent_requests() {
             let (status, resp) = t.await.expect("task");
             match status {
                 201 => won += 1,
-                409 => assert_eq!(code(&resp), "token_used", "{resp}"),
+                409 => assert!(
+                    ["token_used", "token_in_use"].contains(&code(&resp)),
+                    "{resp}"
+                ),
                 other => panic!("unexpected {other}: {resp}"),
             }
         }
         assert_eq!(won, 1, "exactly one registration wins round {round}");
     }
     assert_eq!(b.counts(), (ROUNDS as i64, ROUNDS as i64));
+}
+
+#[tokio::test]
+async fn one_token_costs_at_most_one_key_generation_however_many_requests_race() {
+    let b = Arc::new(start().await);
+    const RACERS: usize = 12;
+    let token = b.token().await;
+    let mut tasks = Vec::new();
+    for i in 0..RACERS {
+        let b = Arc::clone(&b);
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut req = body(&format!("rsa-race-{i}"));
+            req["keyType"] = json!("rsa2048");
+            b.register(Some(&token), &req).await
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        let (status, resp) = t.await.expect("task");
+        match status {
+            201 => won += 1,
+            409 => assert!(
+                ["token_used", "token_in_use"].contains(&code(&resp)),
+                "{resp}"
+            ),
+            other => panic!("unexpected {other}: {resp}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let stats = b.handle.stats();
+    assert_eq!(stats.key_generations, 1, "{stats:?}");
+    assert_eq!(stats.registrations, 1, "{stats:?}");
+    assert_eq!(stats.refusals, (RACERS - 1) as u64, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_failed_registration_gives_its_reserved_token_back() {
+    // Twelve tokens race for one device id: the losers that got as far as a reservation fail
+    // at the commit (device_exists) and must release their token, so every losing token
+    // registers another id at once (a held token would answer token_in_use).
+    let b = Arc::new(start().await);
+    const RACERS: usize = 12;
+    let tokens = b.tokens(RACERS as u32).await;
+    let mut tasks = Vec::new();
+    for (i, token) in tokens.iter().cloned().enumerate() {
+        let b = Arc::clone(&b);
+        tasks.push(tokio::spawn(async move {
+            let mut req = body("contested");
+            if i % 2 == 0 {
+                req["csr"] = json!(csr("contested").1);
+            }
+            b.register(Some(&token), &req).await
+        }));
+    }
+    let mut losers = Vec::new();
+    for (t, token) in tasks.into_iter().zip(&tokens) {
+        let (status, resp) = t.await.expect("task");
+        match status {
+            201 => {}
+            409 => {
+                assert_eq!(code(&resp), "device_exists", "{resp}");
+                losers.push(token.clone());
+            }
+            other => panic!("unexpected {other}: {resp}"),
+        }
+    }
+    assert_eq!(losers.len(), RACERS - 1);
+    for (i, token) in losers.iter().enumerate() {
+        let (status, v) = b.register(Some(token), &body(&format!("free-{i}"))).await;
+        assert_eq!(status, 201, "{v}");
+    }
+}
+
+#[test]
+fn a_reserved_token_is_busy_until_released() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = acorn_backend::Registry::open(&dir.path().join("r.sqlite3")).expect("registry");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let token = registry.mint_tokens(1, 600, now).expect("mint").remove(0);
+    let claim = acorn_backend::registry::TokenClaim {
+        device_id: "d",
+        serial_number: "SN-1",
+        mac_address: "AA:BB:CC:DD:EE:FF",
+    };
+    let held = registry
+        .reserve(token.token.expose(), &claim, now)
+        .expect("reserve");
+    let busy = registry
+        .reserve(token.token.expose(), &claim, now)
+        .expect_err("busy");
+    assert!(
+        matches!(busy, acorn_backend::registry::RegisterError::TokenBusy),
+        "{busy}"
+    );
+    // A reservation lapses on its own (a crashed request cannot hold a token forever).
+    let later = now + acorn_backend::registry::RESERVATION_SECONDS + 1;
+    let retaken = registry
+        .reserve(token.token.expose(), &claim, later)
+        .expect("lapsed");
+    registry
+        .release(token.token.expose(), &held)
+        .expect("stale release is a no-op");
+    let busy = registry
+        .reserve(token.token.expose(), &claim, later)
+        .expect_err("still held");
+    assert!(
+        matches!(busy, acorn_backend::registry::RegisterError::TokenBusy),
+        "{busy}"
+    );
+    registry
+        .release(token.token.expose(), &retaken)
+        .expect("release");
+    registry
+        .reserve(token.token.expose(), &claim, later)
+        .expect("free again");
+}
+
+#[tokio::test]
+async fn a_bound_token_registers_only_its_device() {
+    let b = start().await;
+    let mint = |binding: Value| {
+        let b = &b;
+        async move {
+            let resp = b
+                .client
+                .post(b.url("/v1/tokens"))
+                .bearer_auth(b.admin())
+                .json(&binding)
+                .send()
+                .await
+                .expect("mint");
+            let status = resp.status().as_u16();
+            let v: Value = resp.json().await.expect("json");
+            (status, v)
+        }
+    };
+    let (status, v) = mint(json!({ "deviceId": "acorn-bound" })).await;
+    assert_eq!(status, 201, "{v}");
+    let token = v["tokens"][0]["token"].as_str().expect("token").to_owned();
+    // Another device id, even a free one, is refused, and the token survives.
+    let (status, v) = b.register(Some(&token), &body("acorn-squatter")).await;
+    assert_eq!((status, code(&v)), (403, "token_bound"), "{v}");
+    let (status, v) = b.register(Some(&token), &body("acorn-bound")).await;
+    assert_eq!(status, 201, "{v}");
+
+    // Bound by MAC address (normalised as registration normalises it).
+    let (status, v) = mint(json!({ "macAddress": "02-00-00-00-00-01" })).await;
+    assert_eq!(status, 201, "{v}");
+    let token = v["tokens"][0]["token"].as_str().expect("token").to_owned();
+    let (status, v) = b.register(Some(&token), &body("mac-other")).await;
+    assert_eq!((status, code(&v)), (403, "token_bound"), "{v}");
+    let mut req = body("mac-right");
+    req["macAddress"] = json!("02:00:00:00:00:01");
+    let (status, v) = b.register(Some(&token), &req).await;
+    assert_eq!(status, 201, "{v}");
+
+    // Bindings are validated, and bound tokens are minted one at a time.
+    let (status, v) = mint(json!({ "deviceId": "a.b" })).await;
+    assert_eq!((status, code(&v)), (400, "invalid_device_id"), "{v}");
+    let (status, v) = mint(json!({ "deviceId": "x", "count": 2 })).await;
+    assert_eq!((status, code(&v)), (400, "invalid_count"), "{v}");
 }
 
 #[tokio::test]
@@ -363,8 +528,32 @@ async fn registry_rolls_back_the_token_when_the_device_insert_fails() {
         certificate_id: "id-1".into(),
         certificate_serial: "01".into(),
     };
+    let claim = |d: &acorn_backend::registry::NewDevice| {
+        (
+            d.device_id.clone(),
+            d.serial_number.clone(),
+            d.mac_address.clone(),
+        )
+    };
+    let reserve = |token: &str, d: &acorn_backend::registry::NewDevice| {
+        let (id, serial, mac) = claim(d);
+        registry
+            .reserve(
+                token,
+                &acorn_backend::registry::TokenClaim {
+                    device_id: &id,
+                    serial_number: &serial,
+                    mac_address: &mac,
+                },
+                now,
+            )
+            .expect("reserve")
+    };
+    // Both tokens are reserved while `d1` is still free; the second then loses the race.
+    let first = reserve(tokens[0].token.expose(), &device);
+    let second = reserve(tokens[1].token.expose(), &device);
     registry
-        .register(tokens[0].token.expose(), &device, now)
+        .register(tokens[0].token.expose(), &first, &device, now)
         .expect("first registration");
     let again = acorn_backend::registry::NewDevice {
         certificate_id: "id-2".into(),
@@ -372,7 +561,7 @@ async fn registry_rolls_back_the_token_when_the_device_insert_fails() {
         ..device.clone()
     };
     let err = registry
-        .register(tokens[1].token.expose(), &again, now)
+        .register(tokens[1].token.expose(), &second, &again, now)
         .expect_err("duplicate");
     assert!(
         matches!(err, acorn_backend::registry::RegisterError::DeviceExists),
@@ -384,7 +573,7 @@ async fn registry_rolls_back_the_token_when_the_device_insert_fails() {
         ..device.clone()
     };
     let err = registry
-        .register(tokens[1].token.expose(), &collide, now)
+        .register(tokens[1].token.expose(), &second, &collide, now)
         .expect_err("unique violation");
     assert!(
         matches!(err, acorn_backend::registry::RegisterError::Backend(_)),
@@ -402,4 +591,54 @@ async fn registry_rolls_back_the_token_when_the_device_insert_fails() {
         .query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0))
         .expect("count");
     assert_eq!((devices, used), (1, 1));
+}
+
+/// A CSR made by the `openssl` CLI with `-newkey <newkey>` and subject CN = `cn`.
+fn openssl_csr(cn: &str, newkey: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-new", "-nodes", "-subj", &format!("/CN={cn}")])
+        .args(newkey)
+        .arg("-keyout")
+        .arg(dir.path().join("k.pem"))
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[tokio::test]
+async fn unsupported_key_sizes_and_curves_get_their_own_code() {
+    let b = start().await;
+    for (what, newkey) in [
+        ("RSA-1024", &["-newkey", "rsa:1024"][..]),
+        (
+            "P-521",
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-521"][..],
+        ),
+        (
+            "secp256k1",
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp256k1"][..],
+        ),
+    ] {
+        let mut req = body("odd-key");
+        req["csr"] = json!(openssl_csr("odd-key", newkey));
+        let (status, v) = b.register(Some(&b.token().await), &req).await;
+        assert_eq!(
+            (status, code(&v)),
+            (400, "csr_unsupported_key"),
+            "{what}: {v}"
+        );
+        let message = v["error"]["message"].as_str().expect("message");
+        assert!(message.contains("P-256"), "{what}: {message}");
+    }
+    // RSA-2048 from the same tool is fine.
+    let mut req = body("rsa-ok");
+    req["csr"] = json!(openssl_csr("rsa-ok", &["-newkey", "rsa:2048"]));
+    let (status, v) = b.register(Some(&b.token().await), &req).await;
+    assert_eq!(status, 201, "{v}");
 }

@@ -45,9 +45,10 @@ impl fmt::Debug for PrivateKey {
 }
 
 impl PartialEq for PrivateKey {
+    /// Constant time in the key bytes (only the lengths may show through timing).
     fn eq(&self, other: &Self) -> bool {
-        // Not constant time; keys are compared only in tests and power-cut checks.
-        self.0.as_slice() == other.0.as_slice()
+        use subtle::ConstantTimeEq;
+        self.0.as_slice().ct_eq(other.0.as_slice()).into()
     }
 }
 

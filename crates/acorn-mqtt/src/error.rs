@@ -53,10 +53,16 @@ pub enum Error {
         at: usize,
     },
     /// A device id cannot be used as a topic level.
-    #[error("device id {id:?} is not usable in a topic: use 1..=128 bytes of letters, digits, '.', ':', '_' or '-'")]
+    #[error("device id {id:?} is not a valid device id: use 1..=128 of the characters A-Z a-z 0-9 '_' '-'")]
     DeviceId {
         /// The rejected device id.
         id: String,
+    },
+    /// A service identity name is not usable.
+    #[error("service name {name:?} is not usable: use 1..=48 of the characters a-z 0-9 '-'")]
+    ServiceName {
+        /// The rejected name.
+        name: String,
     },
     /// A payload is larger than AWS IoT Core accepts.
     #[error("payload is {len} bytes; AWS IoT Core accepts at most 131072 bytes (128 KB)")]

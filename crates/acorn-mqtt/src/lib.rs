@@ -102,4 +102,4 @@ pub use session::{
 pub use settings::{DeviceSettings, SettingsUpdate};
 pub use status::{ConnectionStatus, HealthReport, Stats};
 pub use timestamp::{format_timestamp, parse_timestamp};
-pub use topics::{InboundTopic, Topics};
+pub use topics::{check_device_id, service_client_id, InboundTopic, Topics, SERVICE_CLIENT_PREFIX};

@@ -44,19 +44,43 @@ pub struct Topics {
     commands: String,
 }
 
-/// Checks that a device id can be a topic level and a client id: 1..=128 bytes of ASCII
-/// letters, digits, `.`, `:`, `_` or `-` (the AWS IoT thing name alphabet plus `.`).
+/// Checks a device id: 1..=128 bytes of ASCII letters, digits, `_` or `-`
+/// (`[A-Za-z0-9_-]{1,128}`). This is the one device-id rule: it makes a topic level, an MQTT
+/// client id, an AWS IoT thing name and a certificate CN, and the registration service
+/// accepts exactly these ids. Anything outside it (such as [`SERVICE_CLIENT_PREFIX`]) can
+/// never be a device.
 pub fn check_device_id(device_id: &str) -> Result<(), Error> {
     let ok = !device_id.is_empty()
         && device_id.len() <= MAX_CLIENT_ID_BYTES
         && device_id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'_' | b'-'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
     if ok {
         Ok(())
     } else {
         Err(Error::DeviceId {
             id: device_id.to_string(),
+        })
+    }
+}
+
+/// Prefix of the client ids (and certificate CNs) of service identities: the backend, the
+/// demo's cloud client, a fleet observer. `:` is outside the device-id alphabet, so no
+/// registered device can ever hold one of these names (or take over their sessions).
+pub const SERVICE_CLIENT_PREFIX: &str = "service:";
+
+/// The client id of the service identity `name` (`service:<name>`), where `name` is 1..=48
+/// bytes of lowercase ASCII letters, digits and `-`.
+pub fn service_client_id(name: &str) -> Result<String, Error> {
+    let ok = (1..=48).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(alloc::format!("{SERVICE_CLIENT_PREFIX}{name}"))
+    } else {
+        Err(Error::ServiceName {
+            name: name.to_string(),
         })
     }
 }

@@ -37,13 +37,31 @@ fn topics_are_exactly_the_seeds() {
         t.classify("acorn-pups/commands/acorn-0002"),
         Err(Error::UnexpectedTopic { .. })
     ));
-    for bad in ["", "a/b", "a+b", "a#", "dev ice", &"x".repeat(129)] {
+    // `.` and `:` are refused too: the registration service refuses them, and `:` marks the
+    // service identities (`service:backend`) that no device may take.
+    for bad in [
+        "",
+        "a/b",
+        "a+b",
+        "a#",
+        "dev ice",
+        "acorn.01",
+        "service:backend",
+        &"x".repeat(129),
+    ] {
         assert!(
             matches!(Topics::new(bad), Err(Error::DeviceId { .. })),
             "{bad:?}"
         );
     }
     let longest = Topics::new(&"x".repeat(128)).expect("128-byte id");
+    assert_eq!(
+        acorn_mqtt::service_client_id("backend").as_deref(),
+        Ok("service:backend")
+    );
+    for bad in ["", "Backend", "a:b", "a_b", &"x".repeat(49)] {
+        assert!(acorn_mqtt::service_client_id(bad).is_err(), "{bad:?}");
+    }
     assert!(longest.all().iter().all(|t| t.len() <= 256));
 }
 

@@ -746,3 +746,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_revoked_certificate_goes_straight_to_the_slow_cadence_and_says_why() {
+    let mut s = session();
+    let slow_min = s.config().backoff.slow_min_ms;
+    s.handle(0, Event::Start);
+    assert!(has_connect(&take(&mut s)));
+    let at = 20;
+    s.handle(
+        at,
+        Event::CredentialsRefused {
+            diagnosis: "client certificate rejected by the broker: it has been revoked".into(),
+        },
+    );
+    let stats = s.stats();
+    assert!(stats.slow_mode, "{stats:?}");
+    assert_eq!(stats.failures, 1);
+    let status = s.status().to_string();
+    // Follow the timers to the next CONNECT (health checks fire on the way).
+    let mut next_connect = None;
+    for _ in 0..1000 {
+        let due = s.poll_timeout().expect("a retry is still scheduled");
+        s.handle(due, Event::Tick);
+        if has_connect(&take(&mut s)) {
+            next_connect = Some(due);
+            break;
+        }
+    }
+    let next = next_connect.expect("the session retries");
+    assert!(
+        next >= at + slow_min,
+        "next attempt at {next}, slow cadence starts at {slow_min} ms"
+    );
+    assert!(status.contains("revoked"), "{status}");
+    assert!(status.contains("slow cadence"), "{status}");
+}

@@ -55,12 +55,19 @@ impl FileFlash {
     }
 
     /// Creates a blank (all 0xFF) image of `size` bytes; fails if the file exists.
+    ///
+    /// The image will hold a device's private key: on Unix it is created readable by its owner
+    /// only (mode 0600), and exclusively without following a symbolic link (`O_EXCL`,
+    /// `O_NOFOLLOW`), so a link planted at `path` is never written through.
     pub fn create(path: &Path, size: usize) -> std::io::Result<FileFlash> {
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
+        let mut file = options.open(path)?;
         file.write_all(&vec![0xFF; size])?;
         Ok(FileFlash { file, size })
     }
@@ -126,5 +133,37 @@ impl NorFlash for FileFlash {
             });
         }
         self.write_at(offset, bytes)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn a_new_image_is_private_to_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.bin");
+        FileFlash::create(&path, 0x3000).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_symlink_at_the_image_path_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"untouched").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = dir.path().join("device.bin");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        assert!(FileFlash::create(&path, 0x3000).is_err());
+        // A dangling link would otherwise make its target.
+        let dangling = dir.path().join("dangling.bin");
+        std::os::unix::fs::symlink(dir.path().join("made"), &dangling).unwrap();
+        assert!(FileFlash::create(&dangling, 0x3000).is_err());
+        assert!(!dir.path().join("made").exists());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        assert_eq!(std::fs::metadata(&victim).unwrap().mode() & 0o777, 0o644);
     }
 }

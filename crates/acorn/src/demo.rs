@@ -113,20 +113,30 @@ async fn demo(args: Args) -> Result<bool> {
         format!("registration API at {}", backend.base_url()),
     );
 
-    // 2. The broker: TLS on localhost, client certificates required and checked against the CA.
-    let (ca, cert, key) = (
-        paths.ca_cert.clone(),
-        paths.server_cert.clone(),
-        paths.server_key.clone(),
-    );
+    // 2. The broker: TLS on localhost, client certificates required, devices checked against
+    // the device CA and the cloud (a service identity) on its own listener against the
+    // service CA.
+    let service_port = free_port().context("no free port for the broker")?;
+    let broker_paths = paths.clone();
     tokio::task::spawn_blocking(move || {
-        broker::start(port, &ca, &cert, &key, Duration::from_secs(10))
+        let listeners = broker::Listeners {
+            device_port: port,
+            device_ca: &broker_paths.ca_cert,
+            service_port,
+            service_ca: &broker_paths.service_ca_cert,
+        };
+        broker::start(
+            &listeners,
+            &broker_paths.server_cert,
+            &broker_paths.server_key,
+            Duration::from_secs(10),
+        )
     })
     .await
     .context("broker start task")??;
     log.line(
         "broker",
-        format!("rumqttd on localhost:{port}: MQTT 3.1.1 over TLS, client certificate required and verified against the CA"),
+        format!("rumqttd on localhost:{port} (devices) and :{service_port} (services): MQTT 3.1.1 over TLS, client certificate required and verified against the device CA or the service CA"),
     );
     let roots = TrustRoots::from_pem(backend.ca_certificate_pem(), "ca.pem")
         .context("the demo CA certificate")?;
@@ -136,9 +146,12 @@ async fn demo(args: Args) -> Result<bool> {
 
     // 4. The cloud side on MQTT.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let cloud_identity = backend
+        .issue_service_identity("cloud")
+        .context("cannot issue the cloud client's service identity")?;
     let cloud = cloud::Cloud::start(
-        &paths.data_dir,
-        port,
+        cloud_identity,
+        service_port,
         roots.clone(),
         log.clone(),
         stop_rx.clone(),

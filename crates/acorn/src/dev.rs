@@ -9,17 +9,24 @@ use acorn_agent::registration::{
     register as register_device, HostNetwork, ImageTarget, KeyOrigin, KeyType, RegistrationOptions,
     DEFAULT_IMAGE_SIZE,
 };
-use acorn_agent::SecretString;
+use std::time::Duration;
+
+use acorn_agent::{SecretString, TrustRoots};
 use acorn_backend::broker::{free_port, Broker, BrokerConfig, BrokerError};
-use acorn_backend::{Backend, BackendConfig, Revocation, ADMIN_KEY_FILE};
+use acorn_backend::{
+    Backend, BackendConfig, CaRole, CrlEvent, LocalCa, ADMIN_KEY_FILE, SERVICE_CA_DIR,
+};
 use anyhow::{bail, Context, Result};
+
+mod enforce;
 
 /// Subcommands of `acorn dev`.
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Start the registration backend and a mosquitto broker (mutual TLS, identity as
-    /// username and client id, per-device ACL, CRL) on loopback ports, print their URLs and a
-    /// first registration token, and run until Ctrl-C (SIGINT) or SIGTERM.
+    /// username and client id, per-device ACL, CRL, a service listener for service
+    /// identities) on loopback ports, print their URLs and write a first registration token
+    /// to a file, and run until Ctrl-C (SIGINT) or SIGTERM.
     Up(UpArgs),
 }
 
@@ -27,19 +34,34 @@ pub enum Command {
 #[derive(clap::Args)]
 pub struct UpArgs {
     /// Directory for the CA, server certificate, admin key, registry and broker files (made
-    /// once, reused afterwards).
+    /// once, reused afterwards; private to this user).
     #[arg(long, default_value = "acorn-dev")]
     dir: PathBuf,
     /// Port of the registration API on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     backend_port: u16,
-    /// Port of the MQTT broker on 127.0.0.1 (0 picks a free one).
+    /// Port of the MQTT broker's device listener on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8883)]
     mqtt_port: u16,
-    /// Lifetime of the printed registration token, in seconds.
+    /// Port of the MQTT broker's service listener on 127.0.0.1, where only service
+    /// identities (from the service CA) connect (0 picks a free one).
+    #[arg(long, default_value_t = 8884)]
+    service_port: u16,
+    /// Lifetime of the first registration token, in seconds.
     #[arg(long, default_value_t = 3600)]
     token_ttl: i64,
+    /// Lifetime of each CRL, in seconds (it is renewed at a third of this).
+    #[arg(long, default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(3..))]
+    crl_lifetime: u64,
 }
+
+/// The service identities the dev stack's broker grants every device topic to (on its
+/// service listener only): the backend itself, the demo's cloud client, a fleet observer and
+/// the console. Certificates for them come from `POST /v1/service-identities`.
+pub const SERVICE_NAMES: [&str; 4] = ["backend", "cloud", "observer", "console"];
+
+/// File (in the dev directory, mode 0600) holding the first registration token.
+pub const TOKEN_FILE: &str = "first-token";
 
 /// Runs a subcommand.
 pub fn run(cmd: Command) -> Result<ExitCode> {
@@ -48,7 +70,27 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
     }
 }
 
+fn init_logs() {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn pick_port(port: u16) -> Result<u16> {
+    Ok(match port {
+        0 => free_port()?,
+        p => p,
+    })
+}
+
 fn up(args: UpArgs) -> Result<ExitCode> {
+    init_logs();
     let backend_dir = args.dir.join("backend");
     let broker_dir = args.dir.join("broker");
     // Fail early, before making anything, when mosquitto is missing.
@@ -59,10 +101,10 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         }
         .into());
     }
-    let mqtt_port = match args.mqtt_port {
-        0 => free_port()?,
-        p => p,
-    };
+    acorn_files::create_private_dir(&args.dir)
+        .with_context(|| format!("cannot make the dev directory {}", args.dir.display()))?;
+    let mqtt_port = pick_port(args.mqtt_port)?;
+    let service_port = pick_port(args.service_port)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -70,23 +112,34 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         // The broker starts after the backend (it needs the CA, server cert and CRL); the
-        // revocation hook reaches it through this slot.
-        let slot: Arc<Mutex<Option<Broker>>> = Arc::default();
+        // CRL hook reaches it through this slot.
+        let slot: Arc<Mutex<Option<Arc<enforce::Enforcer>>>> = Arc::default();
         let hook_slot = Arc::clone(&slot);
         let mut config = BackendConfig::new(&backend_dir);
         config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], args.backend_port));
         config.iot_endpoint = format!("localhost:{mqtt_port}");
-        config.revocation_hook = Some(Arc::new(move |r: &Revocation| {
-            let guard = hook_slot.lock().map_err(|e| e.to_string())?;
-            let broker = guard.as_ref().ok_or("the broker is not running")?;
-            broker.reload().map_err(|e| e.to_string())?;
-            tracing::info!(device_id = %r.device_id, "revoked; mosquitto reloads its CRL");
-            Ok(())
+        config.service_endpoint = Some(format!("localhost:{service_port}"));
+        config.crl_validity = Duration::from_secs(args.crl_lifetime);
+        config.crl_refresh = Duration::from_secs(args.crl_lifetime / 3);
+        config.crl_hook = Some(Arc::new(move |event: &CrlEvent| {
+            let enforcer = hook_slot
+                .lock()
+                .map_err(|e| e.to_string())?
+                .clone()
+                .ok_or("the broker is not running")?;
+            enforcer.on_crl(event)
         }));
         let backend = Backend::start(config)
             .await
             .context("cannot start the registration backend")?;
         let paths = backend.paths().clone();
+        let backend_identity = backend
+            .issue_service_identity("backend")
+            .context("cannot issue the backend's service identity")?;
+        let service_ca = LocalCa::load_as(&paths.data_dir.join(SERVICE_CA_DIR), CaRole::Service)
+            .context("cannot load the service CA")?;
+        let roots = TrustRoots::from_pem(backend.ca_certificate_pem(), "ca.pem")
+            .context("the backend's CA certificate")?;
         let mut broker_config = BrokerConfig::new(
             &broker_dir,
             &paths.ca_cert,
@@ -95,6 +148,13 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         );
         broker_config.crl_file = Some(paths.crl.clone());
         broker_config.port = Some(mqtt_port);
+        broker_config.service_ca_file = Some(paths.service_ca_cert.clone());
+        broker_config.service_port = Some(service_port);
+        broker_config.service_identities = SERVICE_NAMES
+            .iter()
+            .map(|name| acorn_mqtt::service_client_id(name))
+            .collect::<Result<_, _>>()
+            .context("service identity names")?;
         let broker = match tokio::task::spawn_blocking(move || Broker::start(broker_config))
             .await
             .context("broker start task")?
@@ -108,27 +168,36 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         let broker_pid = broker.pid().unwrap_or_default();
         let log_path = broker.log_path().to_path_buf();
         if let Ok(mut guard) = slot.lock() {
-            *guard = Some(broker);
+            *guard = Some(Arc::new(enforce::Enforcer {
+                broker,
+                service_ca,
+                backend_identity,
+                roots,
+            }));
         }
         let token = backend
             .mint_token(args.token_ttl.max(1))
             .await
             .context("cannot mint a registration token")?;
+        let token_file = args.dir.join(TOKEN_FILE);
+        acorn_files::write_private(&token_file, token.token.expose().as_bytes())
+            .with_context(|| format!("cannot write the token to {}", token_file.display()))?;
         print_banner(&Banner {
             backend_url: &backend.base_url(),
             mqtt_port,
+            service_port,
             broker_pid,
             ca: &paths.ca_cert,
             admin_key: &paths.data_dir.join(ADMIN_KEY_FILE),
             broker_log: &log_path,
-            token: token.token.expose(),
+            token_file: &token_file,
             ttl: args.token_ttl.max(1),
         });
         wait_for_signal().await?;
         println!("stopping: registration backend and mosquitto");
         let stopped_backend = backend.shutdown().await;
-        let broker = slot.lock().ok().and_then(|mut g| g.take());
-        if let Some(broker) = broker {
+        let enforcer = slot.lock().ok().and_then(|mut g| g.take());
+        if let Some(broker) = enforcer.and_then(Arc::into_inner).map(|e| e.broker) {
             broker.stop().context("cannot stop mosquitto")?;
         }
         stopped_backend.context("the backend did not stop cleanly")?;
@@ -140,22 +209,30 @@ fn up(args: UpArgs) -> Result<ExitCode> {
 struct Banner<'a> {
     backend_url: &'a str,
     mqtt_port: u16,
+    service_port: u16,
     broker_pid: u32,
     ca: &'a Path,
     admin_key: &'a Path,
     broker_log: &'a Path,
-    token: &'a str,
+    token_file: &'a Path,
     ttl: i64,
 }
 
+/// Prints where everything is. Secrets (the admin key, the token) stay in their 0600 files:
+/// the banner names the files, and the suggested commands read them from there.
 fn print_banner(b: &Banner<'_>) {
     let ca = b.ca.display();
+    let token = b.token_file.display();
     println!("acorn dev stack is running (Ctrl-C stops it)");
     println!("  backend:   {}", b.backend_url);
     println!(
         "  broker:    mqtts://localhost:{} (mosquitto pid {}; client certificate required, \
          identity = username = client id, per-device ACL, CRL)",
         b.mqtt_port, b.broker_pid
+    );
+    println!(
+        "  services:  mqtts://localhost:{} (service identities only: POST /v1/service-identities)",
+        b.service_port
     );
     println!("  broker log: {}", b.broker_log.display());
     println!("  CA:        {ca}");
@@ -164,14 +241,14 @@ fn print_banner(b: &Banner<'_>) {
         b.admin_key.display()
     );
     println!(
-        "  token:     {} (one registration, expires in {} s)",
-        b.token, b.ttl
+        "  token:     {token} (one registration, expires in {} s)",
+        b.ttl
     );
     println!();
     println!("Register and run a device:");
     println!(
-        "  acorn device register --image acorn-0001.nvs.bin --backend {} --token {} --device-id acorn-0001",
-        b.backend_url, b.token
+        "  acorn device register --image acorn-0001.nvs.bin --backend {} --token-file {token} --device-id acorn-0001",
+        b.backend_url
     );
     println!(
         "  acorn device run --image acorn-0001.nvs.bin --broker localhost:{} --ca {ca}",
@@ -206,9 +283,19 @@ pub struct RegisterArgs {
     /// Base URL of the registration backend, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     backend: String,
-    /// The one-time registration token.
+    /// The one-time registration token. Prefer --token-file or the ACORN_TOKEN environment
+    /// variable: a token on the command line is visible to other users in `ps`.
+    #[arg(
+        long,
+        env = "ACORN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file",
+        required_unless_present = "token_file"
+    )]
+    token: Option<String>,
+    /// A file holding the one-time registration token (as written by `acorn dev up`).
     #[arg(long)]
-    token: String,
+    token_file: Option<PathBuf>,
     /// The device id (certificate CN and MQTT client id): 1-128 of A-Z a-z 0-9 _ -.
     #[arg(long)]
     device_id: String,
@@ -275,11 +362,20 @@ pub fn register(
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    let mut options = RegistrationOptions::new(
-        args.backend.clone(),
-        SecretString::new(args.token.clone()),
-        args.device_id.clone(),
-    );
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => SecretString::new(token.trim().to_owned()),
+        (None, Some(path)) => SecretString::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => bail!("give the registration token with --token-file FILE or ACORN_TOKEN"),
+    };
+    if token.is_empty() {
+        bail!("the registration token is empty; give the token minted by the backend");
+    }
+    let mut options = RegistrationOptions::new(args.backend.clone(), token, args.device_id.clone());
     options.key_type = args.key_type;
     options.server_keygen = args.server_keygen;
     options.retry.max_attempts = args.attempts;
@@ -336,7 +432,7 @@ pub fn register(
     });
     let mut saved_ca = None;
     if let (Some(path), Some(pem)) = (&save_ca, &done.ca_certificate_pem) {
-        std::fs::write(path, pem)
+        acorn_files::write_public(path, pem.as_bytes())
             .with_context(|| format!("cannot write the CA certificate to {}", path.display()))?;
         println!("CA certificate written to {}", path.display());
         saved_ca = Some(path.clone());

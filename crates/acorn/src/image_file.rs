@@ -1,6 +1,6 @@
 //! NVS partition image files and key files on the host: loading with checks, opening, and
 //! writing results atomically (temporary file + rename) so a failure never leaves a damaged or
-//! partial file.
+//! partial file, and privately (mode 0600) because they hold keys.
 
 use std::path::Path;
 
@@ -82,23 +82,11 @@ pub fn open_for_change(path: &Path, keys: Option<&NvsKeys>) -> Result<Nvs<MemFla
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+///
+/// Every file the CLI writes this way (partition images, which hold device private keys;
+/// `nvs_keys` files; values written by `nvs get --out`) is private to its owner (mode 0600)
+/// from its creation on; the temporary file is made exclusively without following symbolic
+/// links, and a symbolic link at `path` is replaced, never written through.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    if let Err(err) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err).with_context(|| format!("cannot replace {}", path.display()));
-    }
-    Ok(())
+    acorn_files::write_private(path, bytes).map_err(anyhow::Error::new)
 }

@@ -367,7 +367,8 @@ fn batch(args: &ProvisionArgs, csv: &Path, dir: &Path, size: usize) -> Result<Ex
     let name = csv.display().to_string();
     let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read {name}"))?;
     let rows = parse_batch(&text, &name)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // The images and key files of a whole batch: a directory only its owner may enter.
+    acorn_files::create_private_dir(dir)?;
     let shared_keys = match (args.encrypt, &args.nvs_keys) {
         (true, Some(path)) => Some(keys_at(path)?),
         _ => None,

@@ -2,138 +2,31 @@
 //! against it with `acorn device register` and connects with `acorn device ping`; SIGINT stops
 //! both processes cleanly.
 
+#[path = "dev_up/attack.rs"]
+mod attack;
+mod devstack;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(30);
-
-fn acorn() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_acorn"))
-}
-
-/// Runs a command with a bound on its run time.
-fn run_bounded(mut cmd: Command) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The running `dev up` and its stdout lines.
-struct DevUp {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl DevUp {
-    fn start(dir: &Path) -> Self {
-        let mut child = acorn()
-            .args([
-                "dev",
-                "up",
-                "--backend-port",
-                "0",
-                "--mqtt-port",
-                "0",
-                "--dir",
-            ])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start acorn dev up");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads lines (bounded) until one starts with `prefix` (after trimming); returns it.
-    fn line_starting(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        if let Some(l) = self
-            .seen
-            .iter()
-            .find(|l| l.trim_start().starts_with(prefix))
-        {
-            return l.clone();
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.trim_start().starts_with(prefix) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no `{prefix}` line; got:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    /// The second word of the line starting with `prefix`.
-    fn value(&mut self, prefix: &str) -> String {
-        let line = self.line_starting(prefix);
-        line.split_whitespace()
-            .nth(1)
-            .unwrap_or_else(|| panic!("no value in {line}"))
-            .to_owned()
-    }
-}
-
-impl Drop for DevUp {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn process_exists(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
+use devstack::{acorn, process_exists, run_bounded, text, DevUp, WAIT};
 
 #[test]
 fn dev_up_serves_a_registration_and_stops_on_sigint() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut up = DevUp::start(&tmp.path().join("stack"));
     let backend = up.value("backend:");
-    let token = up.value("token:");
+    let token_file = up.value("token:");
+    let token = std::fs::read_to_string(&token_file).expect("token file");
+    // The banner names the token's file; the token itself is printed nowhere.
+    up.line_starting("Register and run a device:");
+    up.line_starting("acorn device run");
+    for line in &up.stdout.seen {
+        assert!(!line.contains(token.trim()), "the token is printed: {line}");
+    }
     let ca = up.value("CA:");
     let broker_line = up.line_starting("broker:");
     let port: u16 = broker_line
@@ -162,8 +55,8 @@ fn dev_up_serves_a_registration_and_stops_on_sigint() {
             "--backend",
         ])
         .arg(&backend)
-        .arg("--token")
-        .arg(&token)
+        .arg("--token-file")
+        .arg(&token_file)
         .arg("--image")
         .arg(&image);
     let out = run_bounded(register);
@@ -189,9 +82,11 @@ fn dev_up_serves_a_registration_and_stops_on_sigint() {
     let out = run_bounded(ping);
     assert!(out.status.success(), "{}", text(&out));
 
-    // The token was single-use: a second device is refused with the backend's message.
+    // The token was single-use: a second device is refused with the backend's message
+    // (the token given through the environment this time).
     let mut again = acorn();
     again
+        .env("ACORN_TOKEN", token.trim())
         .args([
             "device",
             "register",
@@ -200,8 +95,6 @@ fn dev_up_serves_a_registration_and_stops_on_sigint() {
             "--backend",
         ])
         .arg(&backend)
-        .arg("--token")
-        .arg(&token)
         .arg("--image")
         .arg(tmp.path().join("acorn-0002.nvs.bin"));
     let out = run_bounded(again);
@@ -259,7 +152,7 @@ fn register_with_connect_goes_on_as_device_run() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut up = DevUp::start(&tmp.path().join("stack"));
     let backend = up.value("backend:");
-    let token = up.value("token:");
+    let token = std::fs::read_to_string(up.value("token:")).expect("token file");
     let image = tmp.path().join("acorn-0003.nvs.bin");
     let mut child = acorn()
         .args([
@@ -272,7 +165,7 @@ fn register_with_connect_goes_on_as_device_run() {
         .args(["--key-type", "rsa2048", "--server-keygen", "--backend"])
         .arg(&backend)
         .arg("--token")
-        .arg(&token)
+        .arg(token.trim())
         .arg("--image")
         .arg(&image)
         .stdin(Stdio::piped())
@@ -338,38 +231,19 @@ fn register_with_connect_goes_on_as_device_run() {
     assert!(exit.success(), "{exit:?}");
 }
 
-/// Sends SIGINT and waits (bounded) for a clean exit.
-fn interrupt(up: &mut DevUp) {
-    let pid = up.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = up.child.try_wait().expect("try_wait") {
-            assert!(status.success(), "{status:?}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "dev up did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn dev_up_makes_its_ca_once_and_reuses_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("stack");
     let mut first = DevUp::start(&dir);
     let ca_path = first.value("CA:");
-    let token1 = first.value("token:");
+    let token1 = std::fs::read_to_string(first.value("token:")).expect("token");
     let ca = std::fs::read(&ca_path).expect("ca.pem");
     let admin = std::fs::read(dir.join("backend/admin.key")).expect("admin.key");
-    interrupt(&mut first);
+    first.interrupt();
 
     let mut second = DevUp::start(&dir);
-    let token2 = second.value("token:");
+    let token2 = std::fs::read_to_string(second.value("token:")).expect("token");
     assert_ne!(token1, token2, "a fresh token at every start");
     assert_eq!(std::fs::read(&ca_path).expect("ca.pem"), ca, "same CA");
     assert_eq!(
@@ -377,5 +251,5 @@ fn dev_up_makes_its_ca_once_and_reuses_it() {
         admin,
         "same admin key"
     );
-    interrupt(&mut second);
+    second.interrupt();
 }

@@ -23,8 +23,12 @@ const WAIT: Duration = Duration::from_secs(15);
 struct Env {
     dir: tempfile::TempDir,
     ca: LocalCa,
+    service_ca: LocalCa,
     broker: Broker,
 }
+
+/// The backend's service identity on the broker's service listener.
+const BACKEND_ID: &str = "service:backend";
 
 impl Env {
     fn start() -> Self {
@@ -37,23 +41,27 @@ impl Env {
             server.private_key_pem.expose(),
         )
         .unwrap();
-        let config = BrokerConfig::new(
+        let service_ca = LocalCa::create_as(
+            &dir.path().join("service-ca"),
+            acorn_backend::CaRole::Service,
+        )
+        .unwrap();
+        let mut config = BrokerConfig::new(
             dir.path(),
             ca.cert_path(),
             dir.path().join("server.pem"),
             dir.path().join("server.key"),
         );
+        config.service_ca_file = Some(service_ca.cert_path());
+        config.service_identities = vec![BACKEND_ID.to_owned()];
         let broker =
             Broker::start(config).expect("mosquitto must start (apt-get install mosquitto)");
-        Self { dir, ca, broker }
-    }
-
-    fn identity(&self, id: &str) -> ClientIdentity {
-        let issued = self.ca.issue_with_new_key(id, KeyType::P256).unwrap();
-        ClientIdentity::new(
-            issued.certificate.pem,
-            SecretString::new(issued.private_key_pem.expose().to_owned()),
-        )
+        Self {
+            dir,
+            ca,
+            service_ca,
+            broker,
+        }
     }
 
     /// An image holding a fresh identity for `id` (RSA-2048 PKCS#1 key, as AWS issues them);
@@ -80,13 +88,23 @@ impl Env {
         self.ca.cert_path().display().to_string()
     }
 
-    /// A backend client (CN `backend`) subscribed to `filter`.
+    /// A backend client (the service identity [`BACKEND_ID`] on the service listener)
+    /// subscribed to `filter`.
     async fn backend(&self, filter: &str) -> Backend {
+        let issued = self
+            .service_ca
+            .issue_with_new_key(BACKEND_ID, KeyType::P256)
+            .unwrap();
+        // The service identity (a P-256 key from the service CA).
+        let identity = ClientIdentity::new(
+            issued.certificate.pem,
+            SecretString::new(issued.private_key_pem.expose().to_owned()),
+        );
         let mut options = SessionOptions::new(
-            BrokerTarget::new("localhost", self.broker.port()),
-            self.identity("backend"),
+            BrokerTarget::new("localhost", self.broker.service_port().unwrap()),
+            identity,
             TrustRoots::from_pem(self.ca.certificate_pem(), "local CA").unwrap(),
-            "backend",
+            BACKEND_ID,
             "test",
         );
         options.clean_session = true;

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::link::{Link, LinkEvent, Tracked};
 use super::{Device, DeviceError, DeviceEvent, PressOutcome, Request, Snapshot};
-use crate::diagnosis::Diagnosis;
+use crate::diagnosis::{ClientCertRejection, Diagnosis};
 use crate::image::DeviceImage;
 
 /// How long shutdown waits for the PUBACK of the `offline` status.
@@ -438,6 +438,13 @@ impl Runtime {
             );
         } else if let Diagnosis::BrokerRefused { code } = diagnosis {
             self.session.handle(now, Event::ConnectRefused { code });
+        } else if diagnosis == Diagnosis::ClientCertificateRejected(ClientCertRejection::Revoked) {
+            self.session.handle(
+                now,
+                Event::CredentialsRefused {
+                    diagnosis: diagnosis.to_string(),
+                },
+            );
         } else {
             self.session.handle(
                 now,

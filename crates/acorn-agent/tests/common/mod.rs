@@ -174,11 +174,30 @@ impl Default for BrokerSetup {
     }
 }
 
-/// A CA, a broker whose server certificate it signed (normally), and helpers.
+/// The backend's service identity: trusted only on the broker's service listener.
+pub const BACKEND_ID: &str = "service:backend";
+
+/// A CA, a broker whose server certificate it signed (normally), a service CA for the
+/// broker's service listener, and helpers.
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub ca: Ca,
+    pub service_ca: Ca,
     pub broker: Broker,
+}
+
+/// The broker settings every start of a test broker shares: the device CA, the server
+/// certificate, and the service listener for [`BACKEND_ID`].
+fn broker_config(dir: &Path) -> BrokerConfig {
+    let mut config = BrokerConfig::new(
+        dir,
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    config.service_ca_file = Some(dir.join("service-ca.pem"));
+    config.service_identities = vec![BACKEND_ID.to_owned()];
+    config
 }
 
 impl Env {
@@ -201,15 +220,12 @@ impl Env {
         };
         let sans: Vec<&str> = setup.server_sans.iter().map(String::as_str).collect();
         let (server_cert, server_key) = signer.leaf("broker", &sans, setup.server_validity);
+        let service_ca = Ca::new("Acorn Test Service CA");
         write(dir.path(), "ca.pem", &ca.pem());
+        write(dir.path(), "service-ca.pem", &service_ca.pem());
         write(dir.path(), "server.pem", &server_cert);
         write(dir.path(), "server.key", &server_key);
-        let mut config = BrokerConfig::new(
-            dir.path(),
-            dir.path().join("ca.pem"),
-            dir.path().join("server.pem"),
-            dir.path().join("server.key"),
-        );
+        let mut config = broker_config(dir.path());
         config.tls_version = setup.tls_version;
         if !setup.revoked_serials.is_empty() {
             write(dir.path(), "crl.pem", &ca.crl(&setup.revoked_serials));
@@ -224,7 +240,12 @@ impl Env {
         }
         let broker =
             Broker::start(config).expect("mosquitto must start (apt-get install mosquitto)");
-        Self { dir, ca, broker }
+        Self {
+            dir,
+            ca,
+            service_ca,
+            broker,
+        }
     }
 
     /// `localhost:<port>`, which the server certificate names.
@@ -248,11 +269,25 @@ impl Env {
         )
     }
 
-    /// A connected backend client (CN `backend`, may read all of `acorn-pups/#`), subscribed
-    /// to `filter`.
-    pub async fn backend(&self, filter: &str) -> Client {
-        let mut options = self.session("backend");
+    /// Session options of the backend ([`BACKEND_ID`] from the service CA, on the service
+    /// listener, clean session).
+    pub fn backend_session(&self) -> SessionOptions {
+        let port = self.broker.service_port().expect("service listener");
+        let mut options = SessionOptions::new(
+            BrokerTarget::new("localhost", port),
+            self.service_ca.device(BACKEND_ID, Validity::Valid),
+            self.roots(),
+            BACKEND_ID,
+            "1.0.0-test",
+        );
         options.clean_session = true;
+        options
+    }
+
+    /// A connected backend client ([`BACKEND_ID`] from the service CA, on the service
+    /// listener, where it may read and write all of `acorn-pups/#`), subscribed to `filter`.
+    pub async fn backend(&self, filter: &str) -> Client {
+        let options = self.backend_session();
         let mut client = Client::start(&options).await;
         client.subscribe(filter).await;
         client
@@ -405,14 +440,9 @@ impl Env {
 
     /// Starts a new broker on the same port with the same files (after [`Env::kill_broker`]).
     pub fn start_broker_again(&mut self) {
-        let dir = self.dir.path();
-        let mut config = BrokerConfig::new(
-            dir,
-            dir.join("ca.pem"),
-            dir.join("server.pem"),
-            dir.join("server.key"),
-        );
+        let mut config = broker_config(self.dir.path());
         config.port = Some(self.broker.port());
+        config.service_port = self.broker.service_port();
         let new = Broker::start(config).expect("mosquitto restarts");
         drop(std::mem::replace(&mut self.broker, new));
     }

@@ -38,6 +38,13 @@ pub enum Event {
         /// What failed.
         diagnosis: String,
     },
+    /// The connect failed because the broker refuses this device's certificate for good
+    /// (revoked): retrying soon cannot help, so the session goes straight to the slow cadence
+    /// (it still retries, in case a new certificate is stored or the refusal was an error).
+    CredentialsRefused {
+        /// What failed, in plain language.
+        diagnosis: String,
+    },
     /// An established connection ended.
     Disconnected {
         /// Who ended it.

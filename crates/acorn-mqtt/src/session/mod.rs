@@ -208,6 +208,17 @@ impl<R: RngCore> Session<R> {
                     self.fail(now, diagnosis);
                 }
             }
+            Event::CredentialsRefused { diagnosis } => {
+                if let State::Connecting { .. } = self.state {
+                    // Count as if the fast-retry budget were spent: the next delays are slow.
+                    let budget = self.config.backoff.slow_after_failures;
+                    let spent = budget.saturating_sub(1);
+                    self.stats.consecutive_failures = self.stats.consecutive_failures.max(spent);
+                    self.fail(now, format!(
+                        "{diagnosis} (the broker refuses this certificate for good: retrying only at the slow cadence)"
+                    ));
+                }
+            }
             Event::Disconnected { cause, diagnosis } => {
                 if matches!(
                     self.state,

@@ -1,4 +1,5 @@
-//! The demo's cloud side on MQTT: a client with its own certificate (CN `acorn-cloud`) that
+//! The demo's cloud side on MQTT: a service identity (CN `service:cloud`, from the service
+//! CA, a name no device can register) that
 //! counts the presses it receives, and sends every device that comes online a settings update
 //! and a `get-status` command.
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use acorn_agent::rumqttc::{AsyncClient, Event, Packet, QoS};
 use acorn_agent::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
-use acorn_backend::{KeyType, LocalCa};
+use acorn_backend::IssuedKeyPair;
 use acorn_mqtt::{DeviceStatus, DeviceStatusMessage};
 use anyhow::{Context, Result};
 use tokio::sync::watch;
@@ -16,7 +17,7 @@ use tokio::task::JoinHandle;
 use super::log::DemoLog;
 
 /// The cloud client's MQTT client id and certificate CN.
-pub const CLOUD_ID: &str = "acorn-cloud";
+pub const CLOUD_ID: &str = "service:cloud";
 
 // The device topics (acorn-mqtt builds the per-device ones).
 const TOPIC_BUTTON_PRESS: &str = "acorn-pups/button-press";
@@ -29,19 +30,15 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    /// Issues the cloud's certificate from the local CA in `ca_dir`, connects to the broker
-    /// and subscribes to every device's presses and status.
+    /// Connects to the broker with the cloud's service identity and subscribes to every
+    /// device's presses and status.
     pub async fn start(
-        ca_dir: &std::path::Path,
+        issued: IssuedKeyPair,
         port: u16,
         roots: TrustRoots,
         log: DemoLog,
         stop: watch::Receiver<bool>,
     ) -> Result<Self> {
-        let ca = LocalCa::load(ca_dir).context("cannot load the demo CA")?;
-        let issued = ca
-            .issue_with_new_key(CLOUD_ID, KeyType::P256)
-            .context("cannot issue the cloud client's certificate")?;
         let identity = ClientIdentity::new(
             issued.certificate.pem.clone(),
             SecretString::new(issued.private_key_pem.expose().to_owned()),
