@@ -253,3 +253,43 @@ fn dev_up_makes_its_ca_once_and_reuses_it() {
     );
     second.interrupt();
 }
+
+#[test]
+fn dev_up_killed_with_sigkill_leaves_no_broker_behind() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut up = DevUp::start(&tmp.path().join("stack"));
+    let broker_line = up.line_starting("broker:");
+    let mosquitto_pid: u32 = broker_line
+        .split("mosquitto pid ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {broker_line}"));
+    assert!(process_exists(mosquitto_pid));
+    // mosquitto does not run as root even when dev up does.
+    let status = std::fs::read_to_string(format!("/proc/{mosquitto_pid}/status")).expect("status");
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("uid");
+    assert_ne!(uid, "0", "mosquitto runs as root");
+    let pid = up.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let _ = up.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while process_exists(mosquitto_pid) {
+        // A zombie is gone for every purpose but a /proc entry until its parent reaps it.
+        let state =
+            std::fs::read_to_string(format!("/proc/{mosquitto_pid}/stat")).unwrap_or_default();
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "mosquitto outlived dev up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
