@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-for crate in acorn-nvs acorn-certs acorn-mqtt; do
+for crate in acorn-nvs acorn-certs acorn-mqtt acorn-api acorn-device; do
   cargo build -p "$crate" --target riscv32imc-unknown-none-elf
 done
+cargo build -p acorn-device --features nvs --target riscv32imc-unknown-none-elf
 cargo test --workspace
 
 # No broker of ours may outlive the suite: each is killed when its Broker is stopped or

@@ -19,8 +19,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use acorn_agent::device::{DeviceEvent, PressOutcome};
-use acorn_agent::{BrokerTarget, Device, DeviceImage, DeviceOptions, TrustRoots};
-use acorn_backend::broker::{Broker, BrokerConfig};
+use acorn_agent::{Device, DeviceImage, DeviceOptions};
+use acorn_devstack::broker::{Broker, BrokerConfig};
+use acorn_transport::{BrokerTarget, TrustRoots};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;

@@ -20,8 +20,8 @@ use acorn_nvs::{FileFlash, MemFlash, Mode, Nvs, NvsKeys};
 use embedded_storage::nor_flash::NorFlash;
 use zeroize::Zeroizing;
 
-use crate::identity::{ClientIdentity, DerKeyFormat};
-use crate::secret::SecretString;
+use acorn_transport::SecretString;
+use acorn_transport::{ClientIdentity, DerKeyFormat};
 
 /// NVS namespace of the device settings.
 pub const SETTINGS_NAMESPACE: &str = "settings";

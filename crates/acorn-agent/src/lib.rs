@@ -1,56 +1,22 @@
-//! Host transport of the Acorn Pups device: MQTT 3.1.1 over mutual TLS (rustls with the
-//! `ring` provider, rumqttc 0.25 on tokio), with a plain-language [`Diagnosis`] of every
-//! failure and a step-timed [`ping()`].
-//!
-//! - [`ClientIdentity`] (certificate + secret key, PKCS#1/PKCS#8/SEC1) and [`BrokerTarget`]
-//!   (host, port, TLS server name, ALPN) say who connects where;
-//! - [`TrustRoots`] pins the broker's roots: Amazon Root CA 1 and 3 built in, or a CA file;
-//! - [`tls::client_config`] builds the rustls config (TLS 1.2+, hostname verification always
-//!   on, client auth, optional ALPN `x-amzn-mqtt-ca`) and refuses a key that does not match
-//!   its certificate before anything is sent;
-//! - [`ping::ping()`] times DNS, TCP, TLS, CONNACK, SUBACK, PUBACK and DISCONNECT;
-//! - [`SessionOptions`] makes the rumqttc client and event loop for the long-running agent;
-//! - [`device`] is the device runtime (`acorn device run`): identity and settings from an NVS
-//!   image ([`image`]), the `acorn-mqtt` session policy driven over rumqttc.
+//! The Acorn Pups device on a host: [`device`] runs what a device does — identity and
+//! settings from an NVS partition image file ([`image`]), the `acorn-mqtt` session policy
+//! driven over the rustls + rumqttc transport of `acorn-transport` — for `acorn device run`,
+//! the demo and the integration tests.
 //!
 //! ```no_run
-//! use acorn_agent::{ping, BrokerTarget, ClientIdentity, PingOptions, SecretString, TrustRoots};
-//! # async fn run(cert_pem: String, key_pem: String) {
-//! let identity = ClientIdentity::new(cert_pem, SecretString::new(key_pem));
-//! let target = BrokerTarget::aws("abc123-ats.iot.eu-west-1.amazonaws.com", false);
-//! let options = PingOptions::new(target, identity, TrustRoots::Amazon, "device-1", "1.0.0");
-//! match ping(&options).await {
-//!     Ok(report) => println!("ok in {:?}: {:?}", report.total, report.steps),
-//!     Err(failure) => eprintln!("{failure}"),
-//! }
-//! # }
+//! use acorn_agent::{Device, DeviceOptions};
+//! # async fn run() -> Result<(), acorn_agent::DeviceError> {
+//! let device = Device::open(DeviceOptions::new("device-nvs.bin"))?;
+//! let handle = device.spawn();
+//! handle.press("rf-5a3c", Some(87)).await?;
+//! handle.shutdown().await?;
+//! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod device;
-pub mod diagnosis;
-pub mod error;
-pub mod identity;
 pub mod image;
-pub mod ping;
-pub mod registration;
-pub mod roots;
-pub mod secret;
-pub mod session;
-pub mod status;
-pub mod tls;
 
 pub use device::{Device, DeviceError, DeviceEvent, DeviceHandle, DeviceOptions, PressOutcome};
-pub use diagnosis::{ClientCertRejection, Diagnosis, Step};
-pub use error::ConfigError;
-pub use identity::{BrokerTarget, ClientIdentity, DerKeyFormat};
 pub use image::{DeviceImage, ImageError, LoadedDevice};
-pub use ping::{ping, PingFailure, PingOptions, PingReport};
-pub use roots::TrustRoots;
-pub use secret::SecretString;
-pub use session::SessionOptions;
-pub use tls::TlsVersions;
-
-/// Re-export of rumqttc, so callers use the same version.
-pub use rumqttc;

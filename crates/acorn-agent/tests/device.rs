@@ -3,7 +3,7 @@
 //! persist in the image), a broker restart is survived with every queued press delivered in
 //! order, and a device never receives another device's commands.
 
-mod common;
+use acorn_test_support::mqtt as common;
 
 use std::time::Duration;
 
@@ -70,7 +70,7 @@ async fn button_press_arrives_with_the_exact_json() {
     assert!(matches!(outcome, PressOutcome::Queued(_)));
     let publish = backend.next_publish().await;
     assert_eq!(publish.topic, "acorn-pups/button-press/acorn-0001");
-    assert_eq!(publish.qos, acorn_agent::rumqttc::QoS::AtLeastOnce);
+    assert_eq!(publish.qos, acorn_transport::rumqttc::QoS::AtLeastOnce);
     let text = String::from_utf8(publish.payload.to_vec()).unwrap();
     let press = ButtonPressMessage::from_json(&publish.topic, text.as_bytes()).unwrap();
     let expected = format!(
@@ -356,8 +356,9 @@ async fn a_device_never_receives_another_devices_commands() {
         );
     }
     while let Ok(event) = spy.events.try_recv() {
-        if let Ok(acorn_agent::rumqttc::Event::Incoming(acorn_agent::rumqttc::Packet::Publish(p))) =
-            event
+        if let Ok(acorn_transport::rumqttc::Event::Incoming(
+            acorn_transport::rumqttc::Packet::Publish(p),
+        )) = event
         {
             panic!("another device received {}", p.topic);
         }
@@ -389,7 +390,7 @@ async fn health_is_reported_periodically_and_failures_are_diagnosed() {
     // The same device trusting only Amazon's roots: the TLS failure is named, and the
     // session backs off instead of retrying at once.
     let mut options = env.device_options(&image);
-    options.roots = acorn_agent::TrustRoots::Amazon;
+    options.roots = acorn_transport::TrustRoots::Amazon;
     let handle = Device::open(options).unwrap().spawn();
     let mut events = handle.events();
     let DeviceEvent::Status(ConnectionStatus::Error(reason)) = wait_event(&mut events, |e| {
@@ -441,12 +442,12 @@ async fn large_and_oversized_inbound_messages_are_answered_without_dropping_the_
     let options = env.backend_session();
     let mut mqtt = options.mqtt_options().unwrap();
     mqtt.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut eventloop) = acorn_agent::rumqttc::AsyncClient::new(mqtt, 10);
+    let (client, mut eventloop) = acorn_transport::rumqttc::AsyncClient::new(mqtt, 10);
     eventloop.set_network_options(options.network_options());
     drop(backend); // same client id: the sender takes over
     let mut sender = Client::run(client, eventloop);
     sender
-        .wait_for(|p| matches!(p, acorn_agent::rumqttc::Packet::ConnAck(_)))
+        .wait_for(|p| matches!(p, acorn_transport::rumqttc::Packet::ConnAck(_)))
         .await;
     sender.subscribe("acorn-pups/status/#").await;
     sender.publish("acorn-pups/commands/dev-big", &huge).await;

@@ -1,7 +1,7 @@
 //! The device's NVS image: identity load and checks before any connection, encrypted images,
 //! settings storage. No broker needed.
 
-mod common;
+use acorn_test_support::mqtt as common;
 
 use acorn_agent::device::DeviceError;
 use acorn_agent::{Device, DeviceImage, ImageError};

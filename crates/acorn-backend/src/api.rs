@@ -278,48 +278,11 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Body of `POST /v1/devices/register`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RegisterRequest {
-    device_id: String,
-    serial_number: String,
-    mac_address: String,
-    firmware_version: String,
-    #[serde(default)]
-    csr: Option<String>,
-    #[serde(default)]
-    key_type: Option<String>,
-}
-
-/// Answer of `POST /v1/devices/register`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RegisterResponse {
-    device_id: String,
-    certificate_pem: String,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "expose_secret"
-    )]
-    private_key_pem: Option<Secret>,
-    certificate_id: String,
-    iot_endpoint: String,
-    ca_certificate_pem: String,
-}
-
-fn expose_secret<S: Serializer>(value: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(secret) => s.serialize_str(secret.expose()),
-        None => s.serialize_none(),
-    }
-}
-
 async fn register(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Json<RegisterRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    body: Result<Json<acorn_api::RegisterRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<acorn_api::RegisterResponse>), ApiError> {
     let result = register_checked(&state, &headers, body).await;
     match &result {
         Ok(_) => state.counters.add(Count::Registration),
@@ -336,8 +299,8 @@ async fn register(
 async fn register_checked(
     state: &Arc<AppState>,
     headers: &HeaderMap,
-    body: Result<Json<RegisterRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    body: Result<Json<acorn_api::RegisterRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<acorn_api::RegisterResponse>), ApiError> {
     let token = Secret::new(
         bearer(headers).ok_or_else(|| {
             ApiError::new(
@@ -363,7 +326,7 @@ async fn register_checked(
                 "keyType chooses the key the backend generates; omit it when you send a csr",
             ))
         }
-        (_, Some(name)) => KeyType::from_api_name(name).ok_or_else(|| {
+        (_, Some(name)) => KeyType::parse(name).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_key_type",
                 format!(
@@ -425,10 +388,11 @@ async fn register_checked(
         server_keygen = private_key_pem.is_some(), "device registered");
     Ok((
         StatusCode::CREATED,
-        Json(RegisterResponse {
+        Json(acorn_api::RegisterResponse {
             device_id: record.device_id,
             certificate_pem: record.certificate_pem,
-            private_key_pem,
+            private_key_pem: private_key_pem
+                .map(|key| zeroize::Zeroizing::new(key.expose().to_owned())),
             certificate_id: record.certificate_id,
             iot_endpoint: state.iot_endpoint.clone(),
             ca_certificate_pem: state.ca.certificate_pem().to_owned(),

@@ -1,5 +1,6 @@
 //! acorn-backend: the registration service for Acorn Pups devices, with its device registry
-//! (SQLite), a local certificate authority (rcgen) and the mosquitto launcher of the dev stack.
+//! (SQLite) and a local certificate authority (rcgen). The broker of the dev stack is in
+//! `acorn-devstack`; the API's wire types are in `acorn-api`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), acorn_backend::BackendError> {
@@ -19,7 +20,6 @@
 #![forbid(unsafe_code)]
 
 mod api;
-pub mod broker;
 pub mod ca;
 pub mod error;
 mod files;

@@ -1,7 +1,7 @@
 //! Admin endpoints: tokens, device listing and lookup, revocation with its CRL and hook,
 //! unknown routes, and a restart on the same data directory.
 
-mod common;
+use acorn_test_support::backend as common;
 
 use std::sync::{Arc, Mutex};
 

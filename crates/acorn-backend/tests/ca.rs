@@ -1,6 +1,6 @@
 //! The local CA on its own: create/load, damaged CA directories, CSR checks, CRLs.
 
-mod common;
+use acorn_test_support::backend as common;
 
 use acorn_backend::ca::{RevokedSerial, CA_CERT_FILE, CA_KEY_FILE};
 use acorn_backend::{BackendError, CsrError, KeyType, LocalCa};

@@ -1,6 +1,6 @@
 //! The API over HTTPS (`BackendConfig::tls`): trusted through the CA, refused without it.
 
-mod common;
+use acorn_test_support::backend as common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Service identities come only from the service CA through the admin API; no registration
 //! can obtain one; the CRL is renewed on a timer.
 
-mod common;
+use acorn_test_support::backend as common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

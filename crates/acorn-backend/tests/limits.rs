@@ -1,7 +1,7 @@
 //! Bounded clients: slow-loris connections, idle keep-alive connections, slow bodies and the
 //! connection cap, against the real HTTP server on loopback.
 
-mod common;
+use acorn_test_support::backend as common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! `POST /v1/devices/register`: both flows, every refusal, the single-use token race, and
 //! the absence of partial registry rows after failures.
 
-mod common;
+use acorn_test_support::backend as common;
 
 use std::sync::Arc;
 

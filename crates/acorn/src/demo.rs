@@ -12,9 +12,9 @@ mod sim;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use acorn_agent::{ping, BrokerTarget, ClientIdentity, PingOptions, SecretString, TrustRoots};
-use acorn_backend::broker::free_port;
 use acorn_backend::{Backend, BackendConfig};
+use acorn_devstack::broker::free_port;
+use acorn_transport::{ping, BrokerTarget, ClientIdentity, PingOptions, SecretString, TrustRoots};
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 

@@ -5,17 +5,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use acorn_agent::registration::{
+use acorn_register::{
     register as register_device, HostNetwork, ImageTarget, KeyOrigin, KeyType, RegistrationOptions,
     DEFAULT_IMAGE_SIZE,
 };
 use std::time::Duration;
 
-use acorn_agent::{SecretString, TrustRoots};
-use acorn_backend::broker::{free_port, Broker, BrokerConfig, BrokerError};
 use acorn_backend::{
     Backend, BackendConfig, CaRole, CrlEvent, LocalCa, ADMIN_KEY_FILE, SERVICE_CA_DIR,
 };
+use acorn_devstack::broker::{free_port, Broker, BrokerConfig, BrokerError};
+use acorn_transport::{SecretString, TrustRoots};
 use anyhow::{bail, Context, Result};
 
 mod enforce;

@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use acorn_agent::device::{Device, DeviceHandle, DeviceOptions, PressOutcome, AGENT_VERSION};
 use acorn_agent::image::unix_now;
-use acorn_agent::{ping, BrokerTarget, DeviceImage, PingOptions, TrustRoots};
+use acorn_agent::DeviceImage;
 use acorn_mqtt::{DeviceStatus, DeviceStatusMessage};
+use acorn_transport::{ping, BrokerTarget, PingOptions, TrustRoots};
 use anyhow::{bail, Context, Result};
 use tokio::io::AsyncBufReadExt as _;
 
@@ -314,7 +315,7 @@ fn run_ping(args: PingArgs) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(ping(&options));
     let broker = format!("{}:{}", target.host, target.port);
-    let steps_json = |steps: &[(acorn_agent::Step, Duration)]| {
+    let steps_json = |steps: &[(acorn_transport::Step, Duration)]| {
         steps
             .iter()
             .map(|(s, d)| serde_json::json!({"step": s.name(), "ms": ms(*d)}))

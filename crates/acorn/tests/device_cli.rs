@@ -8,12 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use acorn_agent::rumqttc::{self, AsyncClient, Event, Packet, QoS};
-use acorn_agent::{
-    BrokerTarget, ClientIdentity, DeviceImage, SecretString, SessionOptions, TrustRoots,
-};
-use acorn_backend::broker::{Broker, BrokerConfig};
+use acorn_agent::DeviceImage;
 use acorn_backend::ca::{KeyType, LocalCa};
+use acorn_devstack::broker::{Broker, BrokerConfig};
+use acorn_transport::rumqttc::{self, AsyncClient, Event, Packet, QoS};
+use acorn_transport::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -524,7 +523,7 @@ async fn ping_prints_every_step() {
     );
 
     // Nothing listening: connection refused, after DNS.
-    let port = acorn_backend::broker::free_port().unwrap();
+    let port = acorn_devstack::broker::free_port().unwrap();
     let out = acorn(&[
         "device",
         "ping",
@@ -633,7 +632,7 @@ async fn no_key_material_in_trace_output_of_run_and_ping() {
     output += &agent.output();
 
     // Failures: TLS refused (Amazon roots), nothing listening.
-    let port = acorn_backend::broker::free_port().unwrap().to_string();
+    let port = acorn_devstack::broker::free_port().unwrap().to_string();
     for broker_args in [
         vec!["--broker".to_owned(), env.broker_arg()],
         vec!["--broker".to_owned(), format!("127.0.0.1:{port}")],

@@ -43,11 +43,11 @@ use rand::SeedableRng as _;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::error::ConfigError;
-use crate::identity::BrokerTarget;
 use crate::image::{unix_now, DeviceImage, ImageError, LoadedDevice};
-use crate::roots::TrustRoots;
-use crate::session::SessionOptions;
+use acorn_transport::BrokerTarget;
+use acorn_transport::ConfigError;
+use acorn_transport::SessionOptions;
+use acorn_transport::TrustRoots;
 
 /// The firmware version the host agent reports.
 pub const AGENT_VERSION: &str = concat!("acorn-agent-", env!("CARGO_PKG_VERSION"));

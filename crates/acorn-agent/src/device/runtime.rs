@@ -17,8 +17,8 @@ use tracing::{debug, info, warn};
 
 use super::link::{Link, LinkEvent, Tracked};
 use super::{Device, DeviceError, DeviceEvent, PressOutcome, Request, Snapshot};
-use crate::diagnosis::{ClientCertRejection, Diagnosis};
 use crate::image::DeviceImage;
+use acorn_transport::{ClientCertRejection, Diagnosis};
 
 /// How long shutdown waits for the PUBACK of the `offline` status.
 const OFFLINE_ACK_TIMEOUT: Duration = Duration::from_secs(3);

@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use acorn_agent::rumqttc::{AsyncClient, Event, Packet, QoS};
-use acorn_agent::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
 use acorn_backend::IssuedKeyPair;
 use acorn_mqtt::{DeviceStatus, DeviceStatusMessage};
+use acorn_transport::rumqttc::{AsyncClient, Event, Packet, QoS};
+use acorn_transport::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -111,7 +111,7 @@ const RESEND_AFTER: Duration = Duration::from_secs(1);
 
 async fn run(
     client: AsyncClient,
-    mut eventloop: acorn_agent::rumqttc::EventLoop,
+    mut eventloop: acorn_transport::rumqttc::EventLoop,
     log: DemoLog,
     mut stop: watch::Receiver<bool>,
 ) {

@@ -6,11 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use acorn_agent::device::{Device, DeviceEvent, DeviceOptions, PressOutcome};
-use acorn_agent::registration::{
-    register, HostNetwork, ImageTarget, RegistrationOptions, RetryPolicy,
-};
-use acorn_agent::{BrokerTarget, SecretString, TrustRoots};
 use acorn_mqtt::{BackoffConfig, ConnectionStatus};
+use acorn_register::{register, HostNetwork, ImageTarget, RegistrationOptions, RetryPolicy};
+use acorn_transport::{BrokerTarget, SecretString, TrustRoots};
 use tokio::sync::{broadcast, watch};
 
 use super::log::DemoLog;

@@ -12,11 +12,11 @@
 
 use std::time::Duration;
 
-use acorn_agent::rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
-use acorn_agent::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
-use acorn_backend::broker::Broker;
 use acorn_backend::{CrlEvent, IssuedKeyPair, KeyType, LocalCa, Revocation};
+use acorn_devstack::broker::Broker;
 use acorn_mqtt::{DeviceStatus, DeviceStatusMessage, Topics};
+use acorn_transport::rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
+use acorn_transport::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
 
 /// How long each MQTT step of an enforcement may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(3);

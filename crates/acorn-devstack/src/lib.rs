@@ -1,0 +1,11 @@
+//! acorn-devstack: the broker side of the local development stack (`acorn dev up`) and of the
+//! integration tests — mosquitto 2.0 configured like an AWS IoT Core policy, with a device
+//! listener (per-device rules, CRL) and a service listener (service identities only).
+//!
+//! See [`broker`] for the details and an example.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod broker;
+
+pub use broker::{free_port, Broker, BrokerConfig, BrokerError};
