@@ -1,0 +1,96 @@
+//! The status LED (GPIO8, the ESP32-C3 DevKit's LED) and the watchdog feed.
+//!
+//! | pattern | meaning |
+//! |---|---|
+//! | slow blink (1 s on, 1 s off) | no network: no Wi-Fi credentials, or joining |
+//! | fast blink (100 ms) | connecting to the broker |
+//! | steady on | connected |
+//! | double blink every 2 s | error: the last attempt failed (see the serial log) |
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use acorn_embedded::{Application, Notice, Request};
+use acorn_mqtt::{Action, ConnectionStatus, Session};
+use embassy_time::Timer;
+use esp_hal::gpio::{Level, Output, OutputConfig};
+use esp_hal::peripherals::{GPIO8, TIMG1};
+use esp_hal::timer::timg::Wdt;
+use log::{info, warn};
+use rand_core::RngCore;
+
+/// The LED patterns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Pattern {
+    /// No network.
+    NoNetwork = 0,
+    /// Connecting to the broker.
+    Connecting = 1,
+    /// Connected.
+    Connected = 2,
+    /// The last attempt failed.
+    Error = 3,
+}
+
+static PATTERN: AtomicU8 = AtomicU8::new(Pattern::NoNetwork as u8);
+
+/// Shows `pattern`.
+pub fn set(pattern: Pattern) {
+    PATTERN.store(pattern as u8, Ordering::Relaxed);
+}
+
+/// Blinks the LED and feeds the watchdog (so a stuck executor resets the chip).
+#[embassy_executor::task]
+pub async fn task(pin: GPIO8<'static>, mut wdt: Wdt<TIMG1<'static>>) {
+    let mut led = Output::new(pin, Level::Low, OutputConfig::default());
+    loop {
+        let steps: &[(bool, u64)] = match PATTERN.load(Ordering::Relaxed) {
+            0 => &[(true, 1000), (false, 1000)],
+            1 => &[(true, 100), (false, 100)],
+            2 => &[(true, 1000)],
+            _ => &[(true, 150), (false, 150), (true, 150), (false, 1550)],
+        };
+        for (on, ms) in steps {
+            // The DevKit's LED is active low.
+            led.set_level(if *on { Level::Low } else { Level::High });
+            Timer::after_millis(*ms).await;
+        }
+        wdt.feed();
+    }
+}
+
+/// Wraps the application: LED pattern per connection state, log lines for the serial monitor.
+pub struct Watching<'a, A>(pub &'a mut A);
+
+impl<R: RngCore, A: Application<R>> Application<R> for Watching<'_, A> {
+    fn next_request(&mut self) -> impl core::future::Future<Output = Request> {
+        self.0.next_request()
+    }
+
+    fn notice(&mut self, now_ms: u64, notice: Notice<'_>, session: &mut Session<R>) {
+        match &notice {
+            Notice::Action(Action::ReportStatus(status)) => {
+                info!("mqtt: {status}");
+                set(match status {
+                    ConnectionStatus::Connected => Pattern::Connected,
+                    ConnectionStatus::Connecting | ConnectionStatus::Disconnected => {
+                        Pattern::Connecting
+                    }
+                    ConnectionStatus::Error(_) => Pattern::Error,
+                });
+            }
+            Notice::Action(Action::Health(report)) => info!("health: {report:?}"),
+            Notice::Action(Action::Delivered(id)) => info!("delivered {id:?}"),
+            Notice::Action(Action::Dropped { id, reason }) => warn!("dropped {id:?}: {reason:?}"),
+            Notice::Failure(d) => warn!("{d}"),
+            Notice::Message { topic, payload } => {
+                info!("received {} bytes on {topic}", payload.len())
+            }
+            Notice::Oversized { topic, len } => {
+                warn!("skipped a {len}-byte message on {topic:?} (larger than the receive buffer)")
+            }
+            _ => {}
+        }
+        self.0.notice(now_ms, notice, session);
+    }
+}

@@ -1,0 +1,214 @@
+//! Wi-Fi station (esp-radio), DHCP and DNS (embassy-net), SNTP, and the transport's
+//! [`acorn_embedded::Connector`] over an embassy-net TCP socket.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+
+use acorn_embedded::boot::{BootEvent, WifiCredentials};
+use acorn_embedded::{Diagnosis, Step};
+use embassy_executor::Spawner;
+use embassy_net::dns::DnsQueryType;
+use embassy_net::tcp::{TcpReader, TcpSocket, TcpWriter};
+use embassy_net::udp::{PacketMetadata, UdpSocket};
+use embassy_net::{Runner, Stack, StackResources};
+use embassy_time::{with_timeout, Duration, Timer};
+use esp_radio::wifi::sta::StationConfig;
+use esp_radio::wifi::{
+    AuthenticationMethodConfig, Config, ControllerConfig, Interface, WifiController,
+};
+use log::{info, warn};
+
+use crate::ChipRng;
+
+/// SNTP server.
+pub const NTP_SERVER: &str = "pool.ntp.org";
+/// Seconds from 1900 (NTP) to 1970 (Unix).
+const NTP_TO_UNIX: u64 = 2_208_988_800;
+
+/// The network stack once the radio runs.
+pub struct Network {
+    stack: Stack<'static>,
+}
+
+#[embassy_executor::task]
+async fn net_task(mut runner: Runner<'static, Interface>) {
+    runner.run().await
+}
+
+#[embassy_executor::task]
+async fn wifi_task(mut controller: WifiController<'static>) {
+    loop {
+        match controller.connect_async().await {
+            Ok(_) => {
+                info!("Wi-Fi associated");
+                let _ = controller.wait_for_disconnect_async().await;
+                warn!("Wi-Fi disconnected; joining again");
+            }
+            Err(e) => warn!("Wi-Fi join failed: {e:?}"),
+        }
+        Timer::after(Duration::from_secs(5)).await;
+    }
+}
+
+impl Network {
+    /// Starts the radio as a station for `credentials`, DHCP and the join loop.
+    pub fn start(
+        spawner: Spawner,
+        wifi: esp_hal::peripherals::WIFI<'static>,
+        credentials: &WifiCredentials,
+        rng: ChipRng,
+    ) -> Network {
+        let auth = if credentials.password.is_empty() {
+            AuthenticationMethodConfig::Open
+        } else {
+            AuthenticationMethodConfig::Wpa2Personal(
+                credentials.password.as_str().try_into().unwrap_or_default(),
+            )
+        };
+        let station = Config::Station(
+            StationConfig::default()
+                .with_ssid(credentials.ssid.as_str().try_into().unwrap_or_default())
+                .with_authentication(auth),
+        );
+        let controller = WifiController::new(
+            wifi,
+            ControllerConfig::default().with_initial_config(station),
+        )
+        .expect("the Wi-Fi controller starts");
+        let resources = Box::leak(Box::new(StackResources::<4>::new()));
+        let seed = rand_core::RngCore::next_u64(&mut rng.clone());
+        let (stack, runner) = embassy_net::new(
+            Interface::station(),
+            embassy_net::Config::dhcpv4(Default::default()),
+            resources,
+            seed,
+        );
+        spawner.spawn(net_task(runner).expect("net task"));
+        spawner.spawn(wifi_task(controller).expect("wifi task"));
+        Network { stack }
+    }
+
+    /// Waits (at most 30 s) for DHCP.
+    pub async fn wait_up(&mut self) -> BootEvent {
+        match with_timeout(Duration::from_secs(30), self.stack.wait_config_up()).await {
+            Ok(()) => BootEvent::WifiUp {
+                address: self
+                    .stack
+                    .config_v4()
+                    .map(|c| format!("{}", c.address))
+                    .unwrap_or_default(),
+            },
+            Err(_) => BootEvent::WifiFailed {
+                reason: String::from(
+                    "no DHCP address within 30 s (wrong password, or no access point in range?)",
+                ),
+            },
+        }
+    }
+
+    /// One SNTP exchange (RFC 4330 client, mode 3); sets the wall clock.
+    pub async fn sntp(&self) -> BootEvent {
+        let failed = |reason: String| BootEvent::ClockFailed { reason };
+        let addrs = match self.stack.dns_query(NTP_SERVER, DnsQueryType::A).await {
+            Ok(a) if !a.is_empty() => a,
+            _ => return failed(format!("cannot resolve {NTP_SERVER}")),
+        };
+        let mut rx_meta = [PacketMetadata::EMPTY; 2];
+        let mut tx_meta = [PacketMetadata::EMPTY; 2];
+        let mut rx = [0u8; 128];
+        let mut tx = [0u8; 128];
+        let mut socket = UdpSocket::new(self.stack, &mut rx_meta, &mut rx, &mut tx_meta, &mut tx);
+        if socket.bind(0).is_err() {
+            return failed(String::from("no UDP port"));
+        }
+        let mut request = [0u8; 48];
+        request[0] = 0x23; // LI 0, version 4, mode 3 (client)
+        if socket.send_to(&request, (addrs[0], 123)).await.is_err() {
+            return failed(String::from("SNTP request not sent"));
+        }
+        let mut answer = [0u8; 48];
+        match with_timeout(Duration::from_secs(5), socket.recv_from(&mut answer)).await {
+            Ok(Ok((n, _))) if n >= 48 => {
+                let secs = u64::from(u32::from_be_bytes([
+                    answer[40], answer[41], answer[42], answer[43],
+                ]));
+                let frac = u64::from(u32::from_be_bytes([
+                    answer[44], answer[45], answer[46], answer[47],
+                ]));
+                if secs < NTP_TO_UNIX {
+                    return failed(String::from("the SNTP answer holds no time"));
+                }
+                let unix_ms = (secs - NTP_TO_UNIX) * 1000 + ((frac * 1000) >> 32);
+                crate::set_unix_ms(unix_ms);
+                BootEvent::ClockSynced {
+                    unix_secs: unix_ms / 1000,
+                }
+            }
+            _ => failed(String::from("no SNTP answer within 5 s")),
+        }
+    }
+
+    /// The transport's connector (its TCP socket buffers are allocated once, here).
+    pub fn connector(&self) -> ChipConnector {
+        let rx: &'static mut [u8] = Box::leak(alloc::vec![0u8; 8192].into_boxed_slice());
+        let tx: &'static mut [u8] = Box::leak(alloc::vec![0u8; 4096].into_boxed_slice());
+        let mut socket = TcpSocket::new(self.stack, rx, tx);
+        socket.set_timeout(Some(Duration::from_secs(150)));
+        ChipConnector {
+            stack: self.stack,
+            socket,
+        }
+    }
+}
+
+/// DNS + TCP over embassy-net; one socket, reused for every connection.
+pub struct ChipConnector {
+    stack: Stack<'static>,
+    socket: TcpSocket<'static>,
+}
+
+impl acorn_embedded::Connector for ChipConnector {
+    type Reader<'c> = TcpReader<'c>;
+    type Writer<'c> = TcpWriter<'c>;
+
+    async fn connect<'c>(
+        &'c mut self,
+        host: &str,
+        port: u16,
+    ) -> Result<(TcpReader<'c>, TcpWriter<'c>), (Step, Diagnosis)> {
+        self.socket.abort();
+        let _ = self.socket.flush().await;
+        let addrs = self
+            .stack
+            .dns_query(host, DnsQueryType::A)
+            .await
+            .map_err(|e| {
+                (
+                    Step::Dns,
+                    Diagnosis::DnsFailure {
+                        host: host.into(),
+                        detail: format!("{e:?}"),
+                    },
+                )
+            })?;
+        let Some(addr) = addrs.first().copied() else {
+            return Err((
+                Step::Dns,
+                Diagnosis::DnsFailure {
+                    host: host.into(),
+                    detail: String::from("no address"),
+                },
+            ));
+        };
+        self.socket.connect((addr, port)).await.map_err(|e| {
+            (
+                Step::Tcp,
+                Diagnosis::NetworkError {
+                    detail: format!("TCP connect to {host}:{port} failed: {e:?}"),
+                },
+            )
+        })?;
+        Ok(self.socket.split())
+    }
+}
