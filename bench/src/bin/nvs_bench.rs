@@ -83,7 +83,7 @@ fn main() {
     let img = image(0x6000, 0);
     let mut nvs = Nvs::open(MemFlash::from_bytes(img.clone()), 0, 0x6000).unwrap();
     let ns = nvs.find_namespace("mqtt_certs").unwrap();
-    let mut buf = vec![0u8; nvs.len(ns, "private_key").unwrap().unwrap().len];
+    let mut buf = vec![0u8; nvs.value_info(ns, "private_key").unwrap().unwrap().len];
     let (_, heap) = measure_heap(|| nvs.get_blob_into(ns, "private_key", &mut buf).unwrap());
     let acorn_t = median_time(101, || {
         nvs.get_blob_into(ns, "private_key", &mut buf).unwrap();

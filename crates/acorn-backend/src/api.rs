@@ -20,7 +20,7 @@ use crate::registry::{
 use crate::secret::Secret;
 use crate::server::{CrlEvent, CrlHook, Revocation};
 use crate::stats::{Count, Counters};
-use crate::{files, validate};
+use crate::{fields, files};
 
 /// Longest accepted token lifetime: 30 days.
 pub const MAX_TOKEN_TTL_SECONDS: i64 = 30 * 24 * 3600;
@@ -94,10 +94,19 @@ impl ApiError {
 
     /// A server fault with its own code and a public summary; the details only in the log.
     fn fault(code: &'static str, summary: &str, detail: &dyn std::fmt::Display) -> Self {
+        Self::fault_with_status(StatusCode::INTERNAL_SERVER_ERROR, code, summary, detail)
+    }
+
+    fn fault_with_status(
+        status: StatusCode,
+        code: &'static str,
+        summary: &str,
+        detail: &dyn std::fmt::Display,
+    ) -> Self {
         let request_id = hex::encode(rand::random::<[u8; 8]>());
         tracing::error!(%request_id, code, error = %detail, "request failed with a server fault");
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            status,
             code,
             format!("{summary} (request id {request_id}; the backend's log has the details)"),
         )
@@ -258,8 +267,21 @@ pub(crate) async fn request_deadline(
     }
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// Liveness that means something: the registry answers.
+async fn health(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let registry = state.registry.clone();
+    blocking(move || {
+        registry.check().map_err(|e| {
+            ApiError::fault_with_status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unhealthy",
+                "the registry does not answer",
+                &e,
+            )
+        })
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "status": "ok" })))
 }
 
 async fn not_found() -> ApiError {
@@ -311,13 +333,13 @@ async fn register_checked(
         })?,
     );
     let req = json_body(body)?;
-    let device_id = validate::device_id(&req.device_id)
+    let device_id = fields::device_id(&req.device_id)
         .map_err(|m| ApiError::bad_request("invalid_device_id", m))?;
-    let serial_number = validate::serial_number(&req.serial_number)
+    let serial_number = fields::serial_number(&req.serial_number)
         .map_err(|m| ApiError::bad_request("invalid_serial_number", m))?;
-    let mac_address = validate::mac_address(&req.mac_address)
+    let mac_address = fields::mac_address(&req.mac_address)
         .map_err(|m| ApiError::bad_request("invalid_mac_address", m))?;
-    let firmware_version = validate::firmware_version(&req.firmware_version)
+    let firmware_version = fields::firmware_version(&req.firmware_version)
         .map_err(|m| ApiError::bad_request("invalid_firmware_version", m))?;
     let key_type = match (&req.csr, &req.key_type) {
         (Some(_), Some(_)) => {
@@ -482,15 +504,15 @@ impl TokensRequest {
                 .map_err(|m| ApiError::bad_request(code, m))
         };
         Ok(TokenBinding {
-            device_id: check(&self.device_id, validate::device_id, "invalid_device_id")?,
+            device_id: check(&self.device_id, fields::device_id, "invalid_device_id")?,
             serial_number: check(
                 &self.serial_number,
-                validate::serial_number,
+                fields::serial_number,
                 "invalid_serial_number",
             )?,
             mac_address: check(
                 &self.mac_address,
-                validate::mac_address,
+                fields::mac_address,
                 "invalid_mac_address",
             )?,
         })

@@ -22,6 +22,7 @@
 mod api;
 pub mod ca;
 pub mod error;
+pub mod fields;
 mod files;
 mod keygen;
 pub mod registry;
@@ -30,7 +31,6 @@ mod serve;
 mod server;
 mod stats;
 mod tls;
-pub mod validate;
 
 pub use api::{DEFAULT_TOKEN_TTL_SECONDS, MAX_TOKENS_PER_REQUEST, MAX_TOKEN_TTL_SECONDS};
 pub use ca::{CaRole, IssuedCertificate, IssuedKeyPair, KeyType, LocalCa};

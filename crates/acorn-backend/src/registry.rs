@@ -58,16 +58,17 @@ const TOKEN_COLUMNS: [(&str, &str); 5] = [
 /// How long a reservation holds a token when its request dies without releasing it.
 pub const RESERVATION_SECONDS: i64 = 120;
 
-/// The state of a device's certificate.
+/// The state of a device's registration (its certificate): active or revoked. Not the
+/// device's online status, which `acorn_mqtt::DeviceStatus` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceStatus {
+pub enum RegistrationStatus {
     /// Registered and allowed to connect.
     Active,
     /// Revoked: its certificate serial is in the CRL.
     Revoked,
 }
 
-impl DeviceStatus {
+impl RegistrationStatus {
     /// The name used in the database and the API.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -95,7 +96,7 @@ pub struct DeviceRecord {
     /// The certificate serial number, lowercase hex.
     pub certificate_serial: String,
     /// Active or revoked.
-    pub status: DeviceStatus,
+    pub status: RegistrationStatus,
     /// Registration time, Unix seconds.
     pub created_at: i64,
     /// Last change, Unix seconds.
@@ -231,6 +232,18 @@ impl Registry {
             .map_err(db("create the registry tables"))?;
         add_missing_token_columns(&conn)?;
         Ok(registry)
+    }
+
+    /// Checks that the database answers (opens it and runs a trivial query on each table).
+    pub fn check(&self) -> Result<(), BackendError> {
+        let conn = self.connect()?;
+        conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM devices) + (SELECT COUNT(*) FROM tokens)",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .map_err(db("read the registry"))?;
+        Ok(())
     }
 
     /// The database file.
@@ -513,9 +526,9 @@ fn row_to_device(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
         certificate_id: row.get(5)?,
         certificate_serial: row.get(6)?,
         status: if status == "revoked" {
-            DeviceStatus::Revoked
+            RegistrationStatus::Revoked
         } else {
-            DeviceStatus::Active
+            RegistrationStatus::Active
         },
         created_at: row.get(8)?,
         updated_at: row.get(9)?,

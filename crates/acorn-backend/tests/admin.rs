@@ -392,3 +392,35 @@ async fn a_server_certificate_from_another_ca_is_replaced_at_start() {
     assert!(ca.still_vouches_for(&now_pem, time::Duration::days(30)));
     second.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn health_fails_when_the_registry_does_not_answer() {
+    let b = start().await;
+    let resp = b
+        .client
+        .get(b.url("/v1/health"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    // The registry's file turns into a directory: the database cannot be opened.
+    let registry = b.handle.paths().registry.clone();
+    std::fs::remove_file(&registry).expect("remove");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", registry.display()));
+    }
+    std::fs::create_dir(&registry).expect("dir in its place");
+    let resp = b
+        .client
+        .get(b.url("/v1/health"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(code(&v), "unhealthy");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("request id"));
+}

@@ -40,7 +40,7 @@ impl<F: NorFlash> CertKv for NvsCertKv<'_, F> {
 
     fn stored_len(&mut self, key: &str) -> Result<Option<usize>, Self::Error> {
         let Some(ns) = self.ns else { return Ok(None) };
-        Ok(self.nvs.len(ns, key)?.map(|info| info.len))
+        Ok(self.nvs.value_info(ns, key)?.map(|info| info.len))
     }
 
     fn read(&mut self, key: &str, buf: &mut [u8]) -> Result<Option<usize>, Self::Error> {
@@ -55,7 +55,7 @@ impl<F: NorFlash> CertKv for NvsCertKv<'_, F> {
 
     fn read_u8(&mut self, key: &str) -> Result<Option<u8>, Self::Error> {
         let Some(ns) = self.ns else { return Ok(None) };
-        match self.nvs.len(ns, key)? {
+        match self.nvs.value_info(ns, key)? {
             Some(info) if info.value_type == ValueType::U8 => self.nvs.get::<u8>(ns, key),
             Some(_) => Ok(None),
             None => Ok(None),

@@ -97,9 +97,13 @@ pub use messages::{
 };
 pub use queue::{OutgoingMessage, PublishId};
 pub use session::{
-    Action, DisconnectCause, DropReason, Event, Publish, PublishRequest, Session, SessionConfig,
+    connack_meaning, Action, DisconnectCause, DropReason, Event, Publish, PublishRequest, Session,
+    SessionConfig,
 };
 pub use settings::{DeviceSettings, SettingsUpdate};
 pub use status::{ConnectionStatus, HealthReport, Stats};
 pub use timestamp::{format_timestamp, parse_timestamp};
-pub use topics::{check_device_id, service_client_id, InboundTopic, Topics, SERVICE_CLIENT_PREFIX};
+pub use topics::{
+    check_device_id, service_client_id, Access, InboundTopic, Topics, DEVICE_POLICY,
+    SERVICE_CLIENT_PREFIX, TOPIC_BUTTON_PRESS, TOPIC_COMMANDS, TOPIC_DEVICE_STATUS, TOPIC_SETTINGS,
+};

@@ -119,6 +119,17 @@ pub enum DeviceStatus {
     Error,
 }
 
+impl DeviceStatus {
+    /// The wire name: `online`, `offline` or `error` (what serde writes).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Online => "online",
+            DeviceStatus::Offline => "offline",
+            DeviceStatus::Error => "error",
+        }
+    }
+}
+
 /// Outcome of a command or settings update, in its reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

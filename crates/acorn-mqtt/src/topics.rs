@@ -64,6 +64,25 @@ pub fn check_device_id(device_id: &str) -> Result<(), Error> {
     }
 }
 
+/// What a device may do on one of its topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The device publishes here (AWS IoT `iot:Publish`).
+    Publish,
+    /// The device subscribes and receives here (AWS IoT `iot:Subscribe` + `iot:Receive`).
+    Subscribe,
+}
+
+/// The device policy: every right a device has, each on `<topic prefix>/<its own id>`
+/// (nothing else: not another device's topics, not a wildcard). The broker's rules in the dev
+/// stack and the AWS IoT policy are rendered from this table.
+pub const DEVICE_POLICY: [(&str, Access); 4] = [
+    (TOPIC_BUTTON_PRESS, Access::Publish),
+    (TOPIC_DEVICE_STATUS, Access::Publish),
+    (TOPIC_SETTINGS, Access::Subscribe),
+    (TOPIC_COMMANDS, Access::Subscribe),
+];
+
 /// Prefix of the client ids (and certificate CNs) of service identities: the backend, the
 /// demo's cloud client, a fleet observer. `:` is outside the device-id alphabet, so no
 /// registered device can ever hold one of these names (or take over their sessions).

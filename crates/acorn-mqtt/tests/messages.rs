@@ -424,3 +424,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_device_policy_covers_each_topic_family_once_with_the_right_direction() {
+    use acorn_mqtt::{Access, DEVICE_POLICY};
+    let topics = Topics::new("acorn-0001").unwrap();
+    let own = |prefix: &str| format!("{prefix}/acorn-0001");
+    let policy: Vec<(String, Access)> = DEVICE_POLICY
+        .iter()
+        .map(|(prefix, access)| (own(prefix), *access))
+        .collect();
+    assert_eq!(
+        policy,
+        vec![
+            (topics.button_press().to_owned(), Access::Publish),
+            (topics.status().to_owned(), Access::Publish),
+            (topics.settings().to_owned(), Access::Subscribe),
+            (topics.commands().to_owned(), Access::Subscribe),
+        ]
+    );
+    // What the device subscribes to is exactly what the policy lets it receive.
+    let subscribable: Vec<&str> = policy
+        .iter()
+        .filter(|(_, a)| *a == Access::Subscribe)
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(subscribable, topics.subscriptions().to_vec());
+}

@@ -17,7 +17,7 @@
 //! nvs.set::<u8>(ns, "cert_valid", 1)?;
 //!
 //! // Size the buffer from the stored length, then read into it: no copy, no guessing.
-//! let info = nvs.len(ns, "device_cert")?.expect("stored");
+//! let info = nvs.value_info(ns, "device_cert")?.expect("stored");
 //! let mut cert = vec![0u8; info.len];
 //! nvs.get_blob_into(ns, "device_cert", &mut cert)?;
 //! assert_eq!(nvs.get::<u8>(ns, "cert_valid")?, Some(1));

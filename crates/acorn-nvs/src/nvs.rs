@@ -293,7 +293,7 @@ impl<F: NorFlash> Nvs<F> {
 
     /// Type and length of a value without reading it: integer width, string length without its
     /// NUL, or blob size. Buffers sized from this are exact.
-    pub fn len(&self, ns: Namespace, key: &str) -> Result<Option<ValueInfo>> {
+    pub fn value_info(&self, ns: Namespace, key: &str) -> Result<Option<ValueInfo>> {
         let raw_key = encode_key(key)?;
         Ok(self
             .find(ns, &raw_key, None)
@@ -312,7 +312,7 @@ impl<F: NorFlash> Nvs<F> {
         ValueInfo { value_type, len }
     }
 
-    fn expect(&self, ns: Namespace, key: &str, want: ValueType) -> Result<Option<Item>> {
+    fn find_typed(&self, ns: Namespace, key: &str, want: ValueType) -> Result<Option<Item>> {
         let raw_key = encode_key(key)?;
         let Some(i) = self.find(ns, &raw_key, Some(want)) else {
             return Ok(None);
@@ -333,7 +333,7 @@ impl<F: NorFlash> Nvs<F> {
     pub fn get<T: Integer>(&mut self, ns: Namespace, key: &str) -> Result<Option<T>> {
         let want = ValueType::of(T::TYPE).unwrap_or(ValueType::U8);
         Ok(self
-            .expect(ns, key, want)?
+            .find_typed(ns, key, want)?
             .map(|item| T::from_field(&item.header.data)))
     }
 
@@ -352,7 +352,7 @@ impl<F: NorFlash> Nvs<F> {
         key: &str,
         buf: &mut [u8],
     ) -> Result<Option<usize>> {
-        let Some(item) = self.expect(ns, key, ValueType::Str)? else {
+        let Some(item) = self.find_typed(ns, key, ValueType::Str)? else {
             return Ok(None);
         };
         let len = item.header.var_size().saturating_sub(1);
@@ -363,19 +363,17 @@ impl<F: NorFlash> Nvs<F> {
 
     /// Reads a string into a new `String`.
     pub fn get_string(&mut self, ns: Namespace, key: &str) -> Result<Option<String>> {
-        let Some(info) = self.len(ns, key)? else {
+        let Some(item) = self.find_typed(ns, key, ValueType::Str)? else {
             return Ok(None);
         };
-        let mut buf = alloc::vec![0u8; info.len];
-        if self.get_str_into(ns, key, &mut buf)?.is_none() {
-            return Ok(None);
-        }
+        let mut buf = alloc::vec![0u8; item.header.var_size().saturating_sub(1)];
+        self.read_var(&item, &mut buf, true)?;
         String::from_utf8(buf)
             .map(Some)
             .map_err(|_| Error::CorruptValue {
                 key: key.into(),
-                page: 0,
-                entry: 0,
+                page: item.page(),
+                entry: item.entry(),
                 reason: "the string is not valid UTF-8",
             })
     }
@@ -387,7 +385,7 @@ impl<F: NorFlash> Nvs<F> {
         key: &str,
         buf: &mut [u8],
     ) -> Result<Option<usize>> {
-        let Some(item) = self.expect(ns, key, ValueType::Blob)? else {
+        let Some(item) = self.find_typed(ns, key, ValueType::Blob)? else {
             return Ok(None);
         };
         let len = self.info_of(&item).len;
@@ -429,7 +427,7 @@ impl<F: NorFlash> Nvs<F> {
 
     /// Reads a blob into a new `Vec`.
     pub fn get_blob(&mut self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>> {
-        let Some(info) = self.len(ns, key)? else {
+        let Some(info) = self.value_info(ns, key)? else {
             return Ok(None);
         };
         let mut buf = alloc::vec![0u8; info.len];
@@ -443,7 +441,7 @@ impl<F: NorFlash> Nvs<F> {
         key: &str,
         buf: &mut [u8],
     ) -> Result<Option<usize>> {
-        match self.len(ns, key)? {
+        match self.value_info(ns, key)? {
             Some(ValueInfo {
                 value_type: ValueType::Str,
                 ..
@@ -823,7 +821,12 @@ impl<F: NorFlash> Nvs<F> {
                 }
                 self.write_bitmap_range(page, first + 1, span - 1)?;
             }
-            let item = Item::new(page, first, head);
+            let item = Item::new(page, first, head).ok_or_else(|| Error::CorruptValue {
+                key: head.key_str().into(),
+                page,
+                entry: first,
+                reason: "an item of an unknown type was written (a bug: please report it)",
+            })?;
             self.items.push(item);
             return Ok(item);
         }

@@ -56,17 +56,21 @@ impl PageInfo {
 pub(crate) struct Item {
     page: u16,
     entry: u8,
+    kind: ItemType,
     pub header: EntryHeader,
 }
 
 impl Item {
-    /// An item at `page`/`entry` (a partition has at most 65,536 pages of 126 entries).
-    pub fn new(page: usize, entry: usize, header: EntryHeader) -> Item {
-        Item {
+    /// An item at `page`/`entry` (a partition has at most 65,536 pages of 126 entries);
+    /// `None` when the header's type byte is not a known item type, so that no item of an
+    /// unknown type can enter the index (and none is ever taken for another type).
+    pub fn new(page: usize, entry: usize, header: EntryHeader) -> Option<Item> {
+        Some(Item {
             page: page as u16,
             entry: entry as u8,
+            kind: header.item_type()?,
             header,
-        }
+        })
     }
 
     /// Physical page index.
@@ -90,8 +94,7 @@ impl Item {
     }
 
     pub fn item_type(&self) -> ItemType {
-        // Items only enter the index with a known type.
-        self.header.item_type().unwrap_or(ItemType::U8)
+        self.kind
     }
 
     /// Identity for duplicate detection: namespace, type, key, chunk.
@@ -378,7 +381,19 @@ fn scan_page<F: NorFlash>(
             entry = end;
             continue;
         }
-        scan.items.push(Item::new(page, entry, head));
+        match Item::new(page, entry, head) {
+            Some(item) => scan.items.push(item),
+            // `header_consistent` refuses unknown types already; never index one.
+            None => {
+                scan.problems.push(problem(
+                    page,
+                    Some(entry),
+                    Some(head.key_str()),
+                    ProblemKind::BadEntryHeader,
+                ));
+                erase_now(scan, &mut info, page, entry, span);
+            }
+        }
         entry += span;
     }
     Ok(info)
@@ -607,4 +622,22 @@ fn verify_values<F: NorFlash>(part: &mut Partition<F>, scan: &mut Scan) -> Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod item_tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_item_type_never_becomes_an_item() {
+        let mut header = EntryHeader::decode(&[0xFF; 32]).0;
+        header.type_byte = 0x77;
+        assert!(Item::new(0, 0, header).is_none());
+        header.type_byte = 0x21;
+        let item = Item::new(3, 4, header).expect("a string item");
+        assert_eq!(item.item_type(), ItemType::Str);
+        assert_eq!((item.page(), item.entry()), (3, 4));
+        // The type is kept in the index record without making it larger.
+        assert_eq!(core::mem::size_of::<Item>(), 32);
+    }
 }

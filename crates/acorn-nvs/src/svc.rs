@@ -54,7 +54,7 @@ impl<F: NorFlash> StorageBase for NvsRawStorage<'_, F> {
     type Error = Error;
 
     fn contains(&self, name: &str) -> Result<bool> {
-        Ok(self.nvs.borrow().len(self.ns, name)?.is_some())
+        Ok(self.nvs.borrow().value_info(self.ns, name)?.is_some())
     }
 
     fn remove(&mut self, name: &str) -> Result<bool> {
@@ -65,7 +65,7 @@ impl<F: NorFlash> StorageBase for NvsRawStorage<'_, F> {
 impl<F: NorFlash> RawStorage for NvsRawStorage<'_, F> {
     fn len(&self, name: &str) -> Result<Option<usize>> {
         let mut nvs = self.nvs.borrow_mut();
-        match nvs.len(self.ns, name)? {
+        match nvs.value_info(self.ns, name)? {
             None => Ok(None),
             Some(ValueInfo {
                 value_type: ValueType::U64,
@@ -85,7 +85,7 @@ impl<F: NorFlash> RawStorage for NvsRawStorage<'_, F> {
 
     fn get_raw<'a>(&self, name: &str, buf: &'a mut [u8]) -> Result<Option<&'a [u8]>> {
         let mut nvs = self.nvs.borrow_mut();
-        match nvs.len(self.ns, name)? {
+        match nvs.value_info(self.ns, name)? {
             None => Ok(None),
             Some(ValueInfo {
                 value_type: ValueType::U64,

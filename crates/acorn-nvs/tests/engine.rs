@@ -53,10 +53,10 @@ fn strings_and_blobs_round_trip_with_exact_lengths() {
     nvs.set_str(ns, "empty", "").unwrap();
     let mut nvs = reopen(nvs, None);
     let ns = nvs.find_namespace("mqtt_certs").unwrap();
-    let info = nvs.len(ns, "long").unwrap().unwrap();
+    let info = nvs.value_info(ns, "long").unwrap().unwrap();
     assert_eq!((info.value_type, info.len), (ValueType::Str, 3999));
     assert_eq!(nvs.get_string(ns, "long").unwrap().unwrap(), long);
-    assert_eq!(nvs.len(ns, "big").unwrap().unwrap().len, 10_000);
+    assert_eq!(nvs.value_info(ns, "big").unwrap().unwrap().len, 10_000);
     assert_eq!(nvs.get_blob(ns, "big").unwrap().unwrap(), blob);
     assert_eq!(nvs.get_string(ns, "empty").unwrap().unwrap(), "");
     let mut small = [0u8; 10];
@@ -222,4 +222,28 @@ fn random_bytes_never_panic() {
         }
         let _ = Nvs::open(MemFlash::from_bytes(bytes), 0, SIZE);
     }
+}
+
+#[test]
+fn a_string_that_is_not_utf8_is_reported_where_it_lies() {
+    use acorn_nvs::image::{ImageBuilder, ImageValue};
+    let mut image = ImageBuilder::new(SIZE as usize, None).unwrap();
+    image.namespace("certs").unwrap();
+    for i in 0..5 {
+        image
+            .add(&format!("pad{i}"), ImageValue::Int(IntValue::U8(i)))
+            .unwrap();
+    }
+    image
+        .add("bad", ImageValue::Str(&[0x61, 0xFF, 0xFE]))
+        .unwrap();
+    let flash = MemFlash::from_bytes(image.finish());
+    let mut nvs = Nvs::open_with(flash, 0, SIZE, None, Mode::ReadOnly).unwrap();
+    let ns = nvs.find_namespace("certs").unwrap();
+    let err = nvs.get_string(ns, "bad").unwrap_err();
+    // The namespace entry is entry 0 and the five integers 1..=5: the string is entry 6.
+    assert!(
+        matches!(&err, Error::CorruptValue { key, page: 0, entry: 6, .. } if key == "bad"),
+        "{err:?}"
+    );
 }

@@ -20,7 +20,7 @@ fn set_raw_uses_esp_idf_svc_encoding() {
     let ns = inner.find_namespace("settings").unwrap();
     // On flash: u64 entries with the length in the low byte, and a blob.
     assert_eq!(
-        inner.len(ns, "short").unwrap().unwrap().value_type,
+        inner.value_info(ns, "short").unwrap().unwrap().value_type,
         ValueType::U64
     );
     assert_eq!(inner.get::<u64>(ns, "short").unwrap(), Some(0x63_62_61_03));
@@ -29,7 +29,7 @@ fn set_raw_uses_esp_idf_svc_encoding() {
         pack_small(b"1234567")
     );
     assert_eq!(
-        inner.len(ns, "long").unwrap().unwrap().value_type,
+        inner.value_info(ns, "long").unwrap().unwrap().value_type,
         ValueType::Blob
     );
     assert_eq!(inner.get::<u64>(ns, "empty").unwrap(), Some(0));

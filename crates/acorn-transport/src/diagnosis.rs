@@ -15,9 +15,10 @@ use rustls::{AlertDescription, CertificateError, PeerIncompatible};
 
 use crate::error::ConfigError;
 
-/// A clock earlier than this (2025-01-01T00:00:00Z) cannot be right: certificate time
-/// errors under such a clock are reported as [`Diagnosis::ClockNotSynced`].
-pub const EARLIEST_PLAUSIBLE_UNIX_TIME: u64 = 1_735_689_600;
+/// A clock earlier than this cannot be right: certificate time errors under such a clock are
+/// reported as [`Diagnosis::ClockNotSynced`]. The one cutoff, `acorn-certs`'s (2024-01-01),
+/// which the certificate validation uses too.
+pub const EARLIEST_PLAUSIBLE_UNIX_TIME: u64 = acorn_certs::CLOCK_SYNCED_AFTER;
 
 /// The steps of a connection (and of `ping`), in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,11 +188,12 @@ impl Diagnosis {
         )
     }
 
-    /// Diagnoses a rustls error.
-    pub fn from_rustls(err: &rustls::Error) -> Self {
+    /// Diagnoses a rustls error of a connection to `address` (`host:port`: the name a
+    /// hostname mismatch names when rustls does not say it).
+    pub fn from_rustls(err: &rustls::Error, address: &str) -> Self {
         use rustls::Error as E;
         match err {
-            E::InvalidCertificate(cert) => from_certificate_error(cert),
+            E::InvalidCertificate(cert) => from_certificate_error(cert, address),
             E::AlertReceived(alert) => from_alert(*alert),
             E::InconsistentKeys(_) => Self::KeyMismatch,
             E::PeerIncompatible(
@@ -215,7 +217,7 @@ impl Diagnosis {
             .get_ref()
             .and_then(|e| e.downcast_ref::<rustls::Error>())
         {
-            return Self::from_rustls(tls);
+            return Self::from_rustls(tls, address);
         }
         match err.kind() {
             io::ErrorKind::ConnectionRefused => Self::ConnectionRefused {
@@ -239,7 +241,7 @@ impl Diagnosis {
     pub fn from_connection_error(err: &rumqttc::ConnectionError, address: &str) -> Self {
         use rumqttc::{ConnectionError as C, StateError as S, TlsError as T};
         match err {
-            C::Tls(T::TLS(tls)) => Self::from_rustls(tls),
+            C::Tls(T::TLS(tls)) => Self::from_rustls(tls, address),
             C::Tls(T::Io(io)) => Self::from_io(io, Step::Tls, address),
             C::Tls(T::DNSName(_)) => {
                 Self::BadConfiguration(format!("'{address}' is not a valid TLS server name"))
@@ -309,7 +311,16 @@ fn clock_check(time_unix: u64) -> Option<Diagnosis> {
     })
 }
 
-fn from_certificate_error(err: &CertificateError) -> Diagnosis {
+/// The host part of `host:port` (or `[v6]:port`), as the certificate must name it.
+fn host_of(address: &str) -> &str {
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => address,
+    };
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+fn from_certificate_error(err: &CertificateError, address: &str) -> Diagnosis {
     use CertificateError as C;
     match err {
         C::UnknownIssuer => Diagnosis::UnknownServerCa,
@@ -331,7 +342,7 @@ fn from_certificate_error(err: &CertificateError) -> Diagnosis {
             presented: presented.clone(),
         },
         C::NotValidForName => Diagnosis::HostnameMismatch {
-            expected: String::new(),
+            expected: host_of(address).to_owned(),
             presented: Vec::new(),
         },
         C::BadSignature => Diagnosis::ServerCertificateInvalid(
@@ -427,7 +438,7 @@ impl fmt::Display for Diagnosis {
             ),
             Self::ClockNotSynced { now_unix } => write!(
                 f,
-                "clock not synced: this machine's time ({now_unix} s since 1970) is before 2025, \
+                "clock not synced: this machine's time ({now_unix} s since 1970) is before 2024, \
                  so no certificate can be validated. Synchronise the clock (NTP/SNTP) before connecting"
             ),
             Self::ServerCertificateInvalid(detail) => {
@@ -452,17 +463,11 @@ impl fmt::Display for Diagnosis {
                  The broker must enable TLS 1.2+",
             ),
             Self::TlsFailure(detail) => write!(f, "TLS handshake failed: {detail}"),
-            Self::BrokerRefused { code } => {
-                let why = match code {
-                    1 => "unacceptable protocol version (the broker does not speak MQTT 3.1.1)",
-                    2 => "client id rejected (check its length ≤ 128 and characters)",
-                    3 => "server unavailable (retry later)",
-                    4 => "bad user name or password",
-                    5 => "not authorized (check the IoT policy attached to the certificate allows iot:Connect for this client id)",
-                    _ => "unknown reason",
-                };
-                write!(f, "the broker refused the connection: CONNACK code {code}, {why}")
-            }
+            Self::BrokerRefused { code } => write!(
+                f,
+                "the broker refused the connection: CONNACK code {code}, {}",
+                acorn_mqtt::connack_meaning(*code)
+            ),
             Self::SubscriptionRefused { topic } => write!(
                 f,
                 "the broker refused the subscription to '{topic}' (SUBACK 0x80): the policy does not allow it"
@@ -490,7 +495,10 @@ mod tests {
 
     #[test]
     fn alerts_name_the_client_certificate() {
-        let d = Diagnosis::from_rustls(&rustls::Error::AlertReceived(AlertDescription::UnknownCA));
+        let d = Diagnosis::from_rustls(
+            &rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+            "broker:8883",
+        );
         assert_eq!(
             d,
             Diagnosis::ClientCertificateRejected(ClientCertRejection::UnknownCa)
@@ -507,7 +515,7 @@ mod tests {
                 EARLIEST_PLAUSIBLE_UNIX_TIME,
             )),
         };
-        let d = Diagnosis::from_rustls(&rustls::Error::InvalidCertificate(err));
+        let d = Diagnosis::from_rustls(&rustls::Error::InvalidCertificate(err), "broker:8883");
         assert_eq!(d, Diagnosis::ClockNotSynced { now_unix: 86_400 });
         assert!(d.to_string().contains("clock not synced"));
     }
@@ -534,5 +542,24 @@ mod tests {
         let d = Diagnosis::BrokerRefused { code: 5 };
         assert!(d.to_string().contains("code 5"));
         assert!(d.to_string().contains("not authorized"));
+    }
+
+    #[test]
+    fn a_hostname_mismatch_without_context_names_the_host_we_connected_to() {
+        for (address, host) in [
+            ("broker.example:8883", "broker.example"),
+            ("[::1]:8883", "::1"),
+            ("localhost", "localhost"),
+        ] {
+            let d = Diagnosis::from_rustls(
+                &rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                address,
+            );
+            assert!(
+                matches!(&d, Diagnosis::HostnameMismatch { expected, .. } if expected == host),
+                "{d:?}"
+            );
+            assert!(d.to_string().contains(&format!("'{host}'")), "{d}");
+        }
     }
 }

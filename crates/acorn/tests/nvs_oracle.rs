@@ -216,7 +216,7 @@ fn read_all(image: Vec<u8>, keys: Option<&NvsKeys>, expected: &[(String, String,
             .find_namespace(ns_name)
             .unwrap_or_else(|| panic!("namespace {ns_name}"));
         let info = nvs
-            .len(ns, key)
+            .value_info(ns, key)
             .unwrap()
             .unwrap_or_else(|| panic!("{ns_name}/{key} missing"));
         let got = match info.value_type {

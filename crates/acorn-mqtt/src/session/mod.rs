@@ -79,13 +79,16 @@ pub struct Session<R> {
     stats: Stats,
 }
 
-fn connack_text(code: u8) -> &'static str {
+/// What an MQTT 3.1.1 CONNACK return code means and what to do about it, in plain words: the
+/// one text for every user (the session's status, the transports' diagnoses).
+pub fn connack_meaning(code: u8) -> &'static str {
     match code {
+        0 => "connection accepted",
         1 => "unacceptable protocol version (the broker needs MQTT 3.1.1)",
-        2 => "client id rejected (check it is 1..=128 bytes and matches the policy)",
+        2 => "client id rejected (check it is 1..=128 bytes of A-Z a-z 0-9 _ - and matches the policy)",
         3 => "server unavailable (broker overloaded or down; will retry)",
         4 => "bad user name or password",
-        5 => "not authorized (the certificate or its policy does not allow this client id)",
+        5 => "not authorized (check the IoT policy attached to the certificate allows iot:Connect for this client id)",
         _ => "unknown return code",
     }
 }
@@ -198,7 +201,7 @@ impl<R: RngCore> Session<R> {
                 if let State::Connecting { .. } = self.state {
                     let why = format!(
                         "broker refused the connection (CONNACK code {code}: {})",
-                        connack_text(code)
+                        connack_meaning(code)
                     );
                     self.fail(now, why);
                 }
@@ -266,7 +269,7 @@ impl<R: RngCore> Session<R> {
                     if !matches!(self.state, State::Waiting { .. }) {
                         self.actions.push_back(Action::Disconnect);
                     }
-                    self.requeue_in_flight(now);
+                    self.requeue_in_flight();
                     self.set_status(ConnectionStatus::Disconnected);
                     self.schedule_connect(now, 0);
                 }
@@ -279,7 +282,7 @@ impl<R: RngCore> Session<R> {
                 ) {
                     self.actions.push_back(Action::Disconnect);
                 }
-                self.requeue_in_flight(now);
+                self.requeue_in_flight();
                 self.state = State::Stopped;
                 self.next_health_at = None;
                 self.set_status(ConnectionStatus::Disconnected);
@@ -455,7 +458,7 @@ impl<R: RngCore> Session<R> {
         }
     }
 
-    fn requeue_in_flight(&mut self, _now: u64) {
+    fn requeue_in_flight(&mut self) {
         let mut in_flight = core::mem::take(&mut self.in_flight);
         for msg in &mut in_flight {
             msg.retransmit = true;
@@ -548,7 +551,7 @@ impl<R: RngCore> Session<R> {
             }
         }
         self.state = State::Idle;
-        self.requeue_in_flight(now);
+        self.requeue_in_flight();
         self.stats.failures += 1;
         self.stats.consecutive_failures = self.stats.consecutive_failures.saturating_add(1);
         let n = self.stats.consecutive_failures;

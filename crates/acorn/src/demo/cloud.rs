@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use acorn_backend::IssuedKeyPair;
-use acorn_mqtt::{DeviceStatus, DeviceStatusMessage};
+use acorn_mqtt::{
+    DeviceStatus, DeviceStatusMessage, TOPIC_BUTTON_PRESS, TOPIC_COMMANDS, TOPIC_DEVICE_STATUS,
+    TOPIC_SETTINGS,
+};
 use acorn_transport::rumqttc::{AsyncClient, Event, Packet, QoS};
 use acorn_transport::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
 use anyhow::{Context, Result};
@@ -18,10 +21,6 @@ use super::log::DemoLog;
 
 /// The cloud client's MQTT client id and certificate CN.
 pub const CLOUD_ID: &str = "service:cloud";
-
-// The device topics (acorn-mqtt builds the per-device ones).
-const TOPIC_BUTTON_PRESS: &str = "acorn-pups/button-press";
-const TOPIC_DEVICE_STATUS: &str = "acorn-pups/status";
 
 /// A running cloud client.
 pub struct Cloud {
@@ -230,7 +229,7 @@ fn send_due(client: &AsyncClient, log: &DemoLog, pending: &mut BTreeMap<String, 
             );
             ok &= client
                 .try_publish(
-                    format!("acorn-pups/settings/{device}"),
+                    format!("{TOPIC_SETTINGS}/{device}"),
                     QoS::AtLeastOnce,
                     false,
                     settings,
@@ -244,7 +243,7 @@ fn send_due(client: &AsyncClient, log: &DemoLog, pending: &mut BTreeMap<String, 
             );
             ok &= client
                 .try_publish(
-                    format!("acorn-pups/commands/{device}"),
+                    format!("{TOPIC_COMMANDS}/{device}"),
                     QoS::AtLeastOnce,
                     false,
                     cmd,

@@ -355,7 +355,7 @@ fn get(image: &Path, at: &KeyArgs, out: Option<&Path>, show_secrets: bool) -> Re
     let mut nvs = open(load_image(image)?, keys.as_ref(), Mode::ReadOnly, image)?;
     let missing = || at.missing_in(image);
     let ns = nvs.find_namespace(&at.namespace).with_context(missing)?;
-    let info = nvs.len(ns, &at.key)?.with_context(missing)?;
+    let info = nvs.value_info(ns, &at.key)?.with_context(missing)?;
     let value = render::read(&mut nvs, ns, &at.key, info)?;
     match (&value, out) {
         (render::Shown::Bytes(b), Some(path)) => {

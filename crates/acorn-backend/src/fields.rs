@@ -1,5 +1,6 @@
-//! Validation of registration fields. Each check returns the normalised value or a message
-//! saying what is wrong and what a valid value looks like.
+//! Validation of registration fields (device id, serial number, MAC address, firmware version).
+//! Each check returns the normalised value or a message saying what is wrong and what a valid
+//! value looks like.
 
 /// Device id: 1 to 128 of `A-Z a-z 0-9 _ -` (an AWS IoT thing name and MQTT client id) —
 /// exactly [`acorn_mqtt::check_device_id`], the one rule; this only words the refusal.
