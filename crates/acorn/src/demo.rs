@@ -27,38 +27,11 @@ pub struct Args {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
     devices: u16,
     /// How long to run once started (`10s`, `500ms`, `2m`); `0` runs until Ctrl-C.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
     duration: Duration,
     /// Time between two presses of one device.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::cli::parse_positive_duration)]
     press_every: Duration,
-}
-
-/// Parses `500ms`, `10s`, `2m`, or a bare number of seconds (`0`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 500ms, 10s or 2m"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => {
-            return Err(format!(
-                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
-            ))
-        }
-    };
-    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
-        return Err(format!("`{text}` is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Runs the demo.
@@ -66,11 +39,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.press_every < Duration::from_millis(100) {
         anyhow::bail!("--press-every must be at least 100ms");
     }
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "error,rumqttd=off".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::cli::init_logs("error,rumqttd=off", false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,4 +1,8 @@
-//! `acorn device`: run a device from its NVS image (`run`) and check its connection (`ping`).
+//! `acorn device`: run a device from its NVS image (`run`), check its connection (`ping`),
+//! register it with the backend (`register`).
+
+mod register;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,7 +30,7 @@ pub enum Command {
     /// Register with the registration backend (`acorn dev up`): make a key pair here, send a
     /// CSR (or, with --server-keygen, get a key pair), check the certificate and store it in
     /// the NVS image; with --connect, go on as `device run`.
-    Register(crate::dev::RegisterArgs),
+    Register(register::RegisterArgs),
 }
 
 /// Where the device's identity is and where to connect.
@@ -66,7 +70,7 @@ pub struct RunArgs {
     #[command(flatten)]
     connection: ConnectionArgs,
     /// Simulate a press of button `sim-button` at this interval (e.g. `500ms`, `10s`, `1m`).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::cli::parse_positive_duration)]
     press_every: Option<Duration>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
@@ -88,7 +92,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Run(args) => run_device(args),
         Command::Ping(args) => run_ping(args),
-        Command::Register(args) => crate::dev::register(args, |plan| {
+        Command::Register(args) => register::register(args, |plan| {
             run_device(RunArgs {
                 connection: ConnectionArgs {
                     image: plan.image,
@@ -105,32 +109,6 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
 }
 
 /// Parses `250ms`, `2s`, `1.5s`, `3m`, `1h` (a bare number is seconds).
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration such as 500ms, 10s or 1m"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit '{unit}' in '{text}': use ms, s, m or h"
-            ))
-        }
-    };
-    if !(secs.is_finite() && (0.001..=86_400.0 * 365.0).contains(&secs)) {
-        return Err(format!("'{text}' is out of range (1ms .. 1 year)"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 fn roots(ca: Option<&Path>) -> Result<TrustRoots> {
     match ca {
         Some(path) => Ok(TrustRoots::from_pem_file(path)?),
@@ -147,16 +125,7 @@ fn broker(args: &ConnectionArgs) -> Result<Option<BrokerTarget>> {
 }
 
 fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second initialisation (not possible in this process) would be harmless.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    crate::cli::init_logs("info", matches!(format, LogFormat::Json));
 }
 
 fn run_device(args: RunArgs) -> Result<ExitCode> {
@@ -381,22 +350,5 @@ fn run_ping(args: PingArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::from(1))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("0ms").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
     }
 }

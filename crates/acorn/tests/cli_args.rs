@@ -1,0 +1,50 @@
+//! Command-line arguments every command shares: one duration syntax.
+
+use std::process::Command;
+
+fn acorn(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_acorn"))
+        .args(args)
+        .output()
+        .expect("run acorn")
+}
+
+#[test]
+fn durations_read_the_same_in_every_command_and_zero_only_where_it_means_something() {
+    // `--press-every 0` makes no sense: refused before anything runs, saying why.
+    let out = acorn(&[
+        "device",
+        "run",
+        "--image",
+        "/nonexistent",
+        "--press-every",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 1ms"), "{err}");
+    let out = acorn(&["demo", "--press-every", "0ms"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1ms"));
+    // The same unit words everywhere.
+    for bad in ["5 parsecs", "1y"] {
+        for args in [
+            &[
+                "device",
+                "run",
+                "--image",
+                "/nonexistent",
+                "--press-every",
+                bad,
+            ][..],
+            &["demo", "--duration", bad][..],
+        ] {
+            let out = acorn(args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("unknown unit"),
+                "{args:?}"
+            );
+        }
+    }
+}
