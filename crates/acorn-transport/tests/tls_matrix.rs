@@ -38,104 +38,127 @@ fn assert_failure(env: &Env, failure: &PingFailure, step: Step, expected: &Diagn
     );
 }
 
-#[tokio::test]
-async fn server_certificate_from_another_ca() {
-    let env = Env::with(BrokerSetup {
-        server_from_other_ca: true,
-        ..BrokerSetup::default()
-    });
-    let failure = ping_as(
-        &env,
-        env.ca.device("device-a", Validity::Valid),
-        TlsVersions::default(),
-    )
-    .await;
-    assert_failure(
-        &env,
-        &failure,
-        Step::Tls,
-        &Diagnosis::UnknownServerCa,
-        "unknown server CA",
-    );
+/// Who the client is in a case of the matrix.
+#[derive(Clone, Copy)]
+enum Client {
+    /// A valid certificate of the broker's CA.
+    Valid,
+    /// An expired certificate of the broker's CA.
+    Expired,
+    /// A valid certificate of a CA the broker does not trust.
+    Stranger,
+}
+
+/// One row of the matrix: the broker, the client, the TLS versions tried, what must be said.
+struct Case {
+    name: &'static str,
+    broker: fn() -> BrokerSetup,
+    client: Client,
+    versions: &'static [TlsVersions],
+    expected: fn() -> Diagnosis,
+    words: &'static str,
+}
+
+const BOTH: &[TlsVersions] = &[TlsVersions::Tls12Only, TlsVersions::Tls13Only];
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "server certificate from another CA",
+            broker: || BrokerSetup {
+                server_from_other_ca: true,
+                ..BrokerSetup::default()
+            },
+            client: Client::Valid,
+            versions: BOTH,
+            expected: || Diagnosis::UnknownServerCa,
+            words: "unknown server CA",
+        },
+        Case {
+            name: "hostname mismatch",
+            broker: || BrokerSetup {
+                server_sans: vec!["broker.example.com".into()],
+                ..BrokerSetup::default()
+            },
+            client: Client::Valid,
+            versions: BOTH,
+            expected: || Diagnosis::HostnameMismatch {
+                expected: "localhost".into(),
+                presented: vec!["DnsName(\"broker.example.com\")".into()],
+            },
+            words: "hostname mismatch",
+        },
+        Case {
+            name: "expired server certificate",
+            broker: || BrokerSetup {
+                server_validity: Validity::Expired,
+                ..BrokerSetup::default()
+            },
+            client: Client::Valid,
+            versions: BOTH,
+            expected: || Diagnosis::ServerCertificateExpired,
+            words: "expired",
+        },
+        Case {
+            name: "client certificate from another CA",
+            broker: BrokerSetup::default,
+            client: Client::Stranger,
+            versions: BOTH,
+            expected: || Diagnosis::ClientCertificateRejected(ClientCertRejection::UnknownCa),
+            words: "client certificate rejected",
+        },
+        Case {
+            name: "expired client certificate",
+            broker: BrokerSetup::default,
+            client: Client::Expired,
+            versions: BOTH,
+            expected: || Diagnosis::ClientCertificateRejected(ClientCertRejection::Expired),
+            words: "expired",
+        },
+        Case {
+            name: "a broker that only speaks TLS 1.1",
+            broker: || BrokerSetup {
+                tls_version: Some("tlsv1.1".into()),
+                tls11_only: true,
+                ..BrokerSetup::default()
+            },
+            client: Client::Valid,
+            versions: &[TlsVersions::Tls12AndUp],
+            expected: || Diagnosis::TlsVersionNotSupported,
+            words: "TLS version not supported",
+        },
+        Case {
+            name: "a broker requiring TLS 1.3, a client limited to TLS 1.2",
+            broker: || BrokerSetup {
+                tls_version: Some("tlsv1.3".into()),
+                ..BrokerSetup::default()
+            },
+            client: Client::Valid,
+            versions: &[TlsVersions::Tls12Only],
+            expected: || Diagnosis::TlsVersionNotSupported,
+            words: "TLS version not supported",
+        },
+    ]
 }
 
 #[tokio::test]
-async fn hostname_mismatch() {
-    let env = Env::with(BrokerSetup {
-        server_sans: vec!["broker.example.com".into()],
-        ..BrokerSetup::default()
-    });
-    let failure = ping_as(
-        &env,
-        env.ca.device("device-a", Validity::Valid),
-        TlsVersions::default(),
-    )
-    .await;
-    let expected = Diagnosis::HostnameMismatch {
-        expected: "localhost".into(),
-        presented: vec!["DnsName(\"broker.example.com\")".into()],
-    };
-    assert_failure(&env, &failure, Step::Tls, &expected, "hostname mismatch");
-}
-
-#[tokio::test]
-async fn expired_server_certificate() {
-    let env = Env::with(BrokerSetup {
-        server_validity: Validity::Expired,
-        ..BrokerSetup::default()
-    });
-    let failure = ping_as(
-        &env,
-        env.ca.device("device-a", Validity::Valid),
-        TlsVersions::default(),
-    )
-    .await;
-    assert_failure(
-        &env,
-        &failure,
-        Step::Tls,
-        &Diagnosis::ServerCertificateExpired,
-        "expired",
-    );
-}
-
-#[tokio::test]
-async fn client_certificate_from_another_ca_tls13() {
-    let env = Env::start();
-    let stranger = Ca::new("Stranger CA").device("device-a", Validity::Valid);
-    let failure = ping_as(&env, stranger, TlsVersions::Tls13Only).await;
-    let expected = Diagnosis::ClientCertificateRejected(ClientCertRejection::UnknownCa);
-    assert_failure(
-        &env,
-        &failure,
-        Step::Tls,
-        &expected,
-        "client certificate rejected",
-    );
-}
-
-#[tokio::test]
-async fn client_certificate_from_another_ca_tls12() {
-    let env = Env::start();
-    let stranger = Ca::new("Stranger CA").device("device-a", Validity::Valid);
-    let failure = ping_as(&env, stranger, TlsVersions::Tls12Only).await;
-    let expected = Diagnosis::ClientCertificateRejected(ClientCertRejection::UnknownCa);
-    assert_failure(
-        &env,
-        &failure,
-        Step::Tls,
-        &expected,
-        "client certificate rejected",
-    );
-}
-
-#[tokio::test]
-async fn expired_client_certificate() {
-    let env = Env::start();
-    let expired = env.ca.device("device-a", Validity::Expired);
-    let failure = ping_as(&env, expired, TlsVersions::default()).await;
-    let expected = Diagnosis::ClientCertificateRejected(ClientCertRejection::Expired);
-    assert_failure(&env, &failure, Step::Tls, &expected, "expired");
+async fn every_tls_failure_has_its_own_diagnosis_and_no_mqtt_is_sent() {
+    let mut rows = 0;
+    for case in cases() {
+        for &versions in case.versions {
+            let env = Env::with((case.broker)());
+            let identity = match case.client {
+                Client::Valid => env.ca.device("device-a", Validity::Valid),
+                Client::Expired => env.ca.device("device-a", Validity::Expired),
+                Client::Stranger => Ca::new("Stranger CA").device("device-a", Validity::Valid),
+            };
+            let failure = ping_as(&env, identity, versions).await;
+            eprintln!("{} ({versions:?}): {failure}", case.name);
+            assert_failure(&env, &failure, Step::Tls, &(case.expected)(), case.words);
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, 12, "every row of the matrix ran");
 }
 
 #[tokio::test]
@@ -155,49 +178,6 @@ async fn key_not_matching_the_certificate_is_caught_before_connecting() {
     // Not even DNS or TCP ran: nothing was sent. (The broker log is no witness here: the
     // launcher's readiness probe connects too.)
     assert!(failure.completed.is_empty(), "{failure:?}");
-}
-
-#[tokio::test]
-async fn broker_that_only_speaks_tls_1_1() {
-    let env = Env::with(BrokerSetup {
-        tls_version: Some("tlsv1.1".into()),
-        tls11_only: true,
-        ..BrokerSetup::default()
-    });
-    let failure = ping_as(
-        &env,
-        env.ca.device("device-a", Validity::Valid),
-        TlsVersions::default(),
-    )
-    .await;
-    assert_failure(
-        &env,
-        &failure,
-        Step::Tls,
-        &Diagnosis::TlsVersionNotSupported,
-        "TLS version not supported",
-    );
-}
-
-#[tokio::test]
-async fn broker_requiring_tls_1_3_and_a_client_limited_to_tls_1_2() {
-    let env = Env::with(BrokerSetup {
-        tls_version: Some("tlsv1.3".into()),
-        ..BrokerSetup::default()
-    });
-    let failure = ping_as(
-        &env,
-        env.ca.device("device-a", Validity::Valid),
-        TlsVersions::Tls12Only,
-    )
-    .await;
-    assert_failure(
-        &env,
-        &failure,
-        Step::Tls,
-        &Diagnosis::TlsVersionNotSupported,
-        "TLS version not supported",
-    );
 }
 
 #[tokio::test]
