@@ -18,6 +18,7 @@
 //!
 //! The API is described in `docs/backend.md`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod api;
 pub mod ca;

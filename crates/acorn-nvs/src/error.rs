@@ -2,6 +2,7 @@
 
 /// What went wrong in the NVS engine. Every variant says where and, when it can, how to fix it.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Error {
     /// The flash driver failed.
     #[error("flash {op} at partition offset {offset:#x} failed: {kind}")]

@@ -12,6 +12,7 @@ use embedded_storage::nor_flash::{
 
 /// Errors of [`FileFlash`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum FileFlashError {
     /// The access is outside the image.
     OutOfBounds,

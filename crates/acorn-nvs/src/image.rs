@@ -20,6 +20,7 @@ use crate::value::IntValue;
 
 /// Errors while building an image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ImageError {
     /// The partition size is unusable.
     #[error("partition size {0:#x} is not a multiple of 4096 bytes, or smaller than 4096")]

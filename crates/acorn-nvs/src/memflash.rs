@@ -9,6 +9,7 @@ use embedded_storage::nor_flash::{
 
 /// Errors of [`MemFlash`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MemFlashError {
     /// The access is outside the flash.
     OutOfBounds,

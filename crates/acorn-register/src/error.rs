@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 /// Errors of the registration flow.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistrationError {
     /// A setting given to the client is not usable (nothing was sent).
     #[error("registration settings: {0}")]

@@ -9,15 +9,20 @@ use serde_json::{json, Value};
 
 /// A running backend and its temporary data directory (removed on drop).
 pub struct TestBackend {
+    /// The running backend.
     pub handle: BackendHandle,
+    /// Its data directory.
     pub dir: tempfile::TempDir,
+    /// An HTTP client with a 30 s timeout.
     pub client: reqwest::Client,
 }
 
+/// A backend with the default configuration (endpoint `localhost:8883`).
 pub async fn start() -> TestBackend {
     start_with(|_| {}).await
 }
 
+/// A backend whose configuration `adjust` changes first.
 pub async fn start_with(adjust: impl FnOnce(&mut BackendConfig)) -> TestBackend {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = BackendConfig::new(dir.path());
@@ -31,6 +36,7 @@ pub async fn start_with(adjust: impl FnOnce(&mut BackendConfig)) -> TestBackend 
     }
 }
 
+/// An HTTP client for the tests (30 s timeout).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -39,10 +45,12 @@ pub fn client() -> reqwest::Client {
 }
 
 impl TestBackend {
+    /// The full URL of `path` on this backend.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.handle.base_url(), path)
     }
 
+    /// The admin key.
     pub fn admin(&self) -> String {
         self.handle.admin_key().expose().to_owned()
     }
@@ -67,6 +75,7 @@ impl TestBackend {
             .collect()
     }
 
+    /// One fresh registration token (10 minutes).
     pub async fn token(&self) -> String {
         self.tokens(1).await.remove(0)
     }
@@ -176,6 +185,7 @@ pub fn base64(bytes: &[u8]) -> String {
         .join("\n")
 }
 
+/// `der` as a PEM block labelled `label`.
 pub fn pem(label: &str, der: &[u8]) -> String {
     format!(
         "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",

@@ -6,6 +6,7 @@
 //! - [`backend`]: a registration backend in a temporary directory, an HTTP client, CSRs, and
 //!   certificate checks with x509-parser.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod mqtt;

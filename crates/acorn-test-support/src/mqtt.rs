@@ -27,10 +27,12 @@ pub enum Validity {
 
 /// A certificate authority.
 pub struct Ca {
+    /// The CA: certificate and key.
     pub issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Ca {
+    /// A new self-signed CA named `name`.
     pub fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -42,6 +44,7 @@ impl Ca {
         }
     }
 
+    /// Its certificate, PEM.
     pub fn pem(&self) -> String {
         self.issuer.pem()
     }
@@ -136,10 +139,13 @@ pub fn openssl(args: &[&str], input: &str) -> String {
 
 /// How to set up the broker in a test.
 pub struct BrokerSetup {
+    /// Validity of the broker's server certificate.
     pub server_validity: Validity,
+    /// DNS names of the server certificate.
     pub server_sans: Vec<String>,
     /// Sign the server certificate by another CA than the one devices trust.
     pub server_from_other_ca: bool,
+    /// mosquitto's `tls_version` (the minimum).
     pub tls_version: Option<String>,
     /// Run mosquitto with an OpenSSL config that caps the protocol at TLS 1.1 (mosquitto's
     /// own `tls_version` only sets a minimum), making a broker that only speaks TLS 1.0/1.1.
@@ -179,9 +185,13 @@ pub const BACKEND_ID: &str = "service:backend";
 /// A CA, a broker whose server certificate it signed (normally), a service CA for the
 /// broker's service listener, and helpers.
 pub struct Env {
+    /// The temporary directory holding the broker's files.
     pub dir: tempfile::TempDir,
+    /// The device CA (it also signs the server certificate unless told otherwise).
     pub ca: Ca,
+    /// The service CA (the service listener trusts only it).
     pub service_ca: Ca,
+    /// The running broker.
     pub broker: Broker,
 }
 
@@ -200,10 +210,12 @@ fn broker_config(dir: &Path) -> BrokerConfig {
 }
 
 impl Env {
+    /// A broker with the default setup.
     pub fn start() -> Self {
         Self::with(BrokerSetup::default())
     }
 
+    /// A broker as `setup` says.
     pub fn with(setup: BrokerSetup) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::new("Acorn Test CA");
@@ -304,8 +316,11 @@ fn write(dir: &Path, name: &str, text: &str) {
 
 /// A rumqttc client whose event loop runs in a task; events arrive on `events`.
 pub struct Client {
+    /// The rumqttc client.
     pub client: AsyncClient,
+    /// Events of its event loop, in order.
     pub events: mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+    /// The task that runs the event loop.
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -373,6 +388,7 @@ impl Client {
         }
     }
 
+    /// Subscribes to `filter` at QoS 1 and waits (bounded) for the SUBACK.
     pub async fn subscribe(&mut self, filter: &str) {
         self.client
             .subscribe(filter, QoS::AtLeastOnce)

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 /// A connection cannot even be attempted: the identity, roots or target are unusable.
 /// Messages never contain key material.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The client certificate PEM has no usable `CERTIFICATE` block.
     #[error("client certificate: no PEM CERTIFICATE block could be read ({detail}); expected '-----BEGIN CERTIFICATE-----'")]
