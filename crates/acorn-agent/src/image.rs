@@ -1,5 +1,7 @@
 //! The device's flash on a host: an NVS partition image holding the identity (namespace
-//! `mqtt_certs`, through [`acorn_certs::CertStore`]) and the settings (namespace `settings`).
+//! `mqtt_certs`, through [`acorn_certs::CertStore`]) and the settings (namespace `settings`,
+//! in the device core's one stored format: [`DeviceImage`] is an
+//! [`acorn_device::SettingsStore`] through the same NVS code the firmware runs).
 //!
 //! [`DeviceImage::open`] works on the image file itself ([`FileFlash`]: every write goes to the
 //! file at once, as on a device), so the metadata updated by each identity load (`last_used`,
@@ -15,6 +17,7 @@ use acorn_certs::{
     CertStore, CertificateMetadata, CertificateValidation, DeviceCertificates, PrivateKeyFormat,
     Problem, Status, StoreError, ValidationReport,
 };
+use acorn_device::{CertificateFacts, NvsSettingsError, SettingsStore};
 use acorn_mqtt::DeviceSettings;
 use acorn_nvs::{FileFlash, MemFlash, Mode, Nvs, NvsKeys};
 use embedded_storage::nor_flash::NorFlash;
@@ -23,10 +26,9 @@ use zeroize::Zeroizing;
 use acorn_transport::SecretString;
 use acorn_transport::{ClientIdentity, DerKeyFormat};
 
-/// NVS namespace of the device settings.
-pub const SETTINGS_NAMESPACE: &str = "settings";
-/// Key of the settings (a blob: [`DeviceSettings`] as JSON, written in one atomic NVS write).
-pub const SETTINGS_KEY: &str = "settings";
+/// NVS namespace and key of the device settings (a blob: [`DeviceSettings`] as JSON, written
+/// in one atomic NVS write), defined once by the device core.
+pub use acorn_device::{SETTINGS_KEY, SETTINGS_NAMESPACE};
 
 /// Problems with the device image or the identity in it. Messages never hold key material.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,9 @@ pub enum ImageError {
         /// What the NVS engine said.
         error: acorn_nvs::Error,
     },
+    /// The stored settings cannot be read or do not decode.
+    #[error(transparent)]
+    Settings(NvsSettingsError),
 }
 
 /// An identity loaded from an image and validated.
@@ -80,6 +85,8 @@ pub struct LoadedDevice {
     pub metadata: CertificateMetadata,
     /// Warnings of the validation (`clock not synced`, `expires in 12 days`, ...).
     pub warnings: Vec<String>,
+    /// What the device core is told of the certificate (validity, fingerprint).
+    pub certificate: CertificateFacts,
 }
 
 /// An NVS partition image used as a device's flash.
@@ -205,51 +212,53 @@ impl<F: NorFlash> DeviceImage<F> {
                 detail,
                 verdict: CertificateValidation::InvalidFormat,
             })?;
+        let mut certificate = loaded
+            .report
+            .certificate
+            .as_ref()
+            .map(|info| CertificateFacts::new(info.not_before, info.not_after))
+            .unwrap_or_default();
+        certificate.fingerprint = Some(loaded.metadata.certificate_fingerprint.clone());
         Ok(LoadedDevice {
             device_id: loaded.metadata.device_id.clone(),
             endpoint: loaded.certificates.iot_endpoint.clone(),
             identity,
             metadata: loaded.metadata,
             warnings,
+            certificate,
         })
     }
 
-    /// The stored settings; the defaults when none are stored. A stored value that cannot be
-    /// read gives the defaults and a warning text.
-    pub fn load_settings(&mut self) -> (DeviceSettings, Option<String>) {
-        let Some(ns) = self.nvs.find_namespace(SETTINGS_NAMESPACE) else {
-            return (DeviceSettings::default(), None);
-        };
-        match self.nvs.get_blob(ns, SETTINGS_KEY) {
-            Ok(None) => (DeviceSettings::default(), None),
-            Ok(Some(bytes)) => match serde_json::from_slice::<DeviceSettings>(&bytes) {
-                Ok(settings) => (settings, None),
-                Err(e) => (
-                    DeviceSettings::default(),
-                    Some(format!(
-                        "the stored settings are unreadable ({e}); using the defaults"
-                    )),
-                ),
-            },
-            Err(e) => (
-                DeviceSettings::default(),
-                Some(format!(
-                    "the stored settings cannot be read ({e}); using the defaults"
-                )),
-            ),
-        }
+    /// The stored settings; `Ok(None)` when none were ever stored. Read by the device
+    /// core's NVS store (namespace `settings`, key `settings`).
+    pub fn stored_settings(&mut self) -> Result<Option<DeviceSettings>, ImageError> {
+        SettingsStore::load(&mut self.nvs).map_err(ImageError::Settings)
     }
 
     /// Stores `settings` (one atomic NVS write: a power cut leaves the old or the new ones).
     pub fn save_settings(&mut self, settings: &DeviceSettings) -> Result<(), ImageError> {
-        let save = |error| ImageError::SaveSettings {
-            path: self.path.clone(),
-            error,
-        };
-        let ns = self.nvs.namespace(SETTINGS_NAMESPACE).map_err(save)?;
-        // Serializing plain integers and booleans cannot fail.
-        let json = serde_json::to_vec(settings).unwrap_or_default();
-        self.nvs.set_blob(ns, SETTINGS_KEY, &json).map_err(save)
+        SettingsStore::save(&mut self.nvs, settings).map_err(|e| match e {
+            NvsSettingsError::Write(error) => ImageError::SaveSettings {
+                path: self.path.clone(),
+                error,
+            },
+            other => ImageError::Settings(other),
+        })
+    }
+}
+
+/// The image keeps the device core's settings: [`acorn_device::Device`] loads them once
+/// (unreadable ones give the defaults and [`acorn_device::Device::settings_warning`]) and
+/// saves every accepted update before applying it.
+impl<F: NorFlash> SettingsStore for DeviceImage<F> {
+    type Error = ImageError;
+
+    fn load(&mut self) -> Result<Option<DeviceSettings>, ImageError> {
+        self.stored_settings()
+    }
+
+    fn save(&mut self, settings: &DeviceSettings) -> Result<(), ImageError> {
+        self.save_settings(settings)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The Acorn Pups device on a host: [`device`] runs what a device does — identity and
-//! settings from an NVS partition image file ([`image`]), the `acorn-mqtt` session policy
-//! driven over the rustls + rumqttc transport of `acorn-transport` — for `acorn device run`,
-//! the demo and the integration tests.
+//! settings from an NVS partition image file ([`image`]), the device core of `acorn-device`
+//! (the same sans-IO state machine as the firmware) driven over the rustls + rumqttc
+//! transport of `acorn-transport` — for `acorn device run`, the demo and the integration
+//! tests.
 //!
 //! ```no_run
 //! use acorn_agent::{Device, DeviceOptions};

@@ -156,4 +156,45 @@ fn unreadable_settings_fall_back_to_the_defaults_with_a_warning() {
         .warnings()
         .iter()
         .any(|w| w.contains("settings are unreadable")));
+    // The same words as before the device core kept the settings.
+    assert!(
+        device
+            .warnings()
+            .iter()
+            .any(|w| w.starts_with("the stored settings are unreadable (")
+                && w.ends_with("); using the defaults")),
+        "{:?}",
+        device.warnings()
+    );
+}
+
+#[test]
+fn settings_are_stored_in_the_device_cores_one_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("CA");
+    let (path, _) = device_image(dir.path(), &ca, "dev-fmt");
+    let mut image = DeviceImage::open(&path, None).unwrap();
+    assert_eq!(image.stored_settings().unwrap(), None, "none stored yet");
+    let settings = DeviceSettings {
+        sound_volume: 9,
+        cooldown_ms: 250,
+        ..DeviceSettings::default()
+    };
+    image.save_settings(&settings).unwrap();
+    // The blob is the core's encoding, where the firmware keeps it.
+    let nvs = image.nvs_mut();
+    let ns = nvs
+        .find_namespace(acorn_device::SETTINGS_NAMESPACE)
+        .unwrap();
+    let stored = nvs.get_blob(ns, acorn_device::SETTINGS_KEY).unwrap();
+    assert_eq!(stored, Some(acorn_device::encode_settings(&settings)));
+    drop(image);
+    // The device core reads them back as the settings in effect, with no warning.
+    let device = Device::open(acorn_agent::DeviceOptions::new(&path)).unwrap();
+    assert_eq!(device.settings(), settings);
+    assert!(
+        !device.warnings().iter().any(|w| w.contains("settings")),
+        "{:?}",
+        device.warnings()
+    );
 }

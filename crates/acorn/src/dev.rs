@@ -162,6 +162,8 @@ fn up(args: UpArgs) -> Result<ExitCode> {
             .mint_token(args.token_ttl.max(1))
             .await
             .context("cannot mint a registration token")?;
+        // Watch the signals before the banner: a caller may stop us as soon as it reads it.
+        let stop = stop_signals()?;
         let token_file = args.dir.join(TOKEN_FILE);
         acorn_files::write_private(&token_file, token.token.expose().as_bytes())
             .with_context(|| format!("cannot write the token to {}", token_file.display()))?;
@@ -176,7 +178,7 @@ fn up(args: UpArgs) -> Result<ExitCode> {
             token_file: &token_file,
             ttl: args.token_ttl.max(1),
         });
-        wait_for_signal().await?;
+        stop.wait().await;
         println!("stopping: registration backend and mosquitto");
         let stopped_backend = backend.shutdown().await;
         let enforcer = slot.lock().ok().and_then(|mut g| g.take());
@@ -241,14 +243,26 @@ fn print_banner(b: &Banner<'_>) {
     let _ = std::io::stdout().flush();
 }
 
-/// Waits for SIGINT or SIGTERM.
-async fn wait_for_signal() -> Result<()> {
+/// SIGINT and SIGTERM, watched from the moment this is made.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+fn stop_signals() -> Result<StopSignals> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+    Ok(StopSignals {
+        interrupt: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        terminate: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+    })
+}
+
+impl StopSignals {
+    /// Waits for SIGINT or SIGTERM.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
-    Ok(())
 }

@@ -281,6 +281,19 @@ impl Agent {
         )
     }
 
+    /// Waits (bounded) until stderr holds `needle`.
+    async fn wait_stderr(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.stderr.lock().unwrap().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no '{needle}' on stderr: {}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits (bounded) until stdout holds a line containing `needle`.
     async fn wait_stdout(&self, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
@@ -367,6 +380,8 @@ async fn run_takes_stdin_commands_and_sigterm_publishes_offline() {
     assert_eq!(status["settings"]["cooldownMs"], 0);
     agent.send("press rf-9");
     agent.send("bogus command");
+    // The lines are read before the signal goes (a signal may overtake unread input).
+    agent.wait_stderr("unknown command 'bogus command'").await;
 
     // SIGTERM: `offline` published by the device itself, clean exit.
     agent.signal("TERM");

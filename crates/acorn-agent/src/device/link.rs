@@ -4,12 +4,12 @@
 //! Every event is tagged with the connection's generation; events of a connection the runtime
 //! has closed are ignored. rumqttc assigns packet ids; publishes are sent in order through one
 //! channel and rumqttc reports each as `Outgoing::Publish(pkid)` in that order, so a FIFO of
-//! what was sent maps packet ids back to the session's [`PublishId`]s.
+//! what was sent maps packet ids back to the device core's [`Tag`]s.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use acorn_mqtt::PublishId;
+use acorn_device::Tag;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, QoS,
     SubscribeFilter,
@@ -28,17 +28,6 @@ pub struct LinkEvent {
     pub event: Result<Event, ConnectionError>,
 }
 
-/// What a publish on this connection was for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tracked {
-    /// A message of the session queue.
-    Session(PublishId),
-    /// The `online` status sent at connect (not re-sent: the next connect sends a new one).
-    Online,
-    /// The `offline` status sent at shutdown.
-    Offline,
-}
-
 /// A live connection.
 pub struct Link {
     /// Its generation.
@@ -47,8 +36,8 @@ pub struct Link {
     task: JoinHandle<()>,
     /// CONNACK received.
     pub connected: bool,
-    sent: VecDeque<Tracked>,
-    acks: HashMap<u16, Tracked>,
+    sent: VecDeque<Tag>,
+    acks: HashMap<u16, Tag>,
 }
 
 impl Link {
@@ -79,12 +68,12 @@ impl Link {
         topic: &str,
         qos: QoS,
         payload: Vec<u8>,
-        tracked: Tracked,
+        tag: Tag,
     ) -> Result<(), String> {
         self.client
             .try_publish(topic, qos, false, payload)
             .map_err(|e| e.to_string())?;
-        self.sent.push_back(tracked);
+        self.sent.push_back(tag);
         Ok(())
     }
 
@@ -100,15 +89,15 @@ impl Link {
 
     /// rumqttc sent a PUBLISH with this packet id (0 for QoS 0).
     pub fn on_outgoing_publish(&mut self, pkid: u16) {
-        if let Some(tracked) = self.sent.pop_front() {
+        if let Some(tag) = self.sent.pop_front() {
             if pkid != 0 {
-                self.acks.insert(pkid, tracked);
+                self.acks.insert(pkid, tag);
             }
         }
     }
 
     /// A PUBACK arrived: what it acknowledges.
-    pub fn on_puback(&mut self, pkid: u16) -> Option<Tracked> {
+    pub fn on_puback(&mut self, pkid: u16) -> Option<Tag> {
         self.acks.remove(&pkid)
     }
 

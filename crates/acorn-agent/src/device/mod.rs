@@ -4,18 +4,15 @@
 //! metadata update is written back, as on a device) and its settings; [`Device::spawn`] runs
 //! it on tokio and returns a [`DeviceHandle`] to press buttons, read the status and shut down.
 //!
-//! The runtime drives the sans-IO [`acorn_mqtt::Session`] (backoff with full jitter, health
-//! every 30 s, the offline queue) over rumqttc + rustls, one rumqttc event loop per
-//! connection so rumqttc never reconnects on its own:
-//!
-//! - an `online` status on every connect, sent once the device can receive (after the SUBACK
-//!   when it resubscribes), a resubscription whenever the broker has no session,
-//!   QoS 1 presses queued while offline and delivered in order after the reconnect;
-//! - settings and commands validated with [`acorn_mqtt::parse_inbound`]; settings applied and
-//!   saved in the image (namespace `settings`); `ping`, `get-status`, `reconnect` answered with
-//!   their `requestId`; a bad message gets an error status reply and a log line;
-//! - a health line every 30 s; plain-language diagnoses of every failure;
-//! - on shutdown, an `offline` status (its PUBACK awaited, bounded) and a clean DISCONNECT.
+//! What the device does is decided by the sans-IO device core, [`acorn_device::Device`], the
+//! same state machine the ESP32-C3 firmware drives: press cooldown, `online` once the device
+//! can receive, settings and commands validated, applied, saved and answered, health every
+//! 30 s, `offline` (its PUBACK awaited, bounded) and a clean DISCONNECT on shutdown, the
+//! session policy (backoff with full jitter, the offline queue) underneath. This runtime only
+//! carries out the core's actions over rumqttc + rustls (one rumqttc event loop per connection,
+//! so rumqttc never reconnects on its own), feeds it connection events with plain-language
+//! diagnoses, requests and timer ticks, logs its notices and forwards them as
+//! [`DeviceEvent`]s. The image is the core's settings store (namespace `settings`).
 //!
 //! ```no_run
 //! use acorn_agent::device::{Device, DeviceOptions};
@@ -33,9 +30,9 @@ mod runtime;
 
 use std::path::{Path, PathBuf};
 
+use acorn_device::DeviceConfig;
 use acorn_mqtt::{
-    ConnectionStatus, DeviceSettings, DropReason, HealthReport, PublishId, Session, SessionConfig,
-    Stats, Topics,
+    ConnectionStatus, DeviceSettings, DropReason, HealthReport, PublishId, SessionConfig,
 };
 use acorn_nvs::{FileFlash, NvsKeys};
 use rand::rngs::StdRng;
@@ -43,11 +40,19 @@ use rand::SeedableRng as _;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::image::{unix_now, DeviceImage, ImageError, LoadedDevice};
+use crate::image::{unix_now, DeviceImage, ImageError};
 use acorn_transport::BrokerTarget;
 use acorn_transport::ConfigError;
 use acorn_transport::SessionOptions;
 use acorn_transport::TrustRoots;
+
+/// What a press became (the device core's answer).
+pub use acorn_device::PressOutcome;
+/// A snapshot of the running device: status, counters, settings, uptime.
+pub use acorn_device::Snapshot;
+
+/// The device core as this runtime drives it: jitter from `StdRng`, settings in the image.
+pub(crate) type Core = acorn_device::Device<StdRng, DeviceImage<FileFlash>>;
 
 /// The firmware version the host agent reports.
 pub const AGENT_VERSION: &str = concat!("acorn-agent-", env!("CARGO_PKG_VERSION"));
@@ -61,9 +66,10 @@ pub enum DeviceError {
     /// The TLS or MQTT settings are unusable (e.g. the key does not match the certificate).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The device id or a message breaks an MQTT or AWS IoT rule.
-    #[error("{0}")]
-    Mqtt(#[from] acorn_mqtt::Error),
+    /// The device core refused its configuration or a press: the device id, a button id or
+    /// a battery level breaks an MQTT or AWS IoT rule, or the device is shutting down.
+    #[error(transparent)]
+    Device(#[from] acorn_device::Error),
     /// The runtime has stopped; no more requests are taken.
     #[error("the device runtime has stopped")]
     Stopped,
@@ -108,7 +114,8 @@ impl DeviceOptions {
     }
 }
 
-/// What happened, as broadcast to [`DeviceHandle::events`] subscribers.
+/// What happened, as broadcast to [`DeviceHandle::events`] subscribers: the device core's
+/// notices of these kinds, one to one (every notice is also logged at its level).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceEvent {
     /// The connection status changed.
@@ -140,30 +147,6 @@ pub enum DeviceEvent {
     Health(HealthReport),
 }
 
-/// What a press became.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PressOutcome {
-    /// Queued for delivery at QoS 1 with this id (watch for [`DeviceEvent::Delivered`]).
-    Queued(PublishId),
-    /// Ignored: the same button was pressed within the `cooldownMs` setting.
-    CooledDown,
-}
-
-/// A snapshot of the runtime.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    /// The device id.
-    pub device_id: String,
-    /// The connection status.
-    pub status: ConnectionStatus,
-    /// Session counters.
-    pub stats: Stats,
-    /// The settings in effect.
-    pub settings: DeviceSettings,
-    /// How long the connection has been up, when connected.
-    pub connected_for_ms: Option<u64>,
-}
-
 /// A request to the runtime task.
 enum Request {
     Press {
@@ -179,14 +162,9 @@ enum Request {
 
 /// A device whose identity is loaded and checked, ready to run.
 pub struct Device {
-    image: DeviceImage<FileFlash>,
-    loaded: LoadedDevice,
-    settings: DeviceSettings,
+    core: Core,
     session_options: SessionOptions,
     mqtt_options: rumqttc::MqttOptions,
-    session: Session<StdRng>,
-    topics: Topics,
-    firmware_version: String,
     notes: Vec<String>,
 }
 
@@ -197,12 +175,11 @@ impl Device {
     pub fn open(options: DeviceOptions) -> Result<Self, DeviceError> {
         let mut image = DeviceImage::open(&options.image, options.nvs_keys.as_ref())?;
         let loaded = image.load_identity(options.now_unix.unwrap_or_else(unix_now))?;
-        let (settings, settings_note) = image.load_settings();
         let target = match options.broker {
             Some(target) => target,
             None => BrokerTarget::aws(loaded.endpoint.clone(), options.alpn),
         };
-        let topics = Topics::new(&loaded.device_id)?;
+        let mut config = DeviceConfig::new(&loaded.device_id, &options.firmware_version)?;
         let session_options = SessionOptions::new(
             target,
             loaded.identity.clone(),
@@ -211,31 +188,26 @@ impl Device {
             &options.firmware_version,
         );
         let mqtt_options = session_options.mqtt_options()?;
-        let mut session_config = SessionConfig::for_device(&topics);
-        session_config.keep_alive_secs =
+        config.session.keep_alive_secs =
             u16::try_from(session_options.keep_alive.as_secs()).unwrap_or(u16::MAX);
         if let Some(tune) = options.tune {
-            tune(&mut session_config);
+            tune(&mut config.session);
         }
-        let session = Session::new(session_config, StdRng::from_entropy())?;
-        let mut notes = loaded.warnings.clone();
-        notes.extend(settings_note);
+        config.certificate = loaded.certificate;
+        let core = Core::new(config, image, StdRng::from_entropy())?;
+        let mut notes = loaded.warnings;
+        notes.extend(core.settings_warning().map(str::to_owned));
         Ok(Self {
-            image,
-            loaded,
-            settings,
+            core,
             session_options,
             mqtt_options,
-            session,
-            topics,
-            firmware_version: options.firmware_version,
             notes,
         })
     }
 
     /// The device id.
     pub fn device_id(&self) -> &str {
-        &self.loaded.device_id
+        self.core.device_id()
     }
 
     /// The broker address (`host:port`).
@@ -245,7 +217,7 @@ impl Device {
 
     /// The settings loaded from the image.
     pub fn settings(&self) -> DeviceSettings {
-        self.settings
+        self.core.settings()
     }
 
     /// Warnings found while loading (`clock not synced`, certificate expiring soon, unreadable
@@ -256,7 +228,7 @@ impl Device {
 
     /// The image's path.
     pub fn image_path(&self) -> &Path {
-        self.image.path()
+        self.core.store().path()
     }
 
     /// Starts the runtime on the current tokio runtime.
