@@ -308,7 +308,7 @@ fn client_identity(certs: &DeviceCertificates) -> Result<ClientIdentity, String>
         pem_text(&certs.device_certificate),
         pem_text(certs.private_key.expose_secret()),
     ) {
-        return Ok(ClientIdentity::new(cert, SecretString::new(key)));
+        return Ok(ClientIdentity::new(cert, SecretString::from(key)));
     }
     let cert = certs.certificate_der().map_err(|e| e.to_string())?;
     let key = certs.private_key_der().map_err(|e| e.to_string())?;

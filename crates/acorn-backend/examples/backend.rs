@@ -7,6 +7,7 @@
 //! Defaults: `./acorn-backend-data` and `127.0.0.1:8080`.
 
 use acorn_backend::{Backend, BackendConfig};
+use secrecy::ExposeSecret as _;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,8 +19,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backend = Backend::start(config).await?;
     let token = backend.mint_token(3600).await?;
     println!("backend:    {}", backend.base_url());
-    println!("admin key:  {}", backend.admin_key().expose());
-    println!("token:      {} (expires in 1 h)", token.token.expose());
+    println!("admin key:  {}", backend.admin_key().expose_secret());
+    println!(
+        "token:      {} (expires in 1 h)",
+        token.token.expose_secret()
+    );
     println!("CA:         {}", backend.paths().ca_cert.display());
     println!("CRL:        {}", backend.paths().crl.display());
     tokio::signal::ctrl_c().await?;

@@ -17,10 +17,10 @@ use crate::registry::{
     DeviceRecord, NewDevice, RegisterError, Registry, Reservation, TokenBinding, TokenClaim,
     RESERVATION_SECONDS,
 };
-use crate::secret::Secret;
 use crate::server::{CrlEvent, CrlHook, Revocation};
 use crate::stats::{Count, Counters};
 use crate::{fields, files};
+use secrecy::{ExposeSecret, SecretString};
 
 /// Longest accepted token lifetime: 30 days.
 pub const MAX_TOKEN_TTL_SECONDS: i64 = 30 * 24 * 3600;
@@ -36,7 +36,7 @@ pub(crate) struct AppState {
     pub(crate) registry: Registry,
     pub(crate) iot_endpoint: String,
     pub(crate) service_endpoint: Option<String>,
-    pub(crate) admin_key: Secret,
+    pub(crate) admin_key: SecretString,
     pub(crate) crl_path: std::path::PathBuf,
     pub(crate) crl_validity: std::time::Duration,
     pub(crate) crl_hook: Option<CrlHook>,
@@ -212,7 +212,7 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
             "this endpoint needs the admin key: send 'Authorization: Bearer <admin key>' (printed at start-up, or set in the backend config)",
         ));
     };
-    if !state.admin_key.constant_time_eq(key) {
+    if !crate::secret::constant_time_eq(&state.admin_key, key) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "admin_key_invalid",
@@ -323,7 +323,7 @@ async fn register_checked(
     headers: &HeaderMap,
     body: Result<Json<acorn_api::RegisterRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<acorn_api::RegisterResponse>), ApiError> {
-    let token = Secret::new(
+    let token = SecretString::from(
         bearer(headers).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -384,7 +384,7 @@ async fn register_checked(
                 mac_address: &device.mac_address,
             };
             st.registry
-                .reserve(token.expose(), &claim, now())
+                .reserve(token.expose_secret(), &claim, now())
                 .map_err(ApiError::from)
         })
         .await?
@@ -394,7 +394,7 @@ async fn register_checked(
         let (st, token) = (Arc::clone(state), token.clone());
         let released = blocking(move || {
             st.registry
-                .release(token.expose(), &reservation)
+                .release(token.expose_secret(), &reservation)
                 .map_err(ApiError::from)
         })
         .await;
@@ -414,7 +414,7 @@ async fn register_checked(
             device_id: record.device_id,
             certificate_pem: record.certificate_pem,
             private_key_pem: private_key_pem
-                .map(|key| zeroize::Zeroizing::new(key.expose().to_owned())),
+                .map(|key| zeroize::Zeroizing::new(key.expose_secret().to_owned())),
             certificate_id: record.certificate_id,
             iot_endpoint: state.iot_endpoint.clone(),
             ca_certificate_pem: state.ca.certificate_pem().to_owned(),
@@ -426,12 +426,12 @@ async fn register_checked(
 /// limit) and records the device, using the reserved token.
 async fn issue_and_record(
     state: &Arc<AppState>,
-    token: &Secret,
+    token: &SecretString,
     reservation: &Reservation,
     mut device: NewDevice,
     csr: Option<CheckedCsr>,
     key_type: KeyType,
-) -> Result<(DeviceRecord, Option<Secret>), ApiError> {
+) -> Result<(DeviceRecord, Option<SecretString>), ApiError> {
     // Key generation (RSA-2048 takes ~100 ms of CPU) runs a few at a time.
     let _permit = match csr {
         Some(_) => None,
@@ -465,7 +465,7 @@ async fn issue_and_record(
     let reservation = reservation.clone();
     let record = blocking(move || {
         st.registry
-            .register(token.expose(), &reservation, &device, now())
+            .register(token.expose_secret(), &reservation, &device, now())
             .map_err(ApiError::from)
     })
     .await?;
@@ -523,12 +523,12 @@ impl TokensRequest {
 #[serde(rename_all = "camelCase")]
 struct TokenView {
     #[serde(serialize_with = "expose_token")]
-    token: Secret,
+    token: SecretString,
     expires_at: String,
 }
 
-fn expose_token<S: Serializer>(value: &Secret, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(value.expose())
+fn expose_token<S: Serializer>(value: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value.expose_secret())
 }
 
 async fn mint_tokens(
@@ -758,7 +758,7 @@ struct ServiceIdentityResponse {
     client_id: String,
     certificate_pem: String,
     #[serde(serialize_with = "expose_token")]
-    private_key_pem: Secret,
+    private_key_pem: SecretString,
     certificate_id: String,
     /// Where service identities connect (the broker's service listener), if configured.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::{BackendError, CsrError};
 use crate::files;
-use crate::secret::Secret;
+use secrecy::{ExposeSecret, SecretString};
 
 /// File name of the CA certificate (PEM) inside the CA directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -51,7 +51,7 @@ pub struct IssuedKeyPair {
     /// The certificate.
     pub certificate: IssuedCertificate,
     /// The private key, PEM (PKCS#8 for P-256, PKCS#1 for RSA).
-    pub private_key_pem: Secret,
+    pub private_key_pem: SecretString,
 }
 
 /// A CSR that parsed, whose signature verified and whose subject CN is the device id.
@@ -196,8 +196,12 @@ impl LocalCa {
                 what: "self-sign the CA certificate",
                 source,
             })?;
-        let key_pem = Secret::new(key.serialize_pem());
-        files::write_atomic(&dir.join(CA_KEY_FILE), key_pem.expose().as_bytes(), true)?;
+        let key_pem = SecretString::from(key.serialize_pem());
+        files::write_atomic(
+            &dir.join(CA_KEY_FILE),
+            key_pem.expose_secret().as_bytes(),
+            true,
+        )?;
         files::write_atomic(&dir.join(CA_CERT_FILE), cert.pem().as_bytes(), false)?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -220,8 +224,8 @@ impl LocalCa {
         // Whoever can read the CA key can mint device certificates; whoever can write it can
         // swap the CA: refuse a key others can touch before reading it.
         files::check_private(&key_path, "CA key")?;
-        let key_pem = Secret::new(files::read_text(&key_path)?);
-        let key = KeyPair::from_pem(key_pem.expose()).map_err(|e| BackendError::CaFile {
+        let key_pem = SecretString::from(files::read_text(&key_path)?);
+        let key = KeyPair::from_pem(key_pem.expose_secret()).map_err(|e| BackendError::CaFile {
             path: key_path.clone(),
             detail: format!("not a PEM private key rcgen can use ({e})"),
         })?;

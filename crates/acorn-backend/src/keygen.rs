@@ -10,10 +10,10 @@ use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
 use rsa::pkcs8::EncodePublicKey;
 
 use crate::error::BackendError;
-use crate::secret::Secret;
+use secrecy::SecretString;
 
 /// Generates a P-256 key: its SubjectPublicKeyInfo for rcgen and its PKCS#8 PEM.
-pub(crate) fn generate_p256() -> Result<(rcgen::SubjectPublicKeyInfo, Secret), BackendError> {
+pub(crate) fn generate_p256() -> Result<(rcgen::SubjectPublicKeyInfo, SecretString), BackendError> {
     use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
     let fail = |detail: String| BackendError::KeyGeneration {
         key_type: "P-256",
@@ -29,11 +29,12 @@ pub(crate) fn generate_p256() -> Result<(rcgen::SubjectPublicKeyInfo, Secret), B
         .map_err(|e| fail(e.to_string()))?;
     let public =
         rcgen::SubjectPublicKeyInfo::from_der(spki.as_bytes()).map_err(|e| fail(e.to_string()))?;
-    Ok((public, Secret::new(pem.as_str())))
+    Ok((public, SecretString::from(pem.as_str())))
 }
 
 /// Generates an RSA-2048 key: its SubjectPublicKeyInfo for rcgen and its PKCS#1 PEM.
-pub(crate) fn generate_rsa_2048() -> Result<(rcgen::SubjectPublicKeyInfo, Secret), BackendError> {
+pub(crate) fn generate_rsa_2048(
+) -> Result<(rcgen::SubjectPublicKeyInfo, SecretString), BackendError> {
     let fail = |detail: String| BackendError::KeyGeneration {
         key_type: "RSA-2048",
         detail,
@@ -49,5 +50,5 @@ pub(crate) fn generate_rsa_2048() -> Result<(rcgen::SubjectPublicKeyInfo, Secret
         .map_err(|e| fail(e.to_string()))?;
     let public =
         rcgen::SubjectPublicKeyInfo::from_der(spki.as_bytes()).map_err(|e| fail(e.to_string()))?;
-    Ok((public, Secret::new(pem.as_str())))
+    Ok((public, SecretString::from(pem.as_str())))
 }

@@ -37,7 +37,7 @@ pub use api::{DEFAULT_TOKEN_TTL_SECONDS, MAX_TOKENS_PER_REQUEST, MAX_TOKEN_TTL_S
 pub use ca::{CaRole, IssuedCertificate, IssuedKeyPair, KeyType, LocalCa};
 pub use error::{BackendError, CsrError};
 pub use registry::Registry;
-pub use secret::Secret;
+pub use secrecy::{ExposeSecret, SecretString};
 pub use serve::ServeLimits;
 pub use server::{
     Backend, BackendConfig, BackendHandle, BackendPaths, CrlEvent, CrlHook, Revocation,

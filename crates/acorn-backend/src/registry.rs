@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ca::RevokedSerial;
 use crate::error::BackendError;
-use crate::secret::Secret;
+use secrecy::{ExposeSecret, SecretString};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices (
@@ -128,7 +128,7 @@ pub struct NewDevice {
 #[derive(Debug, Clone)]
 pub struct MintedToken {
     /// The token to hand to a device (shown once).
-    pub token: Secret,
+    pub token: SecretString,
     /// Expiry, Unix seconds.
     pub expires_at: i64,
 }
@@ -284,12 +284,12 @@ impl Registry {
         let expires_at = now.saturating_add(ttl_seconds);
         let mut minted = Vec::new();
         for _ in 0..count {
-            let token = Secret::new(hex::encode(rand::random::<[u8; 32]>()));
+            let token = SecretString::from(hex::encode(rand::random::<[u8; 32]>()));
             tx.execute(
                 "INSERT INTO tokens (token_hash, created_at, expires_at, bound_device_id,
                      bound_serial, bound_mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
-                    token_hash(token.expose()),
+                    token_hash(token.expose_secret()),
                     now,
                     expires_at,
                     binding.device_id,

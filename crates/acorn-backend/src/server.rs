@@ -14,9 +14,9 @@ use crate::ca::{self, CaRole, IssuedKeyPair, KeyType, LocalCa};
 use crate::error::BackendError;
 use crate::files;
 use crate::registry::{MintedToken, Registry};
-use crate::secret::Secret;
 use crate::serve::ServeLimits;
 use crate::stats::{BackendStats, Count};
+use secrecy::{ExposeSecret, SecretString};
 
 /// File name of the server certificate (for `localhost`, `127.0.0.1`, `::1`) in the data dir.
 pub const SERVER_CERT_FILE: &str = "server.pem";
@@ -79,7 +79,7 @@ pub struct BackendConfig {
     /// `localhost:8884`), if there is one.
     pub service_endpoint: Option<String>,
     /// The admin key; `None` reads the data dir's `admin.key`, or makes and saves one.
-    pub admin_key: Option<Secret>,
+    pub admin_key: Option<SecretString>,
     /// Called after each CRL write (revocations and renewals).
     pub crl_hook: Option<CrlHook>,
     /// Lifetime of each CRL (its nextUpdate); default 30 days.
@@ -289,14 +289,14 @@ fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths), Backe
         let server = ca.issue_server_certificate(&[])?;
         files::write_atomic(
             &paths.server_key,
-            server.private_key_pem.expose().as_bytes(),
+            server.private_key_pem.expose_secret().as_bytes(),
             true,
         )?;
         files::write_atomic(&paths.server_cert, server.certificate.pem.as_bytes(), false)?;
     }
     let registry = Registry::open(&paths.registry)?;
     let admin_key = match config.admin_key {
-        Some(key) if key.expose().trim().is_empty() => {
+        Some(key) if key.expose_secret().trim().is_empty() => {
             return Err(BackendError::Config(
                 "the admin key is empty; set a non-empty key or leave it unset to generate one"
                     .into(),
@@ -325,18 +325,18 @@ fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths), Backe
     Ok((state, paths))
 }
 
-fn load_or_make_admin_key(path: &Path) -> Result<Secret, BackendError> {
+fn load_or_make_admin_key(path: &Path) -> Result<SecretString, BackendError> {
     if path.exists() {
         // The admin key mints registration tokens and revokes devices: refuse one that other
         // users could read or change.
         files::check_private(path, "admin key")?;
-        let key = Secret::new(files::read_text(path)?.trim());
-        if !key.expose().is_empty() {
+        let key = SecretString::from(files::read_text(path)?.trim());
+        if !key.expose_secret().is_empty() {
             return Ok(key);
         }
     }
-    let key = Secret::new(hex::encode(rand::random::<[u8; 32]>()));
-    files::write_atomic(path, key.expose().as_bytes(), true)?;
+    let key = SecretString::from(hex::encode(rand::random::<[u8; 32]>()));
+    files::write_atomic(path, key.expose_secret().as_bytes(), true)?;
     Ok(key)
 }
 
@@ -375,7 +375,7 @@ impl BackendHandle {
     }
 
     /// The admin key (for `Authorization: Bearer`). Do not log it.
-    pub fn admin_key(&self) -> &Secret {
+    pub fn admin_key(&self) -> &SecretString {
         &self.state.admin_key
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::ExposeSecret;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::BackendError;
@@ -25,10 +26,10 @@ pub(crate) fn acceptor(cert: &Path, ca: &Path, key: &Path) -> Result<TlsAcceptor
             .map_err(|e| bad(path, format!("no PEM certificate ({e})")))?;
         chain.push(der);
     }
-    let key_text = crate::secret::Secret::new(files::read_text(key)?);
+    let key_text = secrecy::SecretString::from(files::read_text(key)?);
     // Both copies of the key (PEM text, DER) are wiped on drop; rustls keeps ring's key.
     let key_der = zeroize::Zeroizing::new(
-        PrivateKeyDer::from_pem_slice(key_text.expose().as_bytes())
+        PrivateKeyDer::from_pem_slice(key_text.expose_secret().as_bytes())
             .map_err(|e| bad(key, format!("no PEM private key ({e})")))?,
     );
     let signing_key = rustls::crypto::ring::sign::any_supported_type(&key_der)

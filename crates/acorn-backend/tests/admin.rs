@@ -6,6 +6,7 @@ use acorn_test_support::backend as common;
 use std::sync::{Arc, Mutex};
 
 use common::{body, start, start_with};
+use secrecy::ExposeSecret as _;
 use serde_json::{json, Value};
 use x509_parser::prelude::FromDer;
 
@@ -280,12 +281,12 @@ async fn a_restart_keeps_the_ca_admin_key_registry_and_files() {
         .await
         .expect("start");
     let ca = first.ca_certificate_pem().to_owned();
-    let admin = first.admin_key().expose().to_owned();
+    let admin = first.admin_key().expose_secret().to_owned();
     let token = first.mint_token(600).await.expect("token");
     let client = common::client();
     let resp = client
         .post(format!("{}/v1/devices/register", first.base_url()))
-        .bearer_auth(token.token.expose())
+        .bearer_auth(token.token.expose_secret())
         .json(&body("persist-1"))
         .send()
         .await
@@ -299,7 +300,7 @@ async fn a_restart_keeps_the_ca_admin_key_registry_and_files() {
         .await
         .expect("restart");
     assert_eq!(second.ca_certificate_pem(), ca);
-    assert_eq!(second.admin_key().expose(), admin);
+    assert_eq!(second.admin_key().expose_secret(), admin);
     assert_eq!(
         std::fs::read_to_string(&paths.server_cert).expect("server cert"),
         server_cert

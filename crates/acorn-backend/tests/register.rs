@@ -6,6 +6,7 @@ use acorn_test_support::backend as common;
 use std::sync::Arc;
 
 use common::{body, check_device_cert, csr, der, pem, start};
+use secrecy::ExposeSecret as _;
 use serde_json::{json, Value};
 
 fn code(body: &Value) -> &str {
@@ -218,10 +219,10 @@ fn a_reserved_token_is_busy_until_released() {
         mac_address: "AA:BB:CC:DD:EE:FF",
     };
     let held = registry
-        .reserve(token.token.expose(), &claim, now)
+        .reserve(token.token.expose_secret(), &claim, now)
         .expect("reserve");
     let busy = registry
-        .reserve(token.token.expose(), &claim, now)
+        .reserve(token.token.expose_secret(), &claim, now)
         .expect_err("busy");
     assert!(
         matches!(busy, acorn_backend::registry::RegisterError::TokenBusy),
@@ -230,23 +231,23 @@ fn a_reserved_token_is_busy_until_released() {
     // A reservation lapses on its own (a crashed request cannot hold a token forever).
     let later = now + acorn_backend::registry::RESERVATION_SECONDS + 1;
     let retaken = registry
-        .reserve(token.token.expose(), &claim, later)
+        .reserve(token.token.expose_secret(), &claim, later)
         .expect("lapsed");
     registry
-        .release(token.token.expose(), &held)
+        .release(token.token.expose_secret(), &held)
         .expect("stale release is a no-op");
     let busy = registry
-        .reserve(token.token.expose(), &claim, later)
+        .reserve(token.token.expose_secret(), &claim, later)
         .expect_err("still held");
     assert!(
         matches!(busy, acorn_backend::registry::RegisterError::TokenBusy),
         "{busy}"
     );
     registry
-        .release(token.token.expose(), &retaken)
+        .release(token.token.expose_secret(), &retaken)
         .expect("release");
     registry
-        .reserve(token.token.expose(), &claim, later)
+        .reserve(token.token.expose_secret(), &claim, later)
         .expect("free again");
 }
 
@@ -310,7 +311,7 @@ async fn token_problems_are_refused_with_their_own_codes() {
     let past = time::OffsetDateTime::now_utc().unix_timestamp() - 7200;
     let expired = registry.mint_tokens(1, 60, past).expect("mint").remove(0);
     let (status, resp) = b
-        .register(Some(expired.token.expose()), &body("dev-a"))
+        .register(Some(expired.token.expose_secret()), &body("dev-a"))
         .await;
     assert_eq!((status, code(&resp)), (401, "token_expired"), "{resp}");
     // Used token.
@@ -550,10 +551,10 @@ async fn registry_rolls_back_the_token_when_the_device_insert_fails() {
             .expect("reserve")
     };
     // Both tokens are reserved while `d1` is still free; the second then loses the race.
-    let first = reserve(tokens[0].token.expose(), &device);
-    let second = reserve(tokens[1].token.expose(), &device);
+    let first = reserve(tokens[0].token.expose_secret(), &device);
+    let second = reserve(tokens[1].token.expose_secret(), &device);
     registry
-        .register(tokens[0].token.expose(), &first, &device, now)
+        .register(tokens[0].token.expose_secret(), &first, &device, now)
         .expect("first registration");
     let again = acorn_backend::registry::NewDevice {
         certificate_id: "id-2".into(),
@@ -561,7 +562,7 @@ async fn registry_rolls_back_the_token_when_the_device_insert_fails() {
         ..device.clone()
     };
     let err = registry
-        .register(tokens[1].token.expose(), &second, &again, now)
+        .register(tokens[1].token.expose_secret(), &second, &again, now)
         .expect_err("duplicate");
     assert!(
         matches!(err, acorn_backend::registry::RegisterError::DeviceExists),
@@ -573,7 +574,7 @@ async fn registry_rolls_back_the_token_when_the_device_insert_fails() {
         ..device.clone()
     };
     let err = registry
-        .register(tokens[1].token.expose(), &second, &collide, now)
+        .register(tokens[1].token.expose_secret(), &second, &collide, now)
         .expect_err("unique violation");
     assert!(
         matches!(err, acorn_backend::registry::RegisterError::Backend(_)),

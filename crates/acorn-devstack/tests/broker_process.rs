@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use acorn_backend::LocalCa;
 use acorn_devstack::broker::{Broker, BrokerConfig, CONF_FILE_NAME, PID_FILE_NAME};
+use secrecy::ExposeSecret as _;
 
 /// Set in the re-executed test binary: the directory where [`helper_child_starts_a_broker`]
 /// starts a broker.
@@ -26,7 +27,11 @@ fn config(dir: &Path) -> BrokerConfig {
     let ca = LocalCa::load_or_create(&dir.join("ca")).expect("ca");
     let server = ca.issue_server_certificate(&[]).expect("server cert");
     std::fs::write(dir.join("server.pem"), &server.certificate.pem).expect("write");
-    std::fs::write(dir.join("server.key"), server.private_key_pem.expose()).expect("write");
+    std::fs::write(
+        dir.join("server.key"),
+        server.private_key_pem.expose_secret(),
+    )
+    .expect("write");
     BrokerConfig::new(
         dir.join("broker"),
         ca.cert_path(),

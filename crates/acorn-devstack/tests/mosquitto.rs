@@ -22,6 +22,7 @@ use rcgen::{
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use secrecy::ExposeSecret as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const STEP: Duration = Duration::from_secs(10);
@@ -156,7 +157,7 @@ impl Identity {
     fn issue(ca: &LocalCa, cn: &str, dir: &Path) -> (Self, String) {
         let issued = ca.issue_with_new_key(cn, KeyType::P256).expect("issue");
         let serial = issued.certificate.serial_hex.clone();
-        let key = issued.private_key_pem.expose().to_owned();
+        let key = issued.private_key_pem.expose_secret().to_owned();
         (Self::new(dir, cn, issued.certificate.pem, key), serial)
     }
 
@@ -668,7 +669,7 @@ async fn the_broker_runs_unprivileged_and_reads_an_installed_crl_before_returnin
     std::fs::write(dir.path().join("server.pem"), &server.certificate.pem).expect("write");
     std::fs::write(
         dir.path().join("server.key"),
-        server.private_key_pem.expose(),
+        server.private_key_pem.expose_secret(),
     )
     .expect("write");
     let (dev_a, _) = Identity::issue(&ca, "dev-a", dir.path());

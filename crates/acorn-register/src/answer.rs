@@ -7,6 +7,7 @@ use crate::RegistrationError;
 use acorn_api::RegisterResponse;
 use acorn_transport::BrokerTarget;
 use acorn_transport::SecretString;
+use secrecy::ExposeSecret as _;
 
 /// A checked answer: the identity to store and what the caller needs to connect.
 pub(crate) struct Checked {
@@ -54,7 +55,7 @@ pub(crate) fn check(
                     .into(),
             )
         }
-        (None, Some(pem)) => SecretString::new(pem.to_string()),
+        (None, Some(pem)) => SecretString::from(pem.to_string()),
         (None, None) => {
             return bad("it holds no private key although the backend was asked to make one".into())
         }
@@ -62,7 +63,7 @@ pub(crate) fn check(
     let (endpoint_host, endpoint_port) = split_endpoint(&answer.iot_endpoint)?;
     let certs = DeviceCertificates {
         device_certificate: answer.certificate_pem.into_bytes(),
-        private_key: PrivateKey::new(key.expose().as_bytes().to_vec()),
+        private_key: PrivateKey::new(key.expose_secret().as_bytes().to_vec()),
         iot_endpoint: endpoint_host.clone(),
         device_id: device_id.to_owned(),
     };
@@ -157,7 +158,7 @@ mod tests {
     }
 
     fn own(key: &KeyPair) -> Option<SecretString> {
-        Some(SecretString::new(key.serialize_pem()))
+        Some(SecretString::from(key.serialize_pem()))
     }
 
     fn bad(result: Result<Checked, RegistrationError>) -> String {

@@ -10,6 +10,7 @@ use acorn_mqtt::BackoffConfig;
 
 use crate::RegistrationError;
 use acorn_transport::SecretString;
+use secrecy::ExposeSecret as _;
 
 /// How often and how patiently to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +139,7 @@ impl Client {
         let response = self
             .http
             .post(&self.url)
-            .bearer_auth(token.expose())
+            .bearer_auth(token.expose_secret())
             .json(body)
             .send()
             .await

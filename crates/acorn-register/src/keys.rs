@@ -6,6 +6,7 @@ use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 
 use crate::RegistrationError;
 use acorn_transport::SecretString;
+use secrecy::ExposeSecret as _;
 
 pub use acorn_api::KeyType;
 
@@ -37,7 +38,7 @@ pub fn make_device_key(device_id: &str, key_type: KeyType) -> Result<DeviceKey, 
         KeyType::P256 => {
             let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
                 .map_err(|e| fail(e.to_string()))?;
-            let pem = SecretString::new(key.serialize_pem());
+            let pem = SecretString::from(key.serialize_pem());
             (key, pem)
         }
         KeyType::Rsa2048 => {
@@ -47,9 +48,10 @@ pub fn make_device_key(device_id: &str, key_type: KeyType) -> Result<DeviceKey, 
             let pem = private
                 .to_pkcs8_pem(LineEnding::LF)
                 .map_err(|e| fail(e.to_string()))?;
-            let pem = SecretString::new(pem.as_str().to_owned());
-            let key = KeyPair::from_pkcs8_pem_and_sign_algo(pem.expose(), &rcgen::PKCS_RSA_SHA256)
-                .map_err(|e| fail(e.to_string()))?;
+            let pem = SecretString::from(pem.as_str().to_owned());
+            let key =
+                KeyPair::from_pkcs8_pem_and_sign_algo(pem.expose_secret(), &rcgen::PKCS_RSA_SHA256)
+                    .map_err(|e| fail(e.to_string()))?;
             (key, pem)
         }
     };

@@ -20,7 +20,7 @@
 //! # async fn run() -> Result<(), acorn_register::RegistrationError> {
 //! let options = RegistrationOptions::new(
 //!     "http://127.0.0.1:8080",
-//!     SecretString::new("ff8ba695...".into()),
+//!     SecretString::from("ff8ba695..."),
 //!     "acorn-0001",
 //! );
 //! let done = register(&options, &ImageTarget::new("acorn-0001.nvs.bin"), &mut HostNetwork).await?;
@@ -42,6 +42,7 @@ pub use image::{ImageTarget, DEFAULT_IMAGE_SIZE};
 pub use keys::{make_device_key, DeviceKey, KeyType};
 
 use acorn_transport::SecretString;
+use secrecy::ExposeSecret as _;
 
 /// The first step of the flow: get onto the network. On an ESP32 this connects Wi-Fi with the
 /// stored credentials; on a host the network is already there.
@@ -184,7 +185,7 @@ pub async fn register(
             "device id `{id}` must be 1-128 of A-Z a-z 0-9 _ -"
         )));
     }
-    if options.token.expose().trim().is_empty() {
+    if options.token.expose_secret().trim().is_empty() {
         return Err(RegistrationError::Config(
             "the registration token is empty; mint one with POST /v1/tokens".into(),
         ));

@@ -21,6 +21,7 @@ use acorn_transport::{
     SessionOptions, TrustRoots,
 };
 use common::{Client, WAIT};
+use secrecy::ExposeSecret as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The backend's service identity on the broker's service listener.
@@ -73,13 +74,13 @@ impl Stack {
     }
 
     async fn token(&self) -> SecretString {
-        SecretString::new(
+        SecretString::from(
             self.backend
                 .mint_token(600)
                 .await
                 .unwrap()
                 .token
-                .expose()
+                .expose_secret()
                 .to_owned(),
         )
     }
@@ -103,7 +104,7 @@ impl Stack {
         let certs = image.load(now()).unwrap();
         let identity = ClientIdentity::new(
             String::from_utf8(certs.device_certificate.clone()).unwrap(),
-            SecretString::new(
+            SecretString::from(
                 String::from_utf8(certs.private_key.expose_secret().to_vec()).unwrap(),
             ),
         );
@@ -123,7 +124,7 @@ impl Stack {
         let issued = self.backend.issue_service_identity("backend").unwrap();
         let identity = ClientIdentity::new(
             issued.certificate.pem.clone(),
-            SecretString::new(issued.private_key_pem.expose().to_owned()),
+            SecretString::from(issued.private_key_pem.expose_secret().to_owned()),
         );
         let guard = self.broker.lock().unwrap();
         let port = guard.as_ref().and_then(Broker::service_port).unwrap();
@@ -137,7 +138,7 @@ impl Stack {
     }
 
     fn admin(&self) -> String {
-        self.backend.admin_key().expose().to_owned()
+        self.backend.admin_key().expose_secret().to_owned()
     }
 }
 
@@ -199,7 +200,7 @@ async fn csr_flow_stores_identity_and_device_connects() {
 
     // A second run finds the identity and sends nothing (the token would be refused).
     let again = register(
-        &stack.options(SecretString::new("used".into()), "acorn-csr-1"),
+        &stack.options(SecretString::from("used"), "acorn-csr-1"),
         &image,
         &mut HostNetwork,
     )
@@ -326,7 +327,7 @@ async fn revoked_device_is_refused_on_reconnect_in_plain_language() {
 async fn refusal_4xx_stops_at_once_with_the_backend_message() {
     let stack = Stack::start().await;
     // Unknown token: 401 token_unknown.
-    let options = stack.options(SecretString::new("not-a-token".into()), "acorn-4xx-1");
+    let options = stack.options(SecretString::from("not-a-token"), "acorn-4xx-1");
     let err = register(&options, &stack.image("u"), &mut HostNetwork)
         .await
         .unwrap_err();
@@ -431,7 +432,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 async fn server_errors_are_retried_a_bounded_number_of_times() {
     let (url, count) = failing_server("HTTP/1.1 503 Service Unavailable").await;
     let dir = tempfile::tempdir().unwrap();
-    let mut options = RegistrationOptions::new(url, SecretString::new("t".into()), "acorn-5xx");
+    let mut options = RegistrationOptions::new(url, SecretString::from("t"), "acorn-5xx");
     options.retry = fast_retry(4);
     let err = register(
         &options,
@@ -461,7 +462,7 @@ async fn network_errors_are_retried_a_bounded_number_of_times() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = RegistrationOptions::new(
         format!("http://127.0.0.1:{port}"),
-        SecretString::new("t".into()),
+        SecretString::from("t"),
         "acorn-net",
     );
     options.retry = fast_retry(3);
@@ -494,7 +495,7 @@ async fn network_join_step_runs_first() {
     }
     let (url, count) = failing_server("HTTP/1.1 503 Service Unavailable").await;
     let dir = tempfile::tempdir().unwrap();
-    let options = RegistrationOptions::new(url, SecretString::new("t".into()), "acorn-wifi");
+    let options = RegistrationOptions::new(url, SecretString::from("t"), "acorn-wifi");
     let mut wifi = NoWifi(0);
     let err = register(
         &options,
@@ -547,7 +548,7 @@ async fn csr_flow_with_an_rsa2048_key_made_on_the_device() {
 async fn a_4xx_is_not_retried() {
     let (url, count) = failing_server("HTTP/1.1 400 Bad Request").await;
     let dir = tempfile::tempdir().unwrap();
-    let mut options = RegistrationOptions::new(url, SecretString::new("t".into()), "acorn-400");
+    let mut options = RegistrationOptions::new(url, SecretString::from("t"), "acorn-400");
     options.retry = fast_retry(4);
     let err = register(
         &options,
@@ -573,13 +574,13 @@ async fn https_backend_needs_its_ca() {
     let url = backend.base_url();
     assert!(url.starts_with("https://"));
     let token = || async {
-        SecretString::new(
+        SecretString::from(
             backend
                 .mint_token(600)
                 .await
                 .unwrap()
                 .token
-                .expose()
+                .expose_secret()
                 .to_owned(),
         )
     };

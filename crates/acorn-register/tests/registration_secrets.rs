@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use acorn_backend::{Backend, BackendConfig};
 use acorn_register::{register, HostNetwork, ImageTarget, RegistrationOptions};
 use acorn_transport::SecretString;
+use secrecy::ExposeSecret as _;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -58,12 +59,12 @@ async fn no_key_or_token_in_trace_logs_debug_or_errors() {
             .await
             .unwrap()
             .token
-            .expose()
+            .expose_secret()
             .to_owned();
         secrets.push(token.clone());
         let mut options = RegistrationOptions::new(
             backend.base_url(),
-            SecretString::new(token.clone()),
+            SecretString::from(token.clone()),
             format!("acorn-secret-{name}"),
         );
         options.server_keygen = server_keygen;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use acorn_backend::{Backend, BackendConfig, BackendHandle};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use secrecy::ExposeSecret as _;
 use serde_json::{json, Value};
 
 /// A running backend and its temporary data directory (removed on drop).
@@ -52,7 +53,7 @@ impl TestBackend {
 
     /// The admin key.
     pub fn admin(&self) -> String {
-        self.handle.admin_key().expose().to_owned()
+        self.handle.admin_key().expose_secret().to_owned()
     }
 
     /// Mints `count` tokens through the API.

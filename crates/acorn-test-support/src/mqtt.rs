@@ -80,7 +80,7 @@ impl Ca {
         params.distinguished_name.push(DnType::CommonName, cn);
         params.serial_number = Some(rcgen::SerialNumber::from(serial));
         let cert = params.signed_by(&key, &self.issuer).unwrap().pem();
-        ClientIdentity::new(cert, SecretString::new(key.serialize_pem()))
+        ClientIdentity::new(cert, SecretString::from(key.serialize_pem()))
     }
 
     /// A CRL (PEM) revoking `serials`, valid from 2020 to 4000.
@@ -107,7 +107,7 @@ impl Ca {
     /// A device identity (P-256, PKCS#8) with common name `cn`.
     pub fn device(&self, cn: &str, validity: Validity) -> ClientIdentity {
         let (cert, key) = self.leaf(cn, &[], validity);
-        ClientIdentity::new(cert, SecretString::new(key))
+        ClientIdentity::new(cert, SecretString::from(key))
     }
 }
 

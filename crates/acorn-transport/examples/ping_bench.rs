@@ -44,7 +44,7 @@ fn once(args: &[String]) -> Result<()> {
 fn options(dir: &Path, port: u16) -> Result<PingOptions> {
     let identity = ClientIdentity::new(
         std::fs::read_to_string(dir.join("device.pem"))?,
-        SecretString::new(std::fs::read_to_string(dir.join("device.key"))?),
+        SecretString::from(std::fs::read_to_string(dir.join("device.key"))?),
     );
     let roots = TrustRoots::from_pem_file(&dir.join("ca.pem"))?;
     let mut options = PingOptions::new(

@@ -11,7 +11,7 @@ use rustls_pki_types::{
 use zeroize::Zeroizing;
 
 use crate::error::ConfigError;
-use crate::secret::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Port of MQTT over TLS.
 pub const MQTTS_PORT: u16 = 8883;
@@ -112,7 +112,7 @@ impl ClientIdentity {
                 DerKeyFormat::Sec1 => PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(bytes)),
             });
         }
-        PrivateKeyDer::from_pem_slice(self.key_pem.expose().as_bytes()).map_err(|e| {
+        PrivateKeyDer::from_pem_slice(self.key_pem.expose_secret().as_bytes()).map_err(|e| {
             ConfigError::BadKeyPem {
                 detail: pem_error_text(&e),
             }
@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn debug_hides_the_key() {
-        let id = ClientIdentity::new("cert", SecretString::new("TOPSECRETKEY".into()));
+        let id = ClientIdentity::new("cert", SecretString::from("TOPSECRETKEY"));
         let text = format!("{id:?}");
         assert!(!text.contains("TOPSECRETKEY"));
         assert!(text.contains("<redacted>"));
@@ -263,8 +263,8 @@ mod tests {
     fn garbage_pem_is_an_error_without_echo() {
         let id = ClientIdentity::new(
             "nonsense",
-            SecretString::new(
-                "-----BEGIN PRIVATE KEY-----\nTOPSECRET!!\n-----END PRIVATE KEY-----\n".into(),
+            SecretString::from(
+                "-----BEGIN PRIVATE KEY-----\nTOPSECRET!!\n-----END PRIVATE KEY-----\n",
             ),
         );
         assert!(matches!(

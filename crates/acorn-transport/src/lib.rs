@@ -17,7 +17,7 @@
 //! ```no_run
 //! use acorn_transport::{ping, BrokerTarget, ClientIdentity, PingOptions, SecretString, TrustRoots};
 //! # async fn run(cert_pem: String, key_pem: String) {
-//! let identity = ClientIdentity::new(cert_pem, SecretString::new(key_pem));
+//! let identity = ClientIdentity::new(cert_pem, SecretString::from(key_pem));
 //! let target = BrokerTarget::aws("abc123-ats.iot.eu-west-1.amazonaws.com", false);
 //! let options = PingOptions::new(target, identity, TrustRoots::Amazon, "device-1", "1.0.0");
 //! match ping(&options).await {
@@ -34,7 +34,6 @@ pub mod error;
 pub mod identity;
 pub mod ping;
 pub mod roots;
-pub mod secret;
 pub mod session;
 pub mod status;
 pub mod tls;
@@ -44,7 +43,10 @@ pub use error::ConfigError;
 pub use identity::{BrokerTarget, ClientIdentity, DerKeyFormat};
 pub use ping::{ping, PingFailure, PingOptions, PingReport};
 pub use roots::TrustRoots;
-pub use secret::SecretString;
+/// The one secret type of the workspace (private keys as PEM text, tokens, admin keys):
+/// `secrecy`'s, zeroized on drop, `[REDACTED]` in Debug, no Display and no `PartialEq`; read it
+/// with [`ExposeSecret::expose_secret`] only where it must leave the process.
+pub use secrecy::{ExposeSecret, SecretString};
 pub use session::SessionOptions;
 pub use tls::TlsVersions;
 

@@ -95,7 +95,7 @@ pub fn client_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::SecretString;
+    use secrecy::SecretString;
 
     fn identity() -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn alpn_is_offered_only_when_asked() {
         let (cert, key) = identity();
-        let id = ClientIdentity::new(cert, SecretString::new(key));
+        let id = ClientIdentity::new(cert, SecretString::from(key));
         let with = client_config(&id, &TrustRoots::Amazon, true, TlsVersions::default()).unwrap();
         assert_eq!(with.alpn_protocols, vec![b"x-amzn-mqtt-ca".to_vec()]);
         let without =
@@ -118,7 +118,7 @@ mod tests {
     fn a_key_from_another_pair_is_refused_locally() {
         let (cert, _) = identity();
         let (_, other_key) = identity();
-        let id = ClientIdentity::new(cert, SecretString::new(other_key));
+        let id = ClientIdentity::new(cert, SecretString::from(other_key));
         assert!(matches!(certified_key(&id), Err(ConfigError::KeyMismatch)));
     }
 }

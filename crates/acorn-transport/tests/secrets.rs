@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use acorn_transport::{ping, ClientIdentity, PingOptions, SecretString, TlsVersions};
 use common::{Ca, Client, Env, Validity};
+use secrecy::ExposeSecret as _;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -42,7 +43,7 @@ async fn no_key_material_in_trace_logs_debug_or_errors() {
 
     let env = Env::start();
     let (cert, key) = env.ca.leaf("device-a", &[], Validity::Valid);
-    let identity = ClientIdentity::new(cert.clone(), SecretString::new(key.clone()));
+    let identity = ClientIdentity::new(cert.clone(), SecretString::from(key.clone()));
     let mut text = String::new();
 
     // Success: ping, and a session that connects and publishes.
@@ -57,18 +58,18 @@ async fn no_key_material_in_trace_logs_debug_or_errors() {
 
     // Failures: wrong key, stranger CA (TLS 1.2 and 1.3), bad PEM.
     let (_, other_key) = env.ca.leaf("device-a", &[], Validity::Valid);
-    let mismatched = ClientIdentity::new(cert.clone(), SecretString::new(other_key.clone()));
+    let mismatched = ClientIdentity::new(cert.clone(), SecretString::from(other_key.clone()));
     let mut bad = PingOptions::new(env.target(), mismatched, env.roots(), "device-a", "1");
     text += &format!("{:?}\n", ping(&bad).await);
     let stranger = Ca::new("Stranger").device("device-a", Validity::Valid);
-    let stranger_key = stranger.key_pem().expose().to_owned();
+    let stranger_key = stranger.key_pem().expose_secret().to_owned();
     bad.identity = stranger;
     for versions in [TlsVersions::Tls12Only, TlsVersions::Tls13Only] {
         bad.tls_versions = versions;
         let failure = ping(&bad).await.unwrap_err();
         text += &format!("{failure}\n{failure:?}\n");
     }
-    let truncated = ClientIdentity::new(cert, SecretString::new(key[..key.len() / 2].to_owned()));
+    let truncated = ClientIdentity::new(cert, SecretString::from(key[..key.len() / 2].to_owned()));
     bad.identity = truncated;
     let failure = ping(&bad).await.unwrap_err();
     text += &format!("{failure}\n{failure:?}\n");

@@ -166,7 +166,7 @@ async fn key_not_matching_the_certificate_is_caught_before_connecting() {
     let env = Env::start();
     let (cert, _) = env.ca.leaf("device-a", &[], Validity::Valid);
     let (_, other_key) = env.ca.leaf("device-a", &[], Validity::Valid);
-    let identity = ClientIdentity::new(cert, SecretString::new(other_key));
+    let identity = ClientIdentity::new(cert, SecretString::from(other_key));
     let failure = ping_as(&env, identity, TlsVersions::default()).await;
     assert_failure(
         &env,

@@ -58,7 +58,7 @@ async fn ping_accepts_pkcs1_rsa_sec1_ec_and_tls12() {
     let cert = env.ca.sign("device-rsa", &[], Validity::Valid, &rsa);
     let pkcs1 = openssl(&["pkey", "-traditional"], &pkcs8);
     assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
-    let identity = ClientIdentity::new(cert, SecretString::new(pkcs1));
+    let identity = ClientIdentity::new(cert, SecretString::from(pkcs1));
     ping(&ping_options(&env, identity, "device-rsa"))
         .await
         .unwrap_or_else(|f| panic!("{f}"));
@@ -68,7 +68,7 @@ async fn ping_accepts_pkcs1_rsa_sec1_ec_and_tls12() {
     let cert = env.ca.sign("device-ec", &[], Validity::Valid, &ec);
     let sec1 = openssl(&["pkey", "-traditional"], &ec.serialize_pem());
     assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
-    let identity = ClientIdentity::new(cert, SecretString::new(sec1));
+    let identity = ClientIdentity::new(cert, SecretString::from(sec1));
     let mut options = ping_options(&env, identity, "device-ec");
     options.tls_versions = acorn_transport::TlsVersions::Tls12Only;
     let report = ping(&options).await.unwrap_or_else(|f| panic!("{f}"));

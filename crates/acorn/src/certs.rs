@@ -212,6 +212,7 @@ pub fn print_certificate_info(info: &CertificateInfo, out: &mut dyn Write) -> io
 mod tests {
     use super::*;
     use acorn_backend::{KeyType, LocalCa};
+    use secrecy::ExposeSecret as _;
 
     struct Files {
         dir: tempfile::TempDir,
@@ -243,7 +244,7 @@ mod tests {
             .unwrap();
             std::fs::write(
                 dir.path().join(format!("{name}.key")),
-                issued.private_key_pem.expose(),
+                issued.private_key_pem.expose_secret(),
             )
             .unwrap();
         }

@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 
 use self::log::DemoLog;
+use secrecy::ExposeSecret as _;
 
 /// Options of `acorn demo`.
 #[derive(clap::Args)]
@@ -141,7 +142,7 @@ async fn demo(args: Args) -> Result<bool> {
             image: dir.path().join(format!("{device_id}.nvs.bin")),
             device_id,
             backend_url: backend.base_url(),
-            token: SecretString::new(token.token.expose().to_owned()),
+            token: SecretString::from(token.token.expose_secret().to_owned()),
             port,
             roots: roots.clone(),
             press_every: args.press_every,
@@ -199,7 +200,7 @@ async fn refuse_stranger(log: &DemoLog, port: u16, roots: TrustRoots) {
             return;
         }
     };
-    let identity = ClientIdentity::new(cert_pem, SecretString::new(key_pem));
+    let identity = ClientIdentity::new(cert_pem, SecretString::from(key_pem));
     let mut options = PingOptions::new(
         BrokerTarget::new("localhost", port),
         identity,

@@ -12,6 +12,7 @@ use acorn_backend::{
 use acorn_devstack::broker::{free_port, Broker, BrokerConfig, BrokerError};
 use acorn_transport::TrustRoots;
 use anyhow::{Context, Result};
+use secrecy::ExposeSecret as _;
 
 mod enforce;
 
@@ -165,7 +166,7 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         // Watch the signals before the banner: a caller may stop us as soon as it reads it.
         let stop = stop_signals()?;
         let token_file = args.dir.join(TOKEN_FILE);
-        acorn_files::write_private(&token_file, token.token.expose().as_bytes())
+        acorn_files::write_private(&token_file, token.token.expose_secret().as_bytes())
             .with_context(|| format!("cannot write the token to {}", token_file.display()))?;
         print_banner(&Banner {
             backend_url: &backend.base_url(),

@@ -13,6 +13,7 @@ use acorn_backend::ca::{KeyType, LocalCa};
 use acorn_devstack::broker::{Broker, BrokerConfig};
 use acorn_transport::rumqttc::{self, AsyncClient, Event, Packet, QoS};
 use acorn_transport::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
+use secrecy::ExposeSecret as _;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -37,7 +38,7 @@ impl Env {
         std::fs::write(dir.path().join("server.pem"), &server.certificate.pem).unwrap();
         std::fs::write(
             dir.path().join("server.key"),
-            server.private_key_pem.expose(),
+            server.private_key_pem.expose_secret(),
         )
         .unwrap();
         let service_ca = LocalCa::create_as(
@@ -67,7 +68,7 @@ impl Env {
     /// returns its path and the key PEM.
     fn image(&self, id: &str) -> (PathBuf, String) {
         let issued = self.ca.issue_with_new_key(id, KeyType::Rsa2048).unwrap();
-        let key = issued.private_key_pem.expose().to_owned();
+        let key = issued.private_key_pem.expose_secret().to_owned();
         let path = self.dir.path().join(format!("{id}.bin"));
         provision(
             &path,
@@ -97,7 +98,7 @@ impl Env {
         // The service identity (a P-256 key from the service CA).
         let identity = ClientIdentity::new(
             issued.certificate.pem,
-            SecretString::new(issued.private_key_pem.expose().to_owned()),
+            SecretString::from(issued.private_key_pem.expose_secret().to_owned()),
         );
         let mut options = SessionOptions::new(
             BrokerTarget::new("localhost", self.broker.service_port().unwrap()),
@@ -700,7 +701,7 @@ async fn encrypted_image_with_nvs_keys_and_simulated_presses() {
         &acorn_certs::DeviceCertificates {
             device_certificate: issued.certificate.pem.into_bytes(),
             private_key: acorn_certs::PrivateKey::new(
-                issued.private_key_pem.expose().as_bytes().to_vec(),
+                issued.private_key_pem.expose_secret().as_bytes().to_vec(),
             ),
             iot_endpoint: "localhost".into(),
             device_id: "dev-enc".into(),

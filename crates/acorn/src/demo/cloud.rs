@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::log::DemoLog;
+use secrecy::ExposeSecret as _;
 
 /// The cloud client's MQTT client id and certificate CN.
 pub const CLOUD_ID: &str = "service:cloud";
@@ -40,7 +41,7 @@ impl Cloud {
     ) -> Result<Self> {
         let identity = ClientIdentity::new(
             issued.certificate.pem.clone(),
-            SecretString::new(issued.private_key_pem.expose().to_owned()),
+            SecretString::from(issued.private_key_pem.expose_secret().to_owned()),
         );
         let mut options = SessionOptions::new(
             BrokerTarget::new("localhost", port),

@@ -17,6 +17,7 @@ use acorn_devstack::broker::Broker;
 use acorn_mqtt::{DeviceStatus, DeviceStatusMessage, Topics};
 use acorn_transport::rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
 use acorn_transport::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
+use secrecy::ExposeSecret as _;
 
 /// How long each MQTT step of an enforcement may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -104,7 +105,7 @@ impl Enforcer {
             .ok_or("the broker has no service listener")?;
         let identity = ClientIdentity::new(
             identity.certificate.pem.clone(),
-            SecretString::new(identity.private_key_pem.expose().to_owned()),
+            SecretString::from(identity.private_key_pem.expose_secret().to_owned()),
         );
         let mut options = SessionOptions::new(
             BrokerTarget::new("localhost", port),

@@ -9,7 +9,7 @@ use acorn_register::{
     register as register_device, HostNetwork, ImageTarget, KeyOrigin, KeyType, RegistrationOptions,
     DEFAULT_IMAGE_SIZE,
 };
-use acorn_transport::SecretString;
+use acorn_transport::{ExposeSecret as _, SecretString};
 use anyhow::{bail, Context, Result};
 
 /// Arguments of `acorn device register`.
@@ -100,8 +100,8 @@ pub fn register(
 ) -> Result<ExitCode> {
     crate::cli::init_logs("info", false);
     let token = match (&args.token, &args.token_file) {
-        (Some(token), _) => SecretString::new(token.trim().to_owned()),
-        (None, Some(path)) => SecretString::new(
+        (Some(token), _) => SecretString::from(token.trim().to_owned()),
+        (None, Some(path)) => SecretString::from(
             std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the token file {}", path.display()))?
                 .trim()
@@ -109,7 +109,7 @@ pub fn register(
         ),
         (None, None) => bail!("give the registration token with --token-file FILE or ACORN_TOKEN"),
     };
-    if token.is_empty() {
+    if token.expose_secret().is_empty() {
         bail!("the registration token is empty; give the token minted by the backend");
     }
     let mut options = RegistrationOptions::new(args.backend.clone(), token, args.device_id.clone());
