@@ -3,11 +3,22 @@
 # figures of issue 10: app image (sum of SHF_ALLOC sections that are not NOBITS: what
 # `espflash save-image` writes, less its headers and padding), static RAM (.data + .bss +
 # other allocated NOBITS in RAM). Needs only the Rust toolchain with riscv32imc-unknown-none-elf.
-# Usage: bash bench/firmware_size.sh [--no-rsa]
+# Usage: bash bench/firmware_size.sh [--no-rsa] [--register] [--full-certs]
+#   --no-rsa      without RSA server-chain verification (ECC chains to Amazon Root CA 3 only)
+#   --register    with registration on the chip (feature `register`)
+#   --full-certs  with acorn-certs' default features (RSA and P-384 identities, DN names
+#                 through const-oid's database), as on Linux: shows what those trims save
 set -euo pipefail
 cd "$(dirname "$0")/../firmware"
 features=()
-if [[ "${1:-}" == "--no-rsa" ]]; then features=(--no-default-features); fi
+for arg in "$@"; do
+  case "$arg" in
+    --no-rsa) features+=(--no-default-features) ;;
+    --register) features+=(--features register) ;;
+    --full-certs) features+=(--features acorn-certs/default) ;;
+    *) echo "unknown option $arg (use --no-rsa, --register, --full-certs)" >&2; exit 2 ;;
+  esac
+done
 start=$(date +%s)
 cargo build --release "${features[@]}" >&2
 elf=target/riscv32imc-unknown-none-elf/release/acorn-firmware
@@ -39,7 +50,7 @@ for (nm, typ, flags, addr, off, size, *_rest) in secs_:
         bss += size
 budget = 1_048_576
 print(f"firmware: {path} (build {secs} s)")
-print(f"  app image (SHF_ALLOC, not NOBITS): {flash:>9,} B   budget {budget:,} B  ({flash * 100 / budget:.1f} %, {'OK' if flash <= budget else 'OVER'})")
+print(f"  app image (SHF_ALLOC, not NOBITS): {flash:>9,} B   budget {budget:,} B  ({flash * 100 / budget:.1f} %, {'OK' if flash <= budget else 'OVER'}, {budget - flash:+,} B)")
 print(f"  static RAM: .data {data_:,} B + .bss {bss:,} B = {data_ + bss:,} B (the .bss holds the 72 KB esp-alloc heap); IRAM code {iram:,} B")
 print(f"  spike (issue 10): embedded-tls + RSA full firmware 797,008 B; mbedtls-rs 945,136 B; Wi-Fi + TCP 510,704 B")
 PY

@@ -190,7 +190,7 @@ fn setup(dir: &Path) -> Result<PathBuf> {
             iot_endpoint: "localhost".into(),
             device_id: DEVICE.into(),
         },
-        acorn_agent::image::unix_now(),
+        acorn_agent::device_image::unix_now(),
     )?;
     Ok(path)
 }

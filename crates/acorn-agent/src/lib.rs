@@ -17,7 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod device;
-pub mod image;
+pub mod device_image;
 
 pub use device::{Device, DeviceError, DeviceEvent, DeviceHandle, DeviceOptions, PressOutcome};
-pub use image::{DeviceImage, ImageError, LoadedDevice};
+pub use device_image::{DeviceImage, ImageError, LoadedDevice};

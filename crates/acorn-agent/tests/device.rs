@@ -213,7 +213,9 @@ async fn settings_and_commands_are_applied_answered_and_persisted() {
     // Every load was validated and recorded in the image's metadata.
     let mut image = acorn_agent::DeviceImage::open(&image, None).unwrap();
     drop(device);
-    let loaded = image.load_identity(acorn_agent::image::unix_now()).unwrap();
+    let loaded = image
+        .load_identity(acorn_agent::device_image::unix_now())
+        .unwrap();
     assert_eq!(loaded.metadata.validation_attempts, 3);
     assert!(loaded.metadata.last_used.is_some());
 }

@@ -107,7 +107,7 @@ fn encrypted_images_need_their_keys_and_keep_secrets_out_of_errors() {
     let (certs, key_pem) = certs(&ca, "dev-enc");
     let mut image = DeviceImage::create(&path, 0x6000, Some(&keys)).unwrap();
     image
-        .provision(&certs, acorn_agent::image::unix_now())
+        .provision(&certs, acorn_agent::device_image::unix_now())
         .unwrap();
     let settings = DeviceSettings {
         sound_enabled: false,

@@ -31,13 +31,13 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod builder;
 pub mod crc;
 mod crypto;
 mod error;
 #[cfg(feature = "std")]
 mod fileflash;
 pub mod format;
-pub mod image;
 mod key;
 mod memflash;
 mod nvs;

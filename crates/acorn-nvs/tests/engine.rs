@@ -226,7 +226,7 @@ fn random_bytes_never_panic() {
 
 #[test]
 fn a_string_that_is_not_utf8_is_reported_where_it_lies() {
-    use acorn_nvs::image::{ImageBuilder, ImageValue};
+    use acorn_nvs::builder::{ImageBuilder, ImageValue};
     let mut image = ImageBuilder::new(SIZE as usize, None).unwrap();
     image.namespace("certs").unwrap();
     for i in 0..5 {

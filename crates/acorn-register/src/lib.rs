@@ -31,15 +31,15 @@
 mod answer;
 mod error;
 mod http;
-mod image;
 mod keys;
+mod target;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::RegistrationError;
 pub use http::RetryPolicy;
-pub use image::{ImageTarget, DEFAULT_IMAGE_SIZE};
 pub use keys::{make_device_key, DeviceKey, KeyType};
+pub use target::{ImageTarget, DEFAULT_IMAGE_SIZE};
 
 use acorn_transport::SecretString;
 use secrecy::ExposeSecret as _;

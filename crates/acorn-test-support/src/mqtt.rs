@@ -428,7 +428,7 @@ pub fn device_image(dir: &Path, ca: &Ca, cn: &str) -> (std::path::PathBuf, Strin
         device_id: cn.into(),
     };
     image
-        .provision(&certs, acorn_agent::image::unix_now())
+        .provision(&certs, acorn_agent::device_image::unix_now())
         .unwrap();
     (path, key)
 }

@@ -78,8 +78,11 @@ fn bench(n: usize) -> Result<()> {
     std::fs::write(dir.join("server.key"), server_key)?;
     std::fs::write(dir.join("device.pem"), device)?;
     std::fs::write(dir.join("device.key"), device_key)?;
-    let payload =
-        acorn_transport::status::status_json("device-a", acorn_mqtt::DeviceStatus::Online, "1.0.0");
+    let payload = acorn_transport::presence::status_json(
+        "device-a",
+        acorn_mqtt::DeviceStatus::Online,
+        "1.0.0",
+    );
     std::fs::write(dir.join("payload.json"), &payload)?;
     let broker = Broker::start(BrokerConfig::new(
         dir.join("broker"),

@@ -29,15 +29,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod connection;
 pub mod diagnosis;
 pub mod error;
 pub mod identity;
 pub mod ping;
+pub mod presence;
 pub mod roots;
-pub mod session;
-pub mod status;
 pub mod tls;
 
+pub use connection::SessionOptions;
 pub use diagnosis::{ClientCertRejection, Diagnosis, Step};
 pub use error::ConfigError;
 pub use identity::{BrokerTarget, ClientIdentity, DerKeyFormat};
@@ -47,7 +48,6 @@ pub use roots::TrustRoots;
 /// `secrecy`'s, zeroized on drop, `[REDACTED]` in Debug, no Display and no `PartialEq`; read it
 /// with [`ExposeSecret::expose_secret`] only where it must leave the process.
 pub use secrecy::{ExposeSecret, SecretString};
-pub use session::SessionOptions;
 pub use tls::TlsVersions;
 
 /// Re-export of rumqttc, so callers use the same version.

@@ -22,8 +22,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::diagnosis::{connack_code, Diagnosis, Step};
 use crate::identity::{BrokerTarget, ClientIdentity};
+use crate::presence::{commands_topic, status_json, status_topic};
 use crate::roots::TrustRoots;
-use crate::status::{commands_topic, status_json, status_topic};
 use crate::tls::{client_config, TlsVersions};
 
 /// Largest packet accepted from the broker: AWS IoT's 128 KB payload plus headers.

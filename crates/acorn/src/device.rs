@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use acorn_agent::device::{Device, DeviceHandle, DeviceOptions, PressOutcome, AGENT_VERSION};
-use acorn_agent::image::unix_now;
+use acorn_agent::device_image::unix_now;
 use acorn_agent::DeviceImage;
 use acorn_mqtt::{DeviceStatus, DeviceStatusMessage};
 use acorn_transport::{ping, BrokerTarget, PingOptions, TrustRoots};

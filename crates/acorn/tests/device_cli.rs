@@ -132,7 +132,7 @@ impl Env {
 }
 
 fn unix_now() -> u64 {
-    acorn_agent::image::unix_now()
+    acorn_agent::device_image::unix_now()
 }
 
 fn provision(path: &Path, cert: &[u8], key: &str, id: &str, now: u64) {

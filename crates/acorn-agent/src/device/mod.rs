@@ -40,7 +40,7 @@ use rand::SeedableRng as _;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::image::{unix_now, DeviceImage, ImageError};
+use crate::device_image::{unix_now, DeviceImage, ImageError};
 use acorn_transport::BrokerTarget;
 use acorn_transport::ConfigError;
 use acorn_transport::SessionOptions;

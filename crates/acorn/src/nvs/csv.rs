@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use acorn_nvs::image::{ImageBuilder, ImageValue};
+use acorn_nvs::builder::{ImageBuilder, ImageValue};
 use acorn_nvs::{IntValue, ValueType};
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;

@@ -6,7 +6,7 @@ mod render;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use acorn_nvs::image::ImageBuilder;
+use acorn_nvs::builder::ImageBuilder;
 use acorn_nvs::{format, IntValue, Mode, NvsKeys, ValueType};
 use anyhow::{bail, Context, Result};
 use serde_json::json;

@@ -14,8 +14,8 @@ use rumqttc::{
 use crate::diagnosis::Diagnosis;
 use crate::error::ConfigError;
 use crate::identity::{BrokerTarget, ClientIdentity};
+use crate::presence::{status_json, status_topic};
 use crate::roots::TrustRoots;
-use crate::status::{status_json, status_topic};
 use crate::tls::{client_config, TlsVersions};
 
 /// Largest packet sent: AWS IoT Core's 128 KB payload plus topic and headers (rumqttc's
