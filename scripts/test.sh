@@ -6,15 +6,16 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy -p acorn-embedded --all-targets --features tokio -- -D warnings
+cargo clippy -p acorn-embedded --all-targets --features tokio,device,register -- -D warnings
 for crate in acorn-nvs acorn-certs acorn-mqtt acorn-api acorn-device; do
   cargo build -p "$crate" --target riscv32imc-unknown-none-elf
 done
 cargo build -p acorn-device --features nvs --target riscv32imc-unknown-none-elf
 cargo build -p acorn-embedded --no-default-features --target riscv32imc-unknown-none-elf
+cargo build -p acorn-certs --no-default-features --features nvs --target riscv32imc-unknown-none-elf
 cargo test --workspace
 # The embedded transport against real mosquitto needs its tokio adapter.
-cargo test -p acorn-embedded --features tokio
+cargo test -p acorn-embedded --features tokio,device,register
 # The ESP32-C3 firmware: its own cargo project; prints its footprint against the budget.
 bash bench/firmware_size.sh
 

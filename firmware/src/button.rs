@@ -1,12 +1,9 @@
 //! The press source: a debounced GPIO button (GPIO9, the DevKit's BOOT button) now, the RF
 //! receiver later — both behind [`PressSource`].
 
-use core::cell::RefCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 
-use acorn_embedded::app::BasicDevice;
-use acorn_mqtt::Topics;
-use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
-use embassy_sync::blocking_mutex::Mutex;
+use acorn_embedded::device::Input as DeviceInput;
 use embassy_time::{Duration, Instant, Timer};
 use esp_hal::gpio::{Input, InputConfig, Pull};
 use esp_hal::peripherals::GPIO9;
@@ -51,15 +48,15 @@ impl PressSource for GpioButton {
     }
 }
 
-static TOPICS: Mutex<CriticalSectionRawMutex, RefCell<Option<Topics>>> =
-    Mutex::new(RefCell::new(None));
+/// Whether the device core runs (identity loaded, clock synced): presses before are dropped.
+static OPERATIONAL: AtomicBool = AtomicBool::new(false);
 
-/// Tells the button task which device it belongs to (once the identity is loaded).
-pub fn set_device(topics: &Topics) {
-    TOPICS.lock(|t| *t.borrow_mut() = Some(topics.clone()));
+/// Tells the button task that the device core takes presses now.
+pub fn set_operational(on: bool) {
+    OPERATIONAL.store(on, Ordering::Relaxed);
 }
 
-/// Turns presses into publish requests for the transport.
+/// Hands presses to the device core (cooldown, queueing and the message are its job).
 #[embassy_executor::task]
 pub async fn task(pin: GPIO9<'static>) {
     let mut button = GpioButton {
@@ -67,34 +64,23 @@ pub async fn task(pin: GPIO9<'static>) {
     };
     loop {
         let press = button.next_press().await;
-        let unix = crate::unix_ms();
-        let topics = TOPICS.lock(|t| t.borrow().clone());
-        let Some(topics) = topics else {
-            warn!("press ignored: no identity loaded yet");
-            continue;
-        };
-        if unix == 0 {
-            warn!("press ignored: the clock is not synced yet");
+        if !OPERATIONAL.load(Ordering::Relaxed) {
+            warn!("press ignored: no identity loaded or clock not synced yet");
             continue;
         }
-        match BasicDevice::<crate::Presses>::press(
-            &topics,
-            press.button_rf_id,
-            unix,
-            press.battery_level,
-        ) {
-            Ok(request) => {
-                if crate::REQUESTS.try_send(request).is_err() {
-                    warn!("press dropped: the request queue is full");
-                } else {
-                    info!(
-                        "press at {} (uptime {} ms)",
-                        unix,
-                        Instant::now().as_millis()
-                    );
-                }
-            }
-            Err(e) => warn!("press not sent: {e}"),
+        let input = DeviceInput::Press {
+            button: press.button_rf_id.into(),
+            battery: press.battery_level,
+        };
+        if crate::INPUTS.try_send(input).is_err() {
+            warn!("press dropped: the input queue is full");
+        } else {
+            info!(
+                "press of {} at {} (uptime {} ms)",
+                press.button_rf_id,
+                crate::unix_ms(),
+                Instant::now().as_millis()
+            );
         }
     }
 }

@@ -9,14 +9,11 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use acorn_embedded::{Application, Notice, Request};
-use acorn_mqtt::{Action, ConnectionStatus, Session};
+use acorn_mqtt::ConnectionStatus;
 use embassy_time::Timer;
 use esp_hal::gpio::{Level, Output, OutputConfig};
 use esp_hal::peripherals::{GPIO8, TIMG1};
 use esp_hal::timer::timg::Wdt;
-use log::{info, warn};
-use rand_core::RngCore;
 
 /// The LED patterns.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -59,38 +56,11 @@ pub async fn task(pin: GPIO8<'static>, mut wdt: Wdt<TIMG1<'static>>) {
     }
 }
 
-/// Wraps the application: LED pattern per connection state, log lines for the serial monitor.
-pub struct Watching<'a, A>(pub &'a mut A);
-
-impl<R: RngCore, A: Application<R>> Application<R> for Watching<'_, A> {
-    fn next_request(&mut self) -> impl core::future::Future<Output = Request> {
-        self.0.next_request()
-    }
-
-    fn notice(&mut self, now_ms: u64, notice: Notice<'_>, session: &mut Session<R>) {
-        match &notice {
-            Notice::Action(Action::ReportStatus(status)) => {
-                info!("mqtt: {status}");
-                set(match status {
-                    ConnectionStatus::Connected => Pattern::Connected,
-                    ConnectionStatus::Connecting | ConnectionStatus::Disconnected => {
-                        Pattern::Connecting
-                    }
-                    ConnectionStatus::Error(_) => Pattern::Error,
-                });
-            }
-            Notice::Action(Action::Health(report)) => info!("health: {report:?}"),
-            Notice::Action(Action::Delivered(id)) => info!("delivered {id:?}"),
-            Notice::Action(Action::Dropped { id, reason }) => warn!("dropped {id:?}: {reason:?}"),
-            Notice::Failure(d) => warn!("{d}"),
-            Notice::Message { topic, payload } => {
-                info!("received {} bytes on {topic}", payload.len())
-            }
-            Notice::Oversized { topic, len } => {
-                warn!("skipped a {len}-byte message on {topic:?} (larger than the receive buffer)")
-            }
-            _ => {}
-        }
-        self.0.notice(now_ms, notice, session);
-    }
+/// The pattern for a connection status.
+pub fn show(status: &ConnectionStatus) {
+    set(match status {
+        ConnectionStatus::Connected => Pattern::Connected,
+        ConnectionStatus::Connecting | ConnectionStatus::Disconnected => Pattern::Connecting,
+        ConnectionStatus::Error(_) => Pattern::Error,
+    });
 }

@@ -4,7 +4,9 @@
 //! Boot (the state machine is `acorn_embedded::boot`, tested on Linux): Wi-Fi credentials from
 //! NVS namespace `wifi` → Wi-Fi station, DHCP, DNS → SNTP (never connect on unchecked dates) →
 //! identity from the `identity` NVS partition (encrypted when `nvs_keys` holds keys) →
-//! operational: the embedded transport (TLS 1.3 + MQTT 3.1.1) driven by `acorn_mqtt::Session`,
+//! operational: the device core (`acorn_device::Device`: presses with cooldown, settings saved
+//! in the `nvs` partition and answered, commands answered, online/offline) driving the
+//! embedded transport (TLS 1.3 + MQTT 3.1.1) through `acorn_embedded::device::DeviceDriver`,
 //! a debounced button as press source, a status LED, a watchdog. Panics are printed and the
 //! chip resets (esp-backtrace).
 #![no_std]
@@ -21,10 +23,10 @@ use alloc::string::String;
 use core::sync::atomic::Ordering;
 use portable_atomic::AtomicU64;
 
-use acorn_embedded::app::{BasicDevice, RequestSource};
+use acorn_device::{Device, DeviceConfig, Level, Notice};
 use acorn_embedded::boot::{Boot, BootAction, BootEvent};
-use acorn_embedded::{Buffers, Request, Target, Transport, TransportConfig};
-use acorn_mqtt::{Session, SessionConfig, Topics};
+use acorn_embedded::device::{DeviceDriver, DeviceIo, Input, Report};
+use acorn_embedded::{Buffers, Target, Time, Transport, TransportConfig};
 use embassy_executor::Spawner;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::channel::Channel;
@@ -32,7 +34,7 @@ use embassy_time::{Duration, Instant, Timer};
 use esp_backtrace as _;
 use esp_hal::clock::CpuClock;
 use esp_hal::timer::timg::TimerGroup;
-use log::{info, warn};
+use log::{debug, info, warn};
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
@@ -42,8 +44,11 @@ pub const FIRMWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Unix time in ms minus `Instant::now()` in ms, once SNTP answered (0 = not synced).
 static UNIX_OFFSET_MS: AtomicU64 = AtomicU64::new(0);
 
-/// Presses from the button task to the transport.
-pub static REQUESTS: Channel<CriticalSectionRawMutex, Request, 8> = Channel::new();
+/// Presses from the button task to the device core.
+pub static INPUTS: Channel<CriticalSectionRawMutex, Input, 8> = Channel::new();
+
+/// Buttons the device core remembers for the cooldown (each entry holds a button id).
+const COOLDOWN_ENTRIES: usize = 32;
 
 /// The synced wall clock in Unix ms (0 before SNTP).
 pub fn unix_ms() -> u64 {
@@ -71,9 +76,13 @@ impl acorn_embedded::Clock for ChipClock {
     }
 
     fn unix_secs(&self) -> Option<u64> {
+        self.unix_ms().map(|t| t / 1000)
+    }
+
+    fn unix_ms(&self) -> Option<u64> {
         match unix_ms() {
             0 => None,
-            t => Some(t / 1000),
+            t => Some(t),
         }
     }
 
@@ -107,12 +116,29 @@ impl rand_core::RngCore for ChipRng {
 
 impl rand_core::CryptoRng for ChipRng {}
 
-/// Requests from the button task.
-pub(crate) struct Presses;
+/// The device core's platform side: presses from the button task in, reports to the serial
+/// log and the LED out.
+pub(crate) struct ChipIo;
 
-impl RequestSource for Presses {
-    async fn next(&mut self) -> Request {
-        REQUESTS.receive().await
+impl DeviceIo for ChipIo {
+    async fn next_input(&mut self) -> Input {
+        INPUTS.receive().await
+    }
+
+    fn report(&mut self, _now: Time, report: Report<'_>) {
+        match report {
+            Report::Notice(Notice::Status(status)) => {
+                // Every status change is shown (and the LED follows it).
+                led::show(status);
+                info!("mqtt: {status}");
+            }
+            Report::Notice(notice) => match notice.level() {
+                Level::Warn => warn!("{notice}"),
+                Level::Info => info!("{notice}"),
+                Level::Debug => debug!("{notice}"),
+            },
+            other => warn!("{other}"),
+        }
     }
 }
 
@@ -142,9 +168,20 @@ async fn main(spawner: Spawner) -> ! {
     spawner.spawn(button::task(peripherals.GPIO9).unwrap());
 
     let mut flash = storage::Flash::new(peripherals.FLASH);
-    let registration_possible = false; // see docs/esp32.md: registration over HTTP is not built yet
+    #[cfg(feature = "register")]
+    let mac = {
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(esp_hal::efuse::base_mac_address().as_bytes());
+        mac
+    };
+    #[cfg(feature = "register")]
+    let registration_possible = flash.registration(mac).is_some();
+    #[cfg(not(feature = "register"))]
+    let registration_possible = false;
     let mut boot = Boot::new(registration_possible);
     let mut network: Option<net::Network> = None;
+    // One TCP socket (its buffers allocated once) for registration and MQTT.
+    let mut connector: Option<net::ChipConnector> = None;
     let mut radio = Some(peripherals.WIFI);
     let mut identity = None;
 
@@ -184,14 +221,44 @@ async fn main(spawner: Spawner) -> ! {
                     identity = loaded;
                     event
                 }
+                #[cfg(feature = "register")]
+                BootAction::Register { now_unix } => {
+                    match (network.as_ref(), flash.registration(mac)) {
+                        (Some(n), Some(config)) => {
+                            let connector = connector.get_or_insert_with(|| n.connector());
+                            let mut rng = rng;
+                            let attempt =
+                                acorn_embedded::register::register(connector, &mut rng, &config);
+                            match embassy_time::with_timeout(Duration::from_secs(60), attempt).await
+                            {
+                                Ok(Ok(registered)) => flash.store_registered(&registered, now_unix),
+                                Ok(Err(e)) => BootEvent::RegistrationFailed {
+                                    reason: alloc::format!("{e}"),
+                                },
+                                Err(_) => BootEvent::RegistrationFailed {
+                                    reason: String::from(
+                                        "no answer from the registration backend within 60 s",
+                                    ),
+                                },
+                            }
+                        }
+                        _ => BootEvent::RegistrationFailed {
+                            reason: String::from(
+                                "no network, or registration is no longer configured",
+                            ),
+                        },
+                    }
+                }
+                #[cfg(not(feature = "register"))]
                 BootAction::Register { .. } => BootEvent::RegistrationFailed {
-                    reason: String::from("registration is not built into this firmware yet"),
+                    reason: String::from("this firmware is built without the `register` feature"),
                 },
                 BootAction::StartOperation => {
                     let (Some(n), Some(id)) = (network.as_ref(), identity.take()) else {
                         continue;
                     };
-                    operate(n, id, rng).await;
+                    let connector = connector.get_or_insert_with(|| n.connector());
+                    operate(connector, id, rng, &mut flash).await;
                     continue;
                 }
             };
@@ -205,33 +272,57 @@ async fn main(spawner: Spawner) -> ! {
     }
 }
 
-/// The operational phase: runs the transport forever (the session never gives up).
-async fn operate(network: &net::Network, identity: acorn_embedded::TlsIdentity, rng: ChipRng) {
-    let Ok(topics) = Topics::new(identity.device_id()) else {
-        warn!("the stored device id cannot make MQTT topics");
-        return;
+/// The operational phase: the device core drives the transport, forever (the session never
+/// gives up).
+async fn operate(
+    connector: &mut net::ChipConnector,
+    identity: storage::Identity,
+    rng: ChipRng,
+    flash: &mut storage::Flash,
+) {
+    let config = match DeviceConfig::new(identity.tls.device_id(), FIRMWARE_VERSION) {
+        Ok(mut config) => {
+            config.certificate = identity.facts;
+            config.cooldown_entries = COOLDOWN_ENTRIES;
+            config
+        }
+        Err(e) => {
+            warn!("the stored identity cannot run a device: {e}");
+            return;
+        }
     };
-    button::set_device(&topics);
+    let device = match Device::new(config, flash.settings(), rng) {
+        Ok(device) => device,
+        Err(e) => {
+            warn!("the device cannot start: {e}");
+            return;
+        }
+    };
+    if let Some(warning) = device.settings_warning() {
+        warn!("settings: {warning}");
+    }
+    info!(
+        "settings: soundEnabled {}, soundVolume {}, ledBrightness {}, cooldownMs {}",
+        device.settings().sound_enabled,
+        device.settings().sound_volume,
+        device.settings().led_brightness,
+        device.settings().cooldown_ms
+    );
     let anchors = acorn_embedded::TrustAnchors::amazon();
-    let mut device = BasicDevice::new(topics.clone(), FIRMWARE_VERSION, unix_ms, Presses);
-    let mut config = TransportConfig::new(Target::new(identity.endpoint(), 8883));
-    config.will = device.last_will();
+    let config = TransportConfig::new(Target::new(identity.tls.endpoint(), 8883));
     let mut buffers = Buffers::new();
-    let Ok(mut session) = Session::new(SessionConfig::for_device(&topics), rng) else {
-        warn!("invalid session configuration");
-        return;
-    };
     let mut transport = Transport::new(
-        network.connector(),
+        connector,
         ChipClock,
         rng,
-        &identity,
+        &identity.tls,
         &anchors,
         config,
         &mut buffers,
     );
+    let mut driver = DeviceDriver::new(device, ChipIo);
     led::set(led::Pattern::Connecting);
-    transport
-        .run(&mut session, &mut led::Watching(&mut device))
-        .await;
+    button::set_operational(true);
+    transport.drive(&mut driver).await;
+    button::set_operational(false);
 }

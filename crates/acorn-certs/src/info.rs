@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 use x509_cert::Certificate;
 
 use crate::keys::{spki_public, KeyKind};
+use crate::names;
 use crate::validate::CLOCK_SYNCED_AFTER;
 
 /// SHA-256 of DER bytes as lowercase hex: for a certificate, the AWS IoT certificate id.
@@ -59,8 +60,8 @@ impl CertificateInfo {
             i64::try_from(diff.div_euclid(86_400)).unwrap_or(i64::MIN)
         });
         Self {
-            subject: tbs.subject.to_string(),
-            issuer: tbs.issuer.to_string(),
+            subject: names::display(&tbs.subject),
+            issuer: names::display(&tbs.issuer),
             serial: hex(tbs.serial_number.as_bytes()),
             not_before,
             not_after,

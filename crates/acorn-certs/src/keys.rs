@@ -1,4 +1,7 @@
 //! Private and public key parsing: RSA (PKCS#1, PKCS#8) and EC P-256/P-384 (PKCS#8, SEC1).
+//!
+//! Without the `rsa` feature RSA keys are still read (to name them), but not allowed; without
+//! `p384` a P-384 key is an unsupported key type.
 
 use alloc::format;
 use alloc::string::String;
@@ -32,14 +35,27 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
-    /// True for RSA 2048–4096 and EC P-256/P-384.
+    /// True for RSA 2048–4096 and EC P-256/P-384 (RSA only with the `rsa` feature, P-384 only
+    /// with `p384`).
     pub fn is_allowed(self) -> bool {
         match self {
-            KeyKind::Rsa { bits } => RSA_BITS.contains(&bits),
-            KeyKind::P256 | KeyKind::P384 => true,
+            KeyKind::Rsa { bits } => cfg!(feature = "rsa") && RSA_BITS.contains(&bits),
+            KeyKind::P256 => true,
+            KeyKind::P384 => cfg!(feature = "p384"),
         }
     }
 }
+
+/// The key types this build accepts, as shown in messages.
+pub(crate) const ALLOWED_KEYS: &str = if cfg!(all(feature = "rsa", feature = "p384")) {
+    "RSA 2048–4096 bits and EC P-256/P-384"
+} else if cfg!(feature = "rsa") {
+    "RSA 2048–4096 bits and EC P-256 (this build has no P-384: feature `p384`)"
+} else if cfg!(feature = "p384") {
+    "EC P-256/P-384 (this build has no RSA: feature `rsa`)"
+} else {
+    "EC P-256 (this build, as on the ESP32-C3, has no RSA or P-384: features `rsa`, `p384`)"
+};
 
 impl fmt::Display for KeyKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -59,6 +75,7 @@ pub(crate) enum PublicKey {
     /// A P-256 point.
     P256(p256::PublicKey),
     /// A P-384 point.
+    #[cfg(feature = "p384")]
     P384(p384::PublicKey),
 }
 
@@ -68,6 +85,7 @@ impl PublicKey {
         match self {
             PublicKey::Rsa { n, .. } => KeyKind::Rsa { bits: bit_len(n) },
             PublicKey::P256(_) => KeyKind::P256,
+            #[cfg(feature = "p384")]
             PublicKey::P384(_) => KeyKind::P384,
         }
     }
@@ -100,9 +118,17 @@ fn bad_der(what: &str, err: impl fmt::Display) -> Failure {
 fn unsupported(what: &str, oid: ObjectIdentifier) -> Failure {
     (
         Problem::UnsupportedKeyType,
+        format!("the {what} uses algorithm {oid}, which is not supported: use {ALLOWED_KEYS}"),
+    )
+}
+
+/// A P-384 key in a build without the `p384` feature.
+#[cfg(not(feature = "p384"))]
+fn no_p384(what: &str) -> Failure {
+    (
+        Problem::UnsupportedKeyType,
         format!(
-            "the {what} uses algorithm {oid}, which is not supported: use RSA 2048–4096 \
-             or EC P-256/P-384"
+            "the {what} is an EC P-384 key, which this build does not support: use {ALLOWED_KEYS}"
         ),
     )
 }
@@ -116,8 +142,13 @@ fn rsa_public(n: &[u8], e: &[u8]) -> PublicKey {
 
 fn from_pkcs1(der: &[u8]) -> Result<PublicKey, Failure> {
     let key = pkcs1::RsaPrivateKey::try_from(der).map_err(|e| bad_der("private key", e))?;
-    let n = key.modulus.as_bytes();
-    if crate::bigint::product_equals(key.prime1.as_bytes(), key.prime2.as_bytes(), n) == Some(false)
+    // Without big integers (no `rsa` feature) RSA keys are refused by the key type check.
+    #[cfg(feature = "rsa")]
+    if crate::bigint::product_equals(
+        key.prime1.as_bytes(),
+        key.prime2.as_bytes(),
+        key.modulus.as_bytes(),
+    ) == Some(false)
     {
         return Err((
             Problem::InconsistentKey,
@@ -150,8 +181,7 @@ fn from_pkcs8(der: &[u8]) -> Result<PublicKey, Failure> {
         let key = p256::SecretKey::from_pkcs8_der(der).map_err(|e| bad_der("private key", e))?;
         Ok(PublicKey::P256(key.public_key()))
     } else if curve == SECP_384_R_1 {
-        let key = p384::SecretKey::from_pkcs8_der(der).map_err(|e| bad_der("private key", e))?;
-        Ok(PublicKey::P384(key.public_key()))
+        p384_from_pkcs8(der)
     } else {
         Err(unsupported("private key's curve", curve))
     }
@@ -167,8 +197,7 @@ fn from_sec1(der: &[u8]) -> Result<PublicKey, Failure> {
         let key = p256::SecretKey::from_sec1_der(der).map_err(|e| bad_der("private key", e))?;
         Ok(PublicKey::P256(key.public_key()))
     } else if is_p384 {
-        let key = p384::SecretKey::from_sec1_der(der).map_err(|e| bad_der("private key", e))?;
-        Ok(PublicKey::P384(key.public_key()))
+        p384_from_sec1(der)
     } else {
         match curve {
             Some(c) => Err(unsupported("private key's curve", c)),
@@ -178,6 +207,28 @@ fn from_sec1(der: &[u8]) -> Result<PublicKey, Failure> {
             )),
         }
     }
+}
+
+#[cfg(feature = "p384")]
+fn p384_from_pkcs8(der: &[u8]) -> Result<PublicKey, Failure> {
+    let key = p384::SecretKey::from_pkcs8_der(der).map_err(|e| bad_der("private key", e))?;
+    Ok(PublicKey::P384(key.public_key()))
+}
+
+#[cfg(not(feature = "p384"))]
+fn p384_from_pkcs8(_der: &[u8]) -> Result<PublicKey, Failure> {
+    Err(no_p384("private key"))
+}
+
+#[cfg(feature = "p384")]
+fn p384_from_sec1(der: &[u8]) -> Result<PublicKey, Failure> {
+    let key = p384::SecretKey::from_sec1_der(der).map_err(|e| bad_der("private key", e))?;
+    Ok(PublicKey::P384(key.public_key()))
+}
+
+#[cfg(not(feature = "p384"))]
+fn p384_from_sec1(_der: &[u8]) -> Result<PublicKey, Failure> {
+    Err(no_p384("private key"))
 }
 
 /// Parses a decoded private key and returns the public key it belongs to.
@@ -235,9 +286,12 @@ pub(crate) fn spki_public(
         Some(c) if c == SECP_256_R_1 => p256::PublicKey::from_sec1_bytes(bits)
             .map(PublicKey::P256)
             .map_err(|e| bad_der(what, e)),
+        #[cfg(feature = "p384")]
         Some(c) if c == SECP_384_R_1 => p384::PublicKey::from_sec1_bytes(bits)
             .map(PublicKey::P384)
             .map_err(|e| bad_der(what, e)),
+        #[cfg(not(feature = "p384"))]
+        Some(c) if c == SECP_384_R_1 => Err(no_p384(what)),
         Some(c) => Err(unsupported(what, c)),
         None => Err((
             Problem::UnsupportedKeyType,

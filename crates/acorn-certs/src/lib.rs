@@ -52,6 +52,7 @@
 
 extern crate alloc;
 
+#[cfg(feature = "rsa")]
 mod bigint;
 mod chain;
 mod decode;
@@ -61,6 +62,7 @@ mod keys;
 mod kv;
 mod material;
 mod memory;
+mod names;
 #[cfg(feature = "nvs")]
 pub mod nvs_kv;
 mod report;

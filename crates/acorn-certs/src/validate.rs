@@ -13,7 +13,7 @@ use x509_cert::Certificate;
 use crate::decode::{self, Encoding, KeyFormat};
 use crate::keys::{self, PublicKey};
 use crate::report::{CheckId, Problem, ValidationReport};
-use crate::{chain, endpoint, fingerprint, CertificateInfo, DeviceCertificates, PrivateKey};
+use crate::{chain, endpoint, fingerprint, names, CertificateInfo, DeviceCertificates, PrivateKey};
 use crate::{EXPIRY_WARNING_DAYS, MAX_ITEM_SIZE};
 
 /// 2024-01-01T00:00:00Z: a clock reading earlier than this is taken as "not synced".
@@ -192,7 +192,8 @@ fn run(
                     CheckId::CertificateStructure,
                     format!(
                         "an X.509 certificate for `{}`, issued by `{}`",
-                        tbs.subject, tbs.issuer
+                        names::display(&tbs.subject),
+                        names::display(&tbs.issuer)
                     ),
                 );
                 Some(cert)
@@ -353,10 +354,17 @@ fn key_types(
     if kinds.is_empty() {
         report.skip(CheckId::KeyType, String::from("no key could be read"));
     } else if let Some((what, kind)) = kinds.iter().find(|(_, k)| !k.is_allowed()) {
+        // An RSA key of an allowed size is refused only by a build without the `rsa` feature.
+        let problem = match kind {
+            keys::KeyKind::Rsa { bits } if !keys::RSA_BITS.contains(bits) => {
+                Problem::KeySizeNotAllowed
+            }
+            _ => Problem::UnsupportedKeyType,
+        };
         report.fail(
             CheckId::KeyType,
-            Problem::KeySizeNotAllowed,
-            format!("the {what} uses {kind}; allowed are RSA 2048–4096 bits and EC P-256/P-384"),
+            problem,
+            format!("the {what} uses {kind}; allowed are {}", keys::ALLOWED_KEYS),
         );
     } else {
         let listed: Vec<String> = kinds.iter().map(|(w, k)| format!("{w}: {k}")).collect();
@@ -495,7 +503,7 @@ fn chain_check(report: &mut ValidationReport, cert: Option<&Certificate>, ca: Op
             CheckId::Chain,
             format!(
                 "the certificate's signature verifies with the key of `{}`",
-                ca.tbs_certificate.subject
+                names::display(&ca.tbs_certificate.subject)
             ),
         ),
         Err((problem, why)) => report.fail(CheckId::Chain, problem, why),

@@ -103,6 +103,13 @@ impl Clock for SystemClock {
             .map(|d| d.as_secs())
     }
 
+    fn unix_ms(&self) -> Option<u64> {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_millis()).ok())
+    }
+
     async fn sleep_until(&self, at_ms: u64) {
         let at = self.start + std::time::Duration::from_millis(at_ms);
         tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
@@ -112,7 +119,7 @@ impl Clock for SystemClock {
 /// Operating-system randomness (getrandom).
 pub use rand_core::OsRng;
 
-/// Pings `options.target` over tokio TCP with the embedded transport (see [`crate::ping()`]).
+/// Pings `options.target` over tokio TCP with the embedded transport (see [`crate::ping::ping`]).
 pub async fn ping(
     identity: &TlsIdentity,
     anchors: &TrustAnchors,

@@ -14,7 +14,22 @@
 //! handshake), [`codec`] (MQTT packets), [`duplex`] (a splittable stream), [`transport`]
 //! (the session-driven connection driver), [`ping`] (one timed pass through every step),
 //! [`diagnosis`] (plain-language failures), [`boot`] (the firmware's boot state machine),
-//! [`app`] (a minimal application: presses and `online`), `host` (feature `tokio`).
+//! [`app`] (a minimal application: presses and `online`), `device` (feature `device`: the
+//! device core, `acorn_device::Device`, driving the transport — what the firmware runs),
+//! `register` (feature `register`: registration on the chip), `host` (feature `tokio`).
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `rsa` | yes | RSA server chains (Amazon Root CA 1) and RSA-PSS handshake signatures (~40 KB of flash) |
+//! | `p384` | yes | P-384 server keys and signatures |
+//! | `certs-full` | yes | acorn-certs' default features: RSA and P-384 identities, full DN names (~224 KB) |
+//! | `device` | no | `device::DeviceDriver` |
+//! | `register` | no | `register`: P-256 key, CSR, HTTP registration with acorn-api's types |
+//! | `tokio` | no | `host`: the transport over tokio TCP on Linux |
+//!
+//! The ESP32-C3 firmware uses `default-features = false, features = ["device"]` (+ `rsa`).
 //!
 //! ## Fixed buffer sizes
 //!
@@ -76,6 +91,8 @@ extern crate alloc;
 pub mod app;
 pub mod boot;
 pub mod codec;
+#[cfg(feature = "device")]
+pub mod device;
 pub mod diagnosis;
 pub mod duplex;
 pub mod error;
@@ -83,6 +100,8 @@ pub mod error;
 pub mod host;
 pub mod identity;
 pub mod ping;
+#[cfg(feature = "register")]
+pub mod register;
 pub mod tls;
 pub mod transport;
 pub mod verify;
@@ -92,6 +111,7 @@ pub use error::{IdentityError, RootsError};
 pub use identity::TlsIdentity;
 pub use ping::{PingFailure, PingOptions, PingReport};
 pub use transport::{
-    Application, Buffers, Clock, Connector, Notice, Request, Target, Transport, TransportConfig,
+    Application, Buffers, Clock, ConnectOrder, Connector, Driver, LinkEvent, Notice, Order,
+    OutPublish, Request, Target, Time, Transport, TransportConfig,
 };
 pub use verify::{ServerCertFailure, TrustAnchors};

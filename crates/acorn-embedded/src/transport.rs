@@ -1,12 +1,16 @@
-//! The connection driver: carries out `acorn_mqtt::Session` actions over TLS + MQTT and
-//! reports what happens back to the session as events. It has no reconnect logic of its own:
-//! the session decides when to connect, when to give up on a connection and what to (re)send.
+//! The connection driver: carries out the orders of a connection policy over TLS + MQTT and
+//! reports what happens back to it as events. It has no reconnect logic of its own: the
+//! policy decides when to connect, when to give up on a connection and what to (re)send.
 //!
 //! The platform gives three things: a [`Connector`] (DNS + TCP: embassy-net on the chip,
 //! tokio on Linux), a [`Clock`] (monotonic milliseconds, the synced wall clock, sleeping) and
-//! a cryptographic random source. The application (presses, settings, commands) plugs in
-//! through [`Application`]: it is told what happens ([`Notice`]) and may publish through the
-//! session; it hands over requests ([`Request`]) when it has them.
+//! a cryptographic random source. The policy plugs in through [`Driver`] ([`Transport::drive`]):
+//!
+//! - an `acorn_mqtt::Session` with an [`Application`] on top ([`Transport::run`]): the
+//!   application is told what happens ([`Notice`]) and may publish through the session; it
+//!   hands over requests ([`Request`]) when it has them ([`crate::app::BasicDevice`]);
+//! - the device core, `acorn_device::Device`, which owns its session (feature `device`:
+//!   [`crate::device::DeviceDriver`]).
 //!
 //! While connected, one read of the next MQTT packet is always pending and is never
 //! cancelled (embedded-tls reads are not cancel-safe); writes go through the other half of
@@ -54,12 +58,37 @@ pub trait Connector {
     ) -> impl Future<Output = Result<(Self::Reader<'c>, Self::Writer<'c>), (Step, Diagnosis)>>;
 }
 
+/// A connector lent out: the firmware registers and then runs MQTT over the same socket.
+impl<C: Connector> Connector for &mut C {
+    type Reader<'c>
+        = C::Reader<'c>
+    where
+        Self: 'c;
+    type Writer<'c>
+        = C::Writer<'c>
+    where
+        Self: 'c;
+
+    fn connect<'c>(
+        &'c mut self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<(Self::Reader<'c>, Self::Writer<'c>), (Step, Diagnosis)>> {
+        (**self).connect(host, port)
+    }
+}
+
 /// Time, as the platform keeps it.
 pub trait Clock {
     /// Monotonic milliseconds (the session's time).
     fn now_ms(&self) -> u64;
     /// Seconds since 1970 from a synced clock (SNTP), `None` while not synced.
     fn unix_secs(&self) -> Option<u64>;
+    /// Milliseconds since 1970 from a synced clock, `None` while not synced (message
+    /// timestamps). By default [`Clock::unix_secs`] × 1000.
+    fn unix_ms(&self) -> Option<u64> {
+        self.unix_secs().map(|s| s.saturating_mul(1000))
+    }
     /// Sleeps until [`Clock::now_ms`] reaches `at_ms` (returns at once if it has).
     fn sleep_until(&self, at_ms: u64) -> impl Future<Output = ()>;
 }
@@ -208,14 +237,298 @@ impl TransportConfig {
     }
 }
 
+/// The time of an input: the monotonic clock (every timer) and the synced wall clock (message
+/// timestamps; 0 while the clock is not synced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Time {
+    /// Monotonic milliseconds ([`Clock::now_ms`]).
+    pub mono_ms: u64,
+    /// Unix milliseconds ([`Clock::unix_ms`]), 0 while not synced.
+    pub unix_ms: u64,
+}
+
+impl Time {
+    fn of<K: Clock>(clock: &K) -> Self {
+        Time {
+            mono_ms: clock.now_ms(),
+            unix_ms: clock.unix_ms().unwrap_or(0),
+        }
+    }
+}
+
+/// Open a connection and send CONNECT with these parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectOrder {
+    /// The MQTT client id.
+    pub client_id: String,
+    /// Keepalive, seconds (the transport sends PINGREQ when it has been silent that long).
+    pub keep_alive_secs: u16,
+    /// MQTT clean-session flag.
+    pub clean_session: bool,
+    /// The last will (topic, payload; QoS 1, not retained); `None` = [`TransportConfig::will`].
+    pub will: Option<(String, Vec<u8>)>,
+}
+
+/// Send a PUBLISH; at QoS 1 its PUBACK is reported with `tag` ([`LinkEvent::PubAck`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutPublish<T> {
+    /// Reported back with the PUBACK.
+    pub tag: T,
+    /// Topic name.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// QoS 0 or 1.
+    pub qos: QoS,
+    /// A re-send from an earlier connection: the MQTT DUP flag.
+    pub retransmit: bool,
+}
+
+/// What the policy asks the transport to do on the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Order<T> {
+    /// Close any open connection, connect (DNS, TCP, TLS) and send CONNECT.
+    Connect(ConnectOrder),
+    /// SUBSCRIBE to these filters at QoS 1.
+    Subscribe(Vec<String>),
+    /// PUBLISH (dropped when nothing is connected: the policy re-sends after a connect).
+    Publish(OutPublish<T>),
+    /// Send DISCONNECT (when connected) and close.
+    Disconnect,
+}
+
+/// What happened on the network, for the policy.
+#[derive(Debug)]
+pub enum LinkEvent<'a, T> {
+    /// CONNACK accepted.
+    ConnAck {
+        /// The broker kept the session (subscriptions still in place).
+        session_present: bool,
+    },
+    /// CONNACK refused with this MQTT 3.1.1 return code.
+    ConnectRefused {
+        /// The return code (1..=5).
+        code: u8,
+        /// In plain language.
+        diagnosis: &'a Diagnosis,
+    },
+    /// The attempt failed before a CONNACK (DNS, TCP, TLS, the CONNECT write); see
+    /// [`Diagnosis::is_credentials_refused`] for a certificate the broker refuses for good.
+    ConnectFailed(&'a Diagnosis),
+    /// An established connection ended.
+    Disconnected {
+        /// Who ended it.
+        cause: DisconnectCause,
+        /// Why, in plain language.
+        diagnosis: &'a Diagnosis,
+    },
+    /// PINGRESP received.
+    PingResponse,
+    /// No PINGRESP within [`TransportConfig::ping_timeout_ms`]: the policy drops the connection.
+    PingTimeout,
+    /// The PUBACK of a QoS 1 publish.
+    PubAck(T),
+    /// Another packet from the broker (an unknown PUBACK, an UNSUBACK): broker activity.
+    Activity,
+    /// SUBACK received.
+    SubAck {
+        /// Every filter was granted.
+        granted: bool,
+    },
+    /// A PUBLISH arrived (already acknowledged at QoS 1).
+    Message {
+        /// Its topic.
+        topic: &'a str,
+        /// Its payload.
+        payload: &'a [u8],
+    },
+    /// A PUBLISH larger than the receive buffer arrived: acknowledged and skipped.
+    Oversized {
+        /// Its topic, when readable.
+        topic: Option<&'a str>,
+        /// Its size in bytes.
+        len: usize,
+    },
+    /// A publish could not be encoded (it is skipped); informational.
+    Failure(&'a Diagnosis),
+}
+
+/// The policy that drives a [`Transport`]: it gives orders ([`Order`]), is told what happens
+/// ([`LinkEvent`]), owns the timers ([`Driver::poll_timeout`]) and takes inputs from the
+/// application (presses, stop). [`Transport::run`] drives an `acorn_mqtt::Session` with an
+/// [`Application`]; the `device` feature drives `acorn_device::Device`.
+pub trait Driver {
+    /// What a QoS 1 publish's PUBACK is reported with.
+    type Tag: Copy + PartialEq;
+    /// What the application hands over (a press, a stop request).
+    type Input;
+    /// Begins (the first [`Order::Connect`] follows).
+    fn start(&mut self, now: Time);
+    /// The next order, oldest first; anything that is not for the network (status changes,
+    /// health reports) the driver handles itself meanwhile.
+    fn poll_order(&mut self, now: Time) -> Option<Order<Self::Tag>>;
+    /// When to call [`Driver::tick`] (monotonic ms).
+    fn poll_timeout(&self) -> Option<u64>;
+    /// Time passed ([`Driver::poll_timeout`] was reached).
+    fn tick(&mut self, now: Time);
+    /// Something happened on the network.
+    fn event(&mut self, now: Time, event: LinkEvent<'_, Self::Tag>);
+    /// The next input. Must be cancel-safe: it is raced against the network and timers and
+    /// dropped when they win (a channel receive is).
+    fn next_input(&mut self) -> impl Future<Output = Self::Input>;
+    /// An input arrived.
+    fn input(&mut self, now: Time, input: Self::Input);
+    /// Done: [`Transport::drive`] returns once no order is left.
+    fn is_finished(&self) -> bool;
+}
+
+/// [`Driver`] for an `acorn_mqtt::Session` with an [`Application`] on top.
+struct SessionDriver<'s, R, A> {
+    session: &'s mut Session<R>,
+    app: &'s mut A,
+    stopping: bool,
+}
+
+impl<R: RngCore, A: Application<R>> Driver for SessionDriver<'_, R, A> {
+    type Tag = PublishId;
+    type Input = Request;
+
+    fn start(&mut self, now: Time) {
+        self.stopping = false;
+        self.session.handle(now.mono_ms, Event::Start);
+    }
+
+    fn poll_order(&mut self, now: Time) -> Option<Order<PublishId>> {
+        while let Some(action) = self.session.poll_action() {
+            match action {
+                Action::Connect { .. } => {
+                    let config = self.session.config();
+                    return Some(Order::Connect(ConnectOrder {
+                        client_id: config.client_id.clone(),
+                        keep_alive_secs: config.keep_alive_secs,
+                        clean_session: false,
+                        will: None,
+                    }));
+                }
+                Action::Subscribe(filters) => return Some(Order::Subscribe(filters)),
+                Action::Publish(p) => {
+                    return Some(Order::Publish(OutPublish {
+                        tag: p.id,
+                        topic: p.topic,
+                        payload: p.payload,
+                        qos: p.qos,
+                        retransmit: p.retransmit,
+                    }))
+                }
+                Action::Disconnect => return Some(Order::Disconnect),
+                other => self
+                    .app
+                    .notice(now.mono_ms, Notice::Action(&other), self.session),
+            }
+        }
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        self.session.poll_timeout()
+    }
+
+    fn tick(&mut self, now: Time) {
+        self.session.handle(now.mono_ms, Event::Tick);
+    }
+
+    fn event(&mut self, now: Time, event: LinkEvent<'_, PublishId>) {
+        let t = now.mono_ms;
+        match event {
+            LinkEvent::ConnAck { session_present } => {
+                self.session.handle(t, Event::ConnAck { session_present });
+                self.app
+                    .notice(t, Notice::Connected { session_present }, self.session);
+            }
+            LinkEvent::ConnectRefused { code, diagnosis } => {
+                self.app.notice(t, Notice::Failure(diagnosis), self.session);
+                self.session.handle(t, Event::ConnectRefused { code });
+            }
+            LinkEvent::ConnectFailed(diagnosis) => {
+                self.app.notice(t, Notice::Failure(diagnosis), self.session);
+                let diagnosis_text = diagnosis.to_string();
+                let event = if diagnosis.is_credentials_refused() {
+                    Event::CredentialsRefused {
+                        diagnosis: diagnosis_text,
+                    }
+                } else {
+                    Event::ConnectFailed {
+                        diagnosis: diagnosis_text,
+                    }
+                };
+                self.session.handle(t, event);
+            }
+            LinkEvent::Disconnected { cause, diagnosis } => {
+                self.app.notice(t, Notice::Failure(diagnosis), self.session);
+                self.session.handle(
+                    t,
+                    Event::Disconnected {
+                        cause,
+                        diagnosis: diagnosis.to_string(),
+                    },
+                );
+            }
+            LinkEvent::PingResponse => self.session.handle(t, Event::PingResponse),
+            LinkEvent::PingTimeout => self.session.handle(t, Event::PingTimeout),
+            LinkEvent::PubAck(id) => self.session.handle(t, Event::PublishAcked(id)),
+            LinkEvent::Activity => self.session.handle(t, Event::MessageReceived),
+            LinkEvent::SubAck { granted } => {
+                self.session.handle(t, Event::SubscribeAcked { granted });
+                self.app
+                    .notice(t, Notice::Subscribed { granted }, self.session);
+            }
+            LinkEvent::Message { topic, payload } => {
+                self.session.handle(t, Event::MessageReceived);
+                self.app
+                    .notice(t, Notice::Message { topic, payload }, self.session);
+            }
+            LinkEvent::Oversized { topic, len } => {
+                self.session.handle(t, Event::MessageReceived);
+                self.app
+                    .notice(t, Notice::Oversized { topic, len }, self.session);
+            }
+            LinkEvent::Failure(diagnosis) => {
+                self.app.notice(t, Notice::Failure(diagnosis), self.session)
+            }
+        }
+    }
+
+    fn next_input(&mut self) -> impl Future<Output = Request> {
+        self.app.next_request()
+    }
+
+    fn input(&mut self, now: Time, request: Request) {
+        let t = now.mono_ms;
+        match request {
+            Request::Publish(p) => {
+                if let Err(e) = self.session.publish(t, p) {
+                    self.app.notice(t, Notice::PublishRefused(&e), self.session);
+                }
+            }
+            Request::Reconnect => self.session.handle(t, Event::Reconnect),
+            Request::Stop => {
+                self.stopping = true;
+                self.session.handle(t, Event::Stop);
+            }
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.stopping && self.session.poll_timeout().is_none()
+    }
+}
+
 /// How a connection ended.
 enum End {
-    /// The transport is closed; the session knows.
+    /// The transport is closed; the policy knows.
     Closed,
-    /// The session asked for a new connection at once.
-    ConnectAgain,
-    /// The application asked to stop.
-    Stopped,
+    /// The policy asked for a new connection at once.
+    ConnectAgain(ConnectOrder),
 }
 
 /// The transport: one device's connections, one at a time.
@@ -227,22 +540,20 @@ pub struct Transport<'a, C, K, G> {
     anchors: &'a TrustAnchors,
     config: TransportConfig,
     buffers: &'a mut Buffers,
-    stopping: bool,
 }
 
 /// Per-connection MQTT state.
-struct Link {
-    /// MQTT packet id → the session's id, for QoS 1 publishes in flight.
-    in_flight: Vec<(u16, PublishId)>,
+struct Link<T> {
+    /// MQTT packet id → the policy's tag, for QoS 1 publishes in flight.
+    in_flight: Vec<(u16, T)>,
     next_pid: u16,
     connacked: bool,
     last_sent_ms: u64,
     ping_sent_ms: Option<u64>,
     keep_alive_ms: u64,
-    subscriptions: Vec<(u16, Vec<String>)>,
 }
 
-impl Link {
+impl<T> Link<T> {
     fn pid(&mut self) -> u16 {
         let pid = self.next_pid;
         self.next_pid = if self.next_pid == u16::MAX {
@@ -304,7 +615,6 @@ where
             anchors,
             config,
             buffers,
-            stopping: false,
         }
     }
 
@@ -314,87 +624,61 @@ where
     }
 
     /// Drives `session` until the application asks to [`Request::Stop`] and the session has
-    /// nothing left to do. Sends `Event::Start` first if the session is idle.
+    /// nothing left to do. Sends `Event::Start` first.
     pub async fn run<R: RngCore, A: Application<R>>(
         &mut self,
         session: &mut Session<R>,
         app: &mut A,
     ) {
-        self.stopping = false;
-        session.handle(self.clock.now_ms(), Event::Start);
-        loop {
-            while let Some(action) = session.poll_action() {
-                let now = self.clock.now_ms();
-                match action {
-                    Action::Connect { .. } => {
-                        let mut end = self.connection(session, app).await;
-                        while matches!(end, End::ConnectAgain) {
-                            end = self.connection(session, app).await;
-                        }
-                        if matches!(end, End::Stopped) {
-                            self.stopping = true;
-                        }
-                    }
-                    // Nothing is connected: nothing to send or close.
-                    Action::Subscribe(_) | Action::Publish(_) | Action::Disconnect => {}
-                    other => app.notice(now, Notice::Action(&other), session),
-                }
-            }
-            if self.stopping && session.poll_action().is_none() {
-                return;
-            }
-            let deadline = session.poll_timeout();
-            let waited = select(sleep_opt(&self.clock, deadline), app.next_request()).await;
-            let now = self.clock.now_ms();
-            match waited {
-                Either::First(()) => session.handle(now, Event::Tick),
-                Either::Second(request) => self.request(now, request, session, app),
-            }
-        }
+        let mut driver = SessionDriver {
+            session,
+            app,
+            stopping: false,
+        };
+        self.drive(&mut driver).await;
     }
 
-    fn request<R: RngCore, A: Application<R>>(
-        &mut self,
-        now: u64,
-        request: Request,
-        session: &mut Session<R>,
-        app: &mut A,
-    ) {
-        match request {
-            Request::Publish(p) => {
-                if let Err(e) = session.publish(now, p) {
-                    app.notice(now, Notice::PublishRefused(&e), session);
+    /// Carries out `driver`'s orders until it is finished ([`Driver::is_finished`]) and has
+    /// no order left. Calls [`Driver::start`] first.
+    pub async fn drive<D: Driver>(&mut self, driver: &mut D) {
+        driver.start(Time::of(&self.clock));
+        loop {
+            while let Some(order) = driver.poll_order(Time::of(&self.clock)) {
+                // Nothing is connected: only a connect means anything.
+                let Order::Connect(connect) = order else {
+                    continue;
+                };
+                let mut end = self.connection(driver, connect).await;
+                while let End::ConnectAgain(connect) = end {
+                    end = self.connection(driver, connect).await;
                 }
             }
-            Request::Reconnect => session.handle(now, Event::Reconnect),
-            Request::Stop => {
-                self.stopping = true;
-                session.handle(now, Event::Stop);
+            if driver.is_finished() {
+                return;
+            }
+            let deadline = driver.poll_timeout();
+            let waited = select(sleep_opt(&self.clock, deadline), driver.next_input()).await;
+            let now = Time::of(&self.clock);
+            match waited {
+                Either::First(()) => driver.tick(now),
+                Either::Second(input) => driver.input(now, input),
             }
         }
     }
 
     /// One connection, from TCP connect to its end.
-    async fn connection<R: RngCore, A: Application<R>>(
-        &mut self,
-        session: &mut Session<R>,
-        app: &mut A,
-    ) -> End {
+    async fn connection<D: Driver>(&mut self, driver: &mut D, order: ConnectOrder) -> End {
         // Never connect on unchecked dates.
         let unix = match self.clock.unix_secs() {
             Some(t) if t >= EARLIEST_PLAUSIBLE_UNIX_TIME => t,
             other => {
-                connect_failed(
-                    &self.clock,
-                    Diagnosis::ClockNotSynced { now_unix: other },
-                    session,
-                    app,
-                );
+                let d = Diagnosis::ClockNotSynced { now_unix: other };
+                driver.event(Time::of(&self.clock), LinkEvent::ConnectFailed(&d));
                 return End::Closed;
             }
         };
         let target = self.config.target.clone();
-        let deadline = session.poll_timeout();
+        let deadline = driver.poll_timeout();
         let connected = select(
             self.connector.connect(&target.host, target.port),
             sleep_opt(&self.clock, deadline),
@@ -403,12 +687,12 @@ where
         let (reader, writer) = match connected {
             Either::First(Ok(halves)) => halves,
             Either::First(Err((_, diagnosis))) => {
-                connect_failed(&self.clock, diagnosis, session, app);
+                driver.event(Time::of(&self.clock), LinkEvent::ConnectFailed(&diagnosis));
                 return End::Closed;
             }
             Either::Second(()) => {
-                // The session's connect timeout: it fails the attempt itself.
-                session.handle(self.clock.now_ms(), Event::Tick);
+                // The policy's connect timeout: it fails the attempt itself.
+                driver.tick(Time::of(&self.clock));
                 return End::Closed;
             }
         };
@@ -430,122 +714,103 @@ where
         );
         let shook = select(
             tls::handshake(&mut tls_conn, &tls_config, &mut provider),
-            sleep_opt(&self.clock, session.poll_timeout()),
+            sleep_opt(&self.clock, driver.poll_timeout()),
         )
         .await;
         match shook {
             Either::First(Ok(())) => {}
             Either::First(Err(diagnosis)) => {
-                connect_failed(&self.clock, diagnosis, session, app);
+                driver.event(Time::of(&self.clock), LinkEvent::ConnectFailed(&diagnosis));
                 return End::Closed;
             }
             Either::Second(()) => {
-                session.handle(self.clock.now_ms(), Event::Tick);
+                driver.tick(Time::of(&self.clock));
                 return End::Closed;
             }
         }
         drop(provider);
 
         let (mut reader, mut writer) = tls_conn.split();
-        let keep_alive_secs = session.config().keep_alive_secs;
         let mut link = Link {
             in_flight: Vec::new(),
             next_pid: 1,
             connacked: false,
             last_sent_ms: self.clock.now_ms(),
             ping_sent_ms: None,
-            keep_alive_ms: u64::from(keep_alive_secs) * 1000,
-            subscriptions: Vec::new(),
+            keep_alive_ms: u64::from(order.keep_alive_secs) * 1000,
         };
-        let will = self
-            .config
+        let will = order
             .will
             .as_ref()
+            .or(self.config.will.as_ref())
             .map(|(t, p)| (t.as_str(), p.as_slice()));
-        let connect = codec::connect(&session.config().client_id, keep_alive_secs, false, will);
+        let connect = codec::connect(
+            &order.client_id,
+            order.keep_alive_secs,
+            order.clean_session,
+            will,
+        );
         let sent = match connect {
             Ok(bytes) => send(&mut writer, &bytes).await,
             Err(e) => Err(Diagnosis::BadConfiguration(e.to_string())),
         };
         if let Err(diagnosis) = sent {
-            connect_failed(&self.clock, diagnosis, session, app);
+            driver.event(Time::of(&self.clock), LinkEvent::ConnectFailed(&diagnosis));
             return End::Closed;
         }
 
         let mut packets = PacketReader::new(&mut bufs.mqtt_rx);
         let ping_timeout = self.config.ping_timeout_ms;
         let clock = &self.clock;
-        let stopping = &mut self.stopping;
         loop {
             let read = pin!(packets.next(&mut reader));
             let mut read = read;
             let result = loop {
-                match carry_out(clock, session, app, &mut writer, &mut link).await {
+                match carry_out(clock, driver, &mut writer, &mut link).await {
                     Ok(None) => {}
                     Ok(Some(end)) => return end,
                     Err(diagnosis) => {
-                        lost(
-                            clock,
-                            session,
-                            app,
-                            &link,
-                            DisconnectCause::Network,
-                            diagnosis,
-                        );
+                        lost(clock, driver, &link, DisconnectCause::Network, diagnosis);
                         return End::Closed;
                     }
                 }
-                if *stopping && session.poll_timeout().is_none() && link.in_flight.is_empty() {
-                    return End::Stopped;
+                if driver.is_finished() && link.in_flight.is_empty() {
+                    return End::Closed;
                 }
                 let keepalive_at = match link.ping_sent_ms {
                     Some(sent) => sent.saturating_add(ping_timeout),
                     None => link.last_sent_ms.saturating_add(link.keep_alive_ms),
                 };
-                let deadline = match session.poll_timeout() {
+                let deadline = match driver.poll_timeout() {
                     Some(t) => t.min(keepalive_at),
                     None => keepalive_at,
                 };
-                match select3(&mut read, clock.sleep_until(deadline), app.next_request()).await {
+                match select3(&mut read, clock.sleep_until(deadline), driver.next_input()).await {
                     Either3::First(result) => break result,
                     Either3::Second(()) => {
-                        let now = clock.now_ms();
+                        let now = Time::of(clock);
                         if let Some(sent) = link.ping_sent_ms {
-                            if now >= sent.saturating_add(ping_timeout) {
+                            if now.mono_ms >= sent.saturating_add(ping_timeout) {
                                 link.ping_sent_ms = None;
-                                session.handle(now, Event::PingTimeout);
+                                driver.event(now, LinkEvent::PingTimeout);
                                 continue;
                             }
                         } else if link.connacked
-                            && now >= link.last_sent_ms.saturating_add(link.keep_alive_ms)
+                            && now.mono_ms >= link.last_sent_ms.saturating_add(link.keep_alive_ms)
                         {
                             if let Err(d) = send(&mut writer, &codec::pingreq()).await {
-                                lost(clock, session, app, &link, DisconnectCause::Network, d);
+                                lost(clock, driver, &link, DisconnectCause::Network, d);
                                 return End::Closed;
                             }
-                            link.last_sent_ms = now;
-                            link.ping_sent_ms = Some(now);
+                            link.last_sent_ms = now.mono_ms;
+                            link.ping_sent_ms = Some(now.mono_ms);
                         }
-                        session.handle(now, Event::Tick);
+                        driver.tick(now);
                     }
-                    Either3::Third(request) => {
-                        let now = clock.now_ms();
-                        match request {
-                            Request::Publish(p) => {
-                                if let Err(e) = session.publish(now, p) {
-                                    app.notice(now, Notice::PublishRefused(&e), session);
-                                }
-                            }
-                            Request::Reconnect => session.handle(now, Event::Reconnect),
-                            Request::Stop => {
-                                *stopping = true;
-                                session.handle(now, Event::Stop);
-                            }
-                        }
-                    }
+                    Either3::Third(input) => driver.input(Time::of(clock), input),
                 }
             };
-            let now = clock.now_ms();
+            let now = Time::of(clock);
             let packet = match result {
                 Ok(packet) => packet,
                 Err(err) => {
@@ -571,7 +836,7 @@ where
                         Diagnosis::ClosedByBroker { .. } => DisconnectCause::Broker,
                         _ => cause,
                     };
-                    lost(clock, session, app, &link, cause, diagnosis);
+                    lost(clock, driver, &link, cause, diagnosis);
                     return End::Closed;
                 }
             };
@@ -581,27 +846,29 @@ where
                     code: 0,
                 } => {
                     link.connacked = true;
-                    session.handle(now, Event::ConnAck { session_present });
-                    app.notice(now, Notice::Connected { session_present }, session);
+                    driver.event(now, LinkEvent::ConnAck { session_present });
                 }
                 InPacket::ConnAck { code, .. } => {
-                    let d = Diagnosis::BrokerRefused { code };
-                    app.notice(now, Notice::Failure(&d), session);
-                    session.handle(now, Event::ConnectRefused { code });
+                    let diagnosis = Diagnosis::BrokerRefused { code };
+                    driver.event(
+                        now,
+                        LinkEvent::ConnectRefused {
+                            code,
+                            diagnosis: &diagnosis,
+                        },
+                    );
                     return End::Closed;
                 }
                 InPacket::PubAck(pid) => {
                     if let Some(pos) = link.in_flight.iter().position(|(p, _)| *p == pid) {
-                        let (_, id) = link.in_flight.remove(pos);
-                        session.handle(now, Event::PublishAcked(id));
+                        let (_, tag) = link.in_flight.remove(pos);
+                        driver.event(now, LinkEvent::PubAck(tag));
                     } else {
-                        session.handle(now, Event::MessageReceived);
+                        driver.event(now, LinkEvent::Activity);
                     }
                 }
-                InPacket::SubAck { pid, granted } => {
-                    link.subscriptions.retain(|(p, _)| *p != pid);
-                    session.handle(now, Event::SubscribeAcked { granted });
-                    app.notice(now, Notice::Subscribed { granted }, session);
+                InPacket::SubAck { granted, .. } => {
+                    driver.event(now, LinkEvent::SubAck { granted });
                 }
                 InPacket::Publish {
                     topic,
@@ -609,125 +876,92 @@ where
                     pid,
                     qos,
                 } => {
-                    session.handle(now, Event::MessageReceived);
                     if let (Some(pid), 1) = (pid, qos) {
                         if let Ok(ack) = codec::puback(pid) {
                             if let Err(d) = send(&mut writer, &ack).await {
-                                lost(clock, session, app, &link, DisconnectCause::Network, d);
+                                lost(clock, driver, &link, DisconnectCause::Network, d);
                                 return End::Closed;
                             }
-                            link.last_sent_ms = now;
+                            link.last_sent_ms = now.mono_ms;
                         }
                     }
-                    app.notice(
+                    driver.event(
                         now,
-                        Notice::Message {
+                        LinkEvent::Message {
                             topic: &topic,
                             payload: &payload,
                         },
-                        session,
                     );
                 }
                 InPacket::Oversized { topic, pid, len } => {
-                    session.handle(now, Event::MessageReceived);
                     if let Some(pid) = pid {
                         if let Ok(ack) = codec::puback(pid) {
                             if let Err(d) = send(&mut writer, &ack).await {
-                                lost(clock, session, app, &link, DisconnectCause::Network, d);
+                                lost(clock, driver, &link, DisconnectCause::Network, d);
                                 return End::Closed;
                             }
                         }
                     }
-                    app.notice(
+                    driver.event(
                         now,
-                        Notice::Oversized {
+                        LinkEvent::Oversized {
                             topic: topic.as_deref(),
                             len,
                         },
-                        session,
                     );
                 }
                 InPacket::PingResp => {
                     link.ping_sent_ms = None;
-                    session.handle(now, Event::PingResponse);
+                    driver.event(now, LinkEvent::PingResponse);
                 }
-                InPacket::UnsubAck(_) => session.handle(now, Event::MessageReceived),
+                InPacket::UnsubAck(_) => driver.event(now, LinkEvent::Activity),
             }
         }
     }
 }
 
-/// Reports a failed connect attempt to the application and the session.
-fn connect_failed<K: Clock, R: RngCore, A: Application<R>>(
-    clock: &K,
-    diagnosis: Diagnosis,
-    session: &mut Session<R>,
-    app: &mut A,
-) {
-    let now = clock.now_ms();
-    app.notice(now, Notice::Failure(&diagnosis), session);
-    let event = if diagnosis.is_credentials_refused() {
-        Event::CredentialsRefused {
-            diagnosis: diagnosis.to_string(),
-        }
-    } else {
-        Event::ConnectFailed {
-            diagnosis: diagnosis.to_string(),
-        }
-    };
-    session.handle(now, event);
-}
-
 /// Reports a lost connection (or a failed connect, before the CONNACK).
-fn lost<K: Clock, R: RngCore, A: Application<R>>(
+fn lost<K: Clock, D: Driver>(
     clock: &K,
-    session: &mut Session<R>,
-    app: &mut A,
-    link: &Link,
+    driver: &mut D,
+    link: &Link<D::Tag>,
     cause: DisconnectCause,
     diagnosis: Diagnosis,
 ) {
-    let now = clock.now_ms();
-    app.notice(now, Notice::Failure(&diagnosis), session);
-    let event = if link.connacked {
-        Event::Disconnected {
-            cause,
-            diagnosis: diagnosis.to_string(),
-        }
-    } else if diagnosis.is_credentials_refused() {
-        Event::CredentialsRefused {
-            diagnosis: diagnosis.to_string(),
-        }
+    let now = Time::of(clock);
+    if link.connacked {
+        driver.event(
+            now,
+            LinkEvent::Disconnected {
+                cause,
+                diagnosis: &diagnosis,
+            },
+        );
     } else {
-        Event::ConnectFailed {
-            diagnosis: diagnosis.to_string(),
-        }
-    };
-    session.handle(now, event);
+        driver.event(now, LinkEvent::ConnectFailed(&diagnosis));
+    }
 }
 
-/// Carries out the session's pending actions on a live connection. `Ok(Some(end))` when the
+/// Carries out the policy's pending orders on a live connection. `Ok(Some(end))` when the
 /// connection must end; `Err` when a write failed.
-async fn carry_out<K: Clock, R: RngCore, A: Application<R>, W: Write>(
+async fn carry_out<K: Clock, D: Driver, W: Write>(
     clock: &K,
-    session: &mut Session<R>,
-    app: &mut A,
+    driver: &mut D,
     writer: &mut W,
-    link: &mut Link,
+    link: &mut Link<D::Tag>,
 ) -> Result<Option<End>, Diagnosis> {
-    while let Some(action) = session.poll_action() {
+    while let Some(order) = driver.poll_order(Time::of(clock)) {
         let now = clock.now_ms();
-        match action {
-            Action::Connect { .. } => return Ok(Some(End::ConnectAgain)),
-            Action::Subscribe(filters) => {
+        match order {
+            Order::Connect(connect) => return Ok(Some(End::ConnectAgain(connect))),
+            Order::Subscribe(filters) => {
                 let pid = link.pid();
                 let bytes = codec::subscribe(pid, &filters)
                     .map_err(|e| Diagnosis::BadConfiguration(e.to_string()))?;
                 send(writer, &bytes).await?;
-                link.subscriptions.push((pid, filters));
                 link.last_sent_ms = now;
             }
-            Action::Publish(p) => {
+            Order::Publish(p) => {
                 let pid = match p.qos {
                     QoS::AtMostOnce => None,
                     QoS::AtLeastOnce => Some(link.pid()),
@@ -736,23 +970,22 @@ async fn carry_out<K: Clock, R: RngCore, A: Application<R>, W: Write>(
                     Ok(bytes) => bytes,
                     Err(e) => {
                         let d = Diagnosis::ProtocolError(e.to_string());
-                        app.notice(now, Notice::Failure(&d), session);
+                        driver.event(Time::of(clock), LinkEvent::Failure(&d));
                         continue;
                     }
                 };
                 send(writer, &bytes).await?;
                 if let Some(pid) = pid {
                     link.in_flight.retain(|(p, _)| *p != pid);
-                    link.in_flight.push((pid, p.id));
+                    link.in_flight.push((pid, p.tag));
                 }
                 link.last_sent_ms = now;
             }
-            Action::Disconnect => {
-                // Best effort: the session has already moved on.
+            Order::Disconnect => {
+                // Best effort: the policy has already moved on.
                 let _ = send(writer, &codec::disconnect()).await;
                 return Ok(Some(End::Closed));
             }
-            other => app.notice(now, Notice::Action(&other), session),
         }
     }
     Ok(None)

@@ -3,6 +3,9 @@
 //! a broker crash with presses queued meanwhile, and the TLS refusal matrix.
 
 mod common;
+/// The device core (`acorn-device`) driving this transport (feature `device`).
+#[cfg(feature = "device")]
+mod device_core;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -1,0 +1,174 @@
+//! The device core (`acorn_device::Device`) driving the embedded transport through
+//! `DeviceDriver`, against a real mosquitto over tokio TCP, with its settings in a real
+//! acorn-nvs partition (in memory): what the firmware runs, with only the radio and the flash
+//! chip swapped. A module of the `mosquitto` test (feature `device`), so that it shares its
+//! test support.
+
+use std::time::Duration;
+
+use crate::common::{self, Backend, Env, WAIT};
+use acorn_device::{Device, DeviceConfig, SettingsStore};
+use acorn_embedded::device::{DeviceDriver, DeviceIo, Input, Report};
+use acorn_embedded::host::{OsRng, TokioConnector};
+use acorn_embedded::{Buffers, Time, Transport, TransportConfig};
+use acorn_mqtt::{ButtonPressMessage, CommandResult, DeviceStatus, DeviceStatusMessage, Topics};
+use acorn_nvs::{MemFlash, Nvs};
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+
+const PARTITION: u32 = 0x6000;
+
+/// Presses and shutdown from the test; every report kept as text.
+struct TestIo {
+    inputs: mpsc::UnboundedReceiver<Input>,
+    reports: Vec<String>,
+}
+
+impl DeviceIo for TestIo {
+    async fn next_input(&mut self) -> Input {
+        self.inputs.recv().await.unwrap_or(Input::Shutdown)
+    }
+
+    fn report(&mut self, _now: Time, report: Report<'_>) {
+        self.reports.push(report.to_string());
+    }
+}
+
+type Driver = DeviceDriver<rand::rngs::StdRng, Nvs<MemFlash>, TestIo>;
+
+fn driver(device_id: &str, nvs: Nvs<MemFlash>) -> (Driver, mpsc::UnboundedSender<Input>) {
+    let config = DeviceConfig::new(device_id, "1.0.0-test").unwrap();
+    let device = Device::new(config, nvs, rand::rngs::StdRng::seed_from_u64(11)).unwrap();
+    let (tx, inputs) = mpsc::unbounded_channel();
+    let io = TestIo {
+        inputs,
+        reports: Vec::new(),
+    };
+    (DeviceDriver::new(device, io), tx)
+}
+
+/// The next message on the status topic, decoded.
+async fn next_status(backend: &mut Backend, topics: &Topics) -> DeviceStatusMessage {
+    let (topic, payload) = backend.next_publish().await;
+    assert_eq!(
+        topic,
+        topics.status(),
+        "{}",
+        String::from_utf8_lossy(&payload)
+    );
+    serde_json::from_slice(&payload).unwrap()
+}
+
+fn press(button: &str) -> Input {
+    Input::Press {
+        button: button.into(),
+        battery: Some(87),
+    }
+}
+
+#[tokio::test]
+async fn a_press_a_settings_update_and_get_status_go_through_the_device_core() {
+    let env = Env::start();
+    let topics = Topics::new("acorn-0101").unwrap();
+    let identity = env.ca.identity("acorn-0101");
+    let anchors = env.anchors();
+    let mut backend = env.backend("acorn-pups/#").await;
+    let nvs = Nvs::open(MemFlash::new(PARTITION as usize), 0, PARTITION).unwrap();
+    let (mut driver, tx) = driver(topics.device_id(), nvs);
+    let mut buffers = Buffers::new();
+    let mut transport = Transport::new(
+        TokioConnector,
+        common::clock(),
+        OsRng,
+        &identity,
+        &anchors,
+        TransportConfig::new(env.target()),
+        &mut buffers,
+    );
+    let t = topics.clone();
+    let check = async move {
+        // `online` once the device can receive (after its SUBACK).
+        let online = next_status(&mut backend, &t).await;
+        assert_eq!(online.status, DeviceStatus::Online);
+        assert_eq!(online.firmware_version, "1.0.0-test");
+
+        // A press arrives with the seed's JSON; the same button again at once is cooled down.
+        tx.send(press("rf-5a3c")).unwrap();
+        tx.send(press("rf-5a3c")).unwrap();
+        let (topic, payload) = backend.next_publish().await;
+        assert_eq!(topic, t.button_press());
+        let message: ButtonPressMessage = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(message.device_id, "acorn-0101");
+        assert_eq!(message.button_rf_id, "rf-5a3c");
+        assert_eq!(message.battery_level, Some(87));
+
+        // A settings update is applied, saved and answered with the settings in effect.
+        backend
+            .publish(t.settings(), br#"{"requestId":"req-42","soundVolume":7}"#)
+            .await;
+        let reply = next_status(&mut backend, &t).await;
+        assert_eq!(reply.request_id.as_deref(), Some("req-42"));
+        assert_eq!(reply.result, Some(CommandResult::Ok));
+        assert_eq!(reply.settings.map(|s| s.sound_volume), Some(7));
+
+        // get-status answers with the settings and the diagnostics.
+        backend
+            .publish(
+                t.commands(),
+                br#"{"requestId":"req-7","command":"get-status"}"#,
+            )
+            .await;
+        let reply = next_status(&mut backend, &t).await;
+        assert_eq!(reply.request_id.as_deref(), Some("req-7"));
+        assert_eq!(reply.command.as_deref(), Some("get-status"));
+        assert_eq!(reply.result, Some(CommandResult::Ok));
+        assert_eq!(reply.settings.map(|s| s.sound_volume), Some(7));
+        let diagnostics = reply.diagnostics.expect("get-status carries diagnostics");
+        assert_eq!(diagnostics.connects, Some(1));
+
+        // A bad settings update is answered with an error and changes nothing.
+        backend
+            .publish(t.settings(), br#"{"requestId":"req-43","soundVolume":99}"#)
+            .await;
+        let reply = next_status(&mut backend, &t).await;
+        assert_eq!(reply.request_id.as_deref(), Some("req-43"));
+        assert_eq!(reply.result, Some(CommandResult::Error));
+
+        // Shutdown: `offline`, acknowledged, then the transport returns.
+        tx.send(Input::Shutdown).unwrap();
+        let offline = next_status(&mut backend, &t).await;
+        assert_eq!(offline.status, DeviceStatus::Offline);
+        // Nothing else was published: the cooled-down press never went out.
+        let quiet = tokio::time::timeout(Duration::from_millis(300), backend.next_publish()).await;
+        assert!(quiet.is_err(), "unexpected publish: {quiet:?}");
+    };
+    let run = async {
+        tokio::time::timeout(WAIT * 3, transport.drive(&mut driver))
+            .await
+            .expect("the transport returns after the shutdown");
+    };
+    tokio::join!(run, check);
+
+    let (device, io) = driver.into_parts();
+    let reports = io.reports.join("\n");
+    for expected in [
+        "button press queued: rf-5a3c (battery 87 %)",
+        "press of rf-5a3c within the cooldown (1000 ms): not reported",
+        "settings applied and saved: soundEnabled true, soundVolume 7",
+        "command get-status answered (requestId req-7)",
+        "rejected inbound message on acorn-pups/settings/acorn-0101",
+        "offline status delivered",
+    ] {
+        assert!(
+            reports.contains(expected),
+            "{expected:?} not in:\n{reports}"
+        );
+    }
+    // The settings are in the NVS partition: a device made from the same flash starts with
+    // them.
+    let flash = device.into_store().release();
+    let mut reopened = Nvs::open(flash, 0, PARTITION).unwrap();
+    let stored = reopened.load().unwrap().expect("settings stored");
+    assert_eq!(stored.sound_volume, 7);
+    assert!(env.broker_saw_mqtt());
+}
