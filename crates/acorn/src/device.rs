@@ -1,6 +1,7 @@
 //! `acorn device`: run a device from its NVS image (`run`), check its connection (`ping`),
 //! register it with the backend (`register`).
 
+mod embedded;
 mod register;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,19 @@ pub struct ConnectionArgs {
     /// Offer ALPN `x-amzn-mqtt-ca` (AWS IoT Core on port 443).
     #[arg(long)]
     alpn: bool,
+    /// The network stack: `rustls` (rustls + rumqttc, TLS 1.2/1.3, RSA or EC identities) or
+    /// `embedded` (the firmware's own: embedded-tls 1.3 + mqttrs, P-256 identities only).
+    #[arg(long, value_enum, default_value = "rustls")]
+    transport: TransportKind,
+}
+
+/// Which network stack a command uses.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportKind {
+    /// rustls + rumqttc on tokio (the host's transport).
+    Rustls,
+    /// The firmware's transport (`acorn-embedded`) over tokio TCP.
+    Embedded,
 }
 
 /// Log line format.
@@ -100,6 +114,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
                     broker: Some(plan.broker),
                     ca: plan.ca,
                     alpn: false,
+                    transport: TransportKind::Rustls,
                 },
                 press_every: None,
                 log_format: LogFormat::Text,
@@ -130,6 +145,26 @@ fn init_logging(format: LogFormat) {
 
 fn run_device(args: RunArgs) -> Result<ExitCode> {
     init_logging(args.log_format);
+    if args.connection.transport == TransportKind::Embedded {
+        let conn = &args.connection;
+        let keys = crate::image_file::maybe_keys(conn.nvs_keys.as_deref())?;
+        let mut image = DeviceImage::open(&conn.image, keys.as_ref())?;
+        let loaded = image.load_identity(unix_now())?;
+        for warning in &loaded.warnings {
+            eprintln!("warning: {warning}");
+        }
+        let target = match broker(conn)? {
+            Some(target) => target,
+            None => BrokerTarget::aws(loaded.endpoint.clone(), conn.alpn),
+        };
+        return embedded::run(
+            image,
+            &loaded,
+            &target,
+            conn.ca.as_deref(),
+            args.press_every,
+        );
+    }
     let mut options = DeviceOptions::new(&args.connection.image);
     options.nvs_keys = crate::image_file::maybe_keys(args.connection.nvs_keys.as_deref())?;
     options.broker = broker(&args.connection)?;
@@ -264,6 +299,16 @@ fn run_ping(args: PingArgs) -> Result<ExitCode> {
         Some(target) => target,
         None => BrokerTarget::aws(loaded.endpoint.clone(), conn.alpn),
     };
+    let payload = DeviceStatusMessage::new(
+        &loaded.device_id,
+        unix_ms(),
+        DeviceStatus::Online,
+        AGENT_VERSION,
+    )
+    .to_json()?;
+    if conn.transport == TransportKind::Embedded {
+        return embedded::ping(&loaded, &target, conn.ca.as_deref(), payload, args.json);
+    }
     let mut options = PingOptions::new(
         target.clone(),
         loaded.identity.clone(),
@@ -271,13 +316,7 @@ fn run_ping(args: PingArgs) -> Result<ExitCode> {
         loaded.device_id.clone(),
         AGENT_VERSION,
     );
-    options.payload = DeviceStatusMessage::new(
-        &loaded.device_id,
-        unix_ms(),
-        DeviceStatus::Online,
-        AGENT_VERSION,
-    )
-    .to_json()?;
+    options.payload = payload;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -67,7 +67,12 @@ impl Env {
     /// An image holding a fresh identity for `id` (RSA-2048 PKCS#1 key, as AWS issues them);
     /// returns its path and the key PEM.
     fn image(&self, id: &str) -> (PathBuf, String) {
-        let issued = self.ca.issue_with_new_key(id, KeyType::Rsa2048).unwrap();
+        self.image_with(id, KeyType::Rsa2048)
+    }
+
+    /// An image holding a fresh identity for `id` with a key of `key_type`.
+    fn image_with(&self, id: &str, key_type: KeyType) -> (PathBuf, String) {
+        let issued = self.ca.issue_with_new_key(id, key_type).unwrap();
         let key = issued.private_key_pem.expose_secret().to_owned();
         let path = self.dir.path().join(format!("{id}.bin"));
         provision(
@@ -788,4 +793,97 @@ async fn encrypted_image_with_nvs_keys_and_simulated_presses() {
     assert_eq!(press["buttonRfId"], "sim-button");
     agent.signal("INT");
     assert_eq!(agent.wait_exit(), Some(0), "{}", agent.output());
+}
+
+#[tokio::test]
+async fn the_embedded_transport_pings_runs_presses_and_answers_like_the_firmware() {
+    let env = Env::start();
+    let mut backend = env.backend("acorn-pups/#").await;
+    let (image, _) = env.image_with("dev-emb", KeyType::P256);
+    let image_arg = image.display().to_string();
+    let conn = [
+        "--image",
+        image_arg.as_str(),
+        "--broker",
+        &env.broker_arg(),
+        "--ca",
+        &env.ca_arg(),
+        "--transport",
+        "embedded",
+    ];
+    // Ping: every step, TLS 1.3.
+    let out = acorn(&[&["device", "ping"][..], &conn[..]].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(embedded transport)"), "{stdout}");
+    assert!(stdout.contains("TLSv1_3"), "{stdout}");
+    for step in ["tls", "connack", "suback", "puback"] {
+        assert!(stdout.contains(step), "{step}: {stdout}");
+    }
+    // Run: the seed's press JSON reaches a subscriber; a command is answered. (The ping kept
+    // the device's persistent session, subscribed to its commands only, so the device finds its
+    // session present and does not resubscribe: commands, not settings, are what it receives.)
+    let mut agent = Agent::start(&conn, &[]);
+    backend
+        .json("acorn-pups/status/dev-emb", |v| v["status"] == "online")
+        .await;
+    agent.send("press rf-7 55");
+    let (text, _) = backend
+        .json("acorn-pups/button-press/dev-emb", |_| true)
+        .await;
+    assert!(
+        text.starts_with(r#"{"deviceId":"dev-emb","buttonRfId":"rf-7","timestamp":""#),
+        "{text}"
+    );
+    assert!(text.ends_with(r#"Z","batteryLevel":55}"#), "{text}");
+    backend
+        .publish(
+            "acorn-pups/commands/dev-emb",
+            br#"{"requestId":"e1","command":"get-status"}"#,
+        )
+        .await;
+    let (_, reply) = backend
+        .json("acorn-pups/status/dev-emb", |v| v["requestId"] == "e1")
+        .await;
+    assert_eq!(reply["result"], "ok", "{reply}");
+    assert_eq!(reply["command"], "get-status", "{reply}");
+    // SIGTERM: `offline` from the device itself, exit 0.
+    agent.signal("TERM");
+    backend
+        .json("acorn-pups/status/dev-emb", |v| v["status"] == "offline")
+        .await;
+    assert_eq!(agent.wait_exit(), Some(0), "{}", agent.output());
+}
+
+#[test]
+fn the_embedded_transport_refuses_an_rsa_identity_before_connecting() {
+    let env = Env::start();
+    let (image, _) = env.image("dev-rsa");
+    let image_arg = image.display().to_string();
+    let out = acorn(&[
+        "device",
+        "ping",
+        "--image",
+        &image_arg,
+        "--broker",
+        &env.broker_arg(),
+        "--ca",
+        &env.ca_arg(),
+        "--transport",
+        "embedded",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("P-256"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !env.broker.log().contains("New client connected"),
+        "{}",
+        env.broker.log()
+    );
 }

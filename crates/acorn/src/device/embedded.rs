@@ -1,0 +1,259 @@
+//! `acorn device ping|run --transport embedded`: the firmware's own network stack
+//! (`acorn-embedded`: embedded-tls 1.3 + mqttrs, driven by the session / the device core) over
+//! tokio TCP, so the chip's transport is exercised against a real broker on Linux.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use acorn_agent::device::AGENT_VERSION;
+use acorn_agent::LoadedDevice;
+use acorn_device::{Device, DeviceConfig};
+use acorn_embedded::device::{DeviceDriver, DeviceIo, Input, Report};
+use acorn_embedded::ping::PingOptions;
+use acorn_embedded::{
+    host, Buffers, Target, Time, TlsIdentity, Transport, TransportConfig, TrustAnchors,
+};
+use acorn_transport::BrokerTarget;
+use anyhow::{bail, Context, Result};
+use tokio::io::AsyncBufReadExt as _;
+
+/// The identity as the embedded transport needs it (P-256; an RSA key is refused here, with
+/// a message that names the key type this transport needs).
+fn tls_identity(loaded: &LoadedDevice) -> Result<TlsIdentity> {
+    let chain = loaded.identity.cert_chain()?;
+    let cert = chain
+        .first()
+        .context("the image holds no device certificate")?
+        .to_vec();
+    let key = loaded.identity.private_key()?;
+    if matches!(key, rustls_pki_types::PrivateKeyDer::Pkcs1(_)) {
+        bail!(
+            "the embedded transport needs a P-256 (EC) key, as the chip makes; this identity's \
+             key is RSA (PKCS#1, as AWS CreateKeysAndCertificate issues). Use the default \
+             transport (rustls), or register the device with a key made on it (P-256)"
+        );
+    }
+    let identity =
+        TlsIdentity::from_der(cert, key.secret_der(), &loaded.device_id, &loaded.endpoint)
+            .map_err(|e| anyhow::anyhow!("the embedded transport cannot use this identity: {e}"))?;
+    Ok(identity)
+}
+
+fn anchors(ca: Option<&Path>) -> Result<TrustAnchors> {
+    match ca {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+            TrustAnchors::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("CA file {}: {e}", path.display()))
+        }
+        None => Ok(TrustAnchors::amazon()),
+    }
+}
+
+fn target(broker: &BrokerTarget) -> Result<Target> {
+    if broker.alpn {
+        bail!("--alpn is not offered by the embedded transport yet: connect on port 8883");
+    }
+    Ok(Target::new(&broker.host, broker.port))
+}
+
+/// One ping through the embedded transport; prints the steps or the diagnosis (exit 1).
+pub fn ping(
+    loaded: &LoadedDevice,
+    broker: &BrokerTarget,
+    ca: Option<&Path>,
+    payload: Vec<u8>,
+    json: bool,
+) -> Result<ExitCode> {
+    let identity = tls_identity(loaded)?;
+    let anchors = anchors(ca)?;
+    let options = PingOptions::new(target(broker)?, &loaded.device_id, payload);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(host::ping(&identity, &anchors, &options));
+    let address = format!("{}:{}", broker.host, broker.port);
+    let steps = |steps: &[(acorn_embedded::Step, u64)]| {
+        steps
+            .iter()
+            .map(|(s, ms)| serde_json::json!({"step": s.to_string(), "ms": ms}))
+            .collect::<Vec<_>>()
+    };
+    match result {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "ok": true, "transport": "embedded", "deviceId": loaded.device_id,
+                        "broker": address, "steps": steps(&report.steps),
+                        "totalMs": report.total_ms, "tlsVersion": report.tls_version,
+                        "cipherSuite": report.cipher_suite, "sessionPresent": report.session_present,
+                    })
+                );
+            } else {
+                println!(
+                    "ping {} at {address} (embedded transport)",
+                    loaded.device_id
+                );
+                for (step, ms) in &report.steps {
+                    println!("  {:<11} {:>6} ms", step.to_string(), ms);
+                }
+                println!("  {:<11} {:>6} ms", "total", report.total_ms);
+                println!("ok: {}, {}", report.tls_version, report.cipher_suite);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "ok": false, "transport": "embedded", "deviceId": loaded.device_id,
+                        "broker": address, "steps": steps(&failure.completed),
+                        "failedStep": failure.step.to_string(),
+                        "diagnosis": failure.diagnosis.to_string(),
+                    })
+                );
+            } else {
+                println!(
+                    "ping {} at {address} (embedded transport)",
+                    loaded.device_id
+                );
+                println!("  {:<11} FAILED", failure.step.to_string());
+                println!("diagnosis: {}", failure.diagnosis);
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// The device's inputs: stdin lines (`press <button> [battery]`, `quit`), the optional press
+/// timer, and SIGINT/SIGTERM; its reports go to stderr.
+struct HostIo {
+    inputs: tokio::sync::mpsc::UnboundedReceiver<Input>,
+}
+
+impl DeviceIo for HostIo {
+    async fn next_input(&mut self) -> Input {
+        self.inputs.recv().await.unwrap_or(Input::Shutdown)
+    }
+
+    fn report(&mut self, _now: Time, report: Report<'_>) {
+        eprintln!("{report}");
+    }
+}
+
+/// Runs the device core over the embedded transport until `quit`, end of input, SIGINT or
+/// SIGTERM; the settings live in the image as with the default transport.
+pub fn run(
+    image: acorn_agent::DeviceImage<acorn_nvs::FileFlash>,
+    loaded: &LoadedDevice,
+    broker: &BrokerTarget,
+    ca: Option<&Path>,
+    press_every: Option<Duration>,
+) -> Result<ExitCode> {
+    let identity = tls_identity(loaded)?;
+    let anchors = anchors(ca)?;
+    let mut config = DeviceConfig::new(&loaded.device_id, AGENT_VERSION)?;
+    config.certificate = loaded.certificate.clone();
+    // The image is the device's settings store, as on the chip (one NVS format).
+    let device = Device::new(config, image, rand::rngs::OsRng)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let target = target(broker)?;
+    let result = runtime.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        spawn_inputs(tx, press_every)?;
+        let mut driver = DeviceDriver::new(device, HostIo { inputs: rx });
+        let mut buffers = Buffers::new();
+        let mut transport = Transport::new(
+            host::TokioConnector,
+            host::SystemClock::new(),
+            host::OsRng,
+            &identity,
+            &anchors,
+            TransportConfig::new(target),
+            &mut buffers,
+        );
+        transport.drive(&mut driver).await;
+        eprintln!("device stopped");
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    });
+    // The stdin reader may be blocked in a read: do not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+fn spawn_inputs(
+    tx: tokio::sync::mpsc::UnboundedSender<Input>,
+    press_every: Option<Duration>,
+) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let signals = tx.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        let _ = signals.send(Input::Shutdown);
+    });
+    if let Some(every) = press_every {
+        let timer = tx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let press = Input::Press {
+                    button: "sim-button".into(),
+                    battery: None,
+                };
+                if timer.send(press).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let input = match words.as_slice() {
+                [] => continue,
+                ["quit"] | ["exit"] => Input::Shutdown,
+                ["press", button] => Input::Press {
+                    button: (*button).into(),
+                    battery: None,
+                },
+                ["press", button, battery] => match battery.parse() {
+                    Ok(level) => Input::Press {
+                        button: (*button).into(),
+                        battery: Some(level),
+                    },
+                    Err(_) => {
+                        eprintln!("press: battery level must be 0..=100, got '{battery}'");
+                        continue;
+                    }
+                },
+                _ => {
+                    eprintln!("unknown command '{line}': use press <buttonRfId> [battery] or quit");
+                    continue;
+                }
+            };
+            let stop = input == Input::Shutdown;
+            if tx.send(input).is_err() || stop {
+                return;
+            }
+        }
+        // End of input: the device runs on until `quit` or a signal, as with rustls.
+    });
+    Ok(())
+}
