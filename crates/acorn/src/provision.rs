@@ -109,6 +109,82 @@ pub struct ProvisionArgs {
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
+    /// Wi-Fi network the device joins (NVS namespace `wifi`, key `ssid`), so one factory image
+    /// holds identity and network.
+    #[arg(long, value_name = "SSID")]
+    pub wifi_ssid: Option<String>,
+    /// Its WPA2 password (key `password`). Prefer --wifi-password-file or ACORN_WIFI_PASSWORD:
+    /// a password on the command line is visible to other users in `ps`.
+    #[arg(
+        long,
+        env = "ACORN_WIFI_PASSWORD",
+        hide_env_values = true,
+        requires = "wifi_ssid",
+        conflicts_with = "wifi_password_file"
+    )]
+    pub wifi_password: Option<String>,
+    /// A file holding the Wi-Fi password.
+    #[arg(long, value_name = "FILE", requires = "wifi_ssid")]
+    pub wifi_password_file: Option<PathBuf>,
+}
+
+/// Wi-Fi credentials for the factory image, checked as a station would need them.
+struct Wifi {
+    ssid: String,
+    password: acorn_transport::SecretString,
+}
+
+impl Wifi {
+    fn from_args(args: &ProvisionArgs) -> Result<Option<Self>> {
+        use acorn_transport::ExposeSecret as _;
+        let Some(ssid) = &args.wifi_ssid else {
+            return Ok(None);
+        };
+        if ssid.is_empty() || ssid.len() > 32 {
+            bail!(
+                "--wifi-ssid must be 1 to 32 bytes (an 802.11 SSID), got {}",
+                ssid.len()
+            );
+        }
+        let password = match (&args.wifi_password, &args.wifi_password_file) {
+            (Some(p), _) => acorn_transport::SecretString::from(p.clone()),
+            (None, Some(path)) => acorn_transport::SecretString::from(
+                std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!("cannot read the Wi-Fi password file {}", path.display())
+                    })?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            ),
+            (None, None) => acorn_transport::SecretString::from(""),
+        };
+        let p = password.expose_secret();
+        let hex_psk = p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit());
+        if !(p.is_empty() || (8..=63).contains(&p.len()) || hex_psk) {
+            bail!(
+                "the Wi-Fi password must be empty (an open network), 8 to 63 characters (WPA2) \
+                 or 64 hex digits; it has {} characters",
+                p.len()
+            );
+        }
+        Ok(Some(Self {
+            ssid: ssid.clone(),
+            password,
+        }))
+    }
+
+    /// Writes namespace `wifi`: `ssid` and `password` as strings, as the firmware reads them.
+    fn store(&self, nvs: &mut Nvs<MemFlash>) -> Result<()> {
+        use acorn_transport::ExposeSecret as _;
+        let ns = nvs
+            .namespace("wifi")
+            .context("cannot make the NVS namespace `wifi`")?;
+        nvs.set_str(ns, "ssid", &self.ssid)
+            .context("cannot store the Wi-Fi SSID")?;
+        nvs.set_str(ns, "password", self.password.expose_secret())
+            .context("cannot store the Wi-Fi password")?;
+        Ok(())
+    }
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
@@ -256,6 +332,8 @@ pub fn show(args: &ShowArgs) -> Result<ExitCode> {
 /// `acorn certs provision`: flashable images, one device or a batch.
 pub fn provision(args: &ProvisionArgs) -> Result<ExitCode> {
     let size = parse_size(&args.size)?;
+    // Bad Wi-Fi settings stop everything before any image is written.
+    Wifi::from_args(args)?;
     match (&args.batch, &args.out_dir) {
         (Some(csv), Some(dir)) => batch(args, csv, dir, size),
         _ => {
@@ -308,6 +386,9 @@ fn provision_one(
     }
     let mut nvs = blank(size, keys)?;
     store(&mut nvs, certs, args.allow_custom_endpoint)?;
+    if let Some(wifi) = Wifi::from_args(args)? {
+        wifi.store(&mut nvs)?;
+    }
     write_atomically(out, nvs.release().bytes())
 }
 

@@ -240,3 +240,93 @@ fn batch_provisioning_skips_bad_rows_and_reports_them() {
     }
     assert!(!d.join("out/unit-bad.bin").exists());
 }
+
+#[test]
+fn one_factory_image_holds_identity_and_wifi_the_password_kept_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    aws_shaped(d, "acorn-wifi");
+    std::fs::write(d.join("wifi.pass"), "correct horse battery\n").unwrap();
+    let provision = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "certs",
+            "provision",
+            "--cert",
+            "acorn-wifi.crt",
+            "--private-key",
+            "acorn-wifi.key",
+            "--endpoint",
+            ENDPOINT,
+            "--device-id",
+            "acorn-wifi",
+            "-o",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        run_in(d, &args)
+    };
+    let out = provision(
+        &[
+            "--wifi-ssid",
+            "Acorn Lab",
+            "--wifi-password-file",
+            "wifi.pass",
+        ],
+        "wifi.bin",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The firmware's own reader finds them.
+    let image = std::fs::read(d.join("wifi.bin")).unwrap();
+    let size = image.len() as u32;
+    let mut nvs = acorn_nvs::Nvs::open_with(
+        acorn_nvs::MemFlash::from_bytes(image),
+        0,
+        size,
+        None,
+        acorn_nvs::Mode::ReadOnly,
+    )
+    .unwrap();
+    let wifi = acorn_embedded::boot::read_wifi_credentials(&mut nvs)
+        .unwrap()
+        .expect("Wi-Fi credentials stored");
+    assert_eq!(wifi.ssid, "Acorn Lab");
+    assert_eq!(wifi.password, "correct horse battery");
+    // The password is never printed by the tools, nor by provisioning itself.
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("horse"));
+    let dump = ok(d, &["nvs", "dump", "wifi.bin"]);
+    assert!(dump.contains("Acorn Lab"), "{dump}");
+    assert!(!dump.contains("horse"), "{dump}");
+    assert!(dump.contains("<redacted"), "{dump}");
+    // A password no WPA2 station accepts is refused, and nothing is written.
+    for bad in ["short", &"x".repeat(64)] {
+        let out = run_in(
+            d,
+            &[
+                "certs",
+                "provision",
+                "--cert",
+                "acorn-wifi.crt",
+                "--private-key",
+                "acorn-wifi.key",
+                "--endpoint",
+                ENDPOINT,
+                "--device-id",
+                "acorn-wifi",
+                "-o",
+                "bad.bin",
+                "--wifi-ssid",
+                "Lab",
+            ],
+        );
+        assert!(out.status.success(), "no password is an open network");
+        std::fs::remove_file(d.join("bad.bin")).unwrap();
+        let out = provision(&["--wifi-ssid", "Lab", "--wifi-password", bad], "bad.bin");
+        assert_clean_failure(&out, "bad Wi-Fi password");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("8 to 63"));
+        assert!(!d.join("bad.bin").exists());
+    }
+}

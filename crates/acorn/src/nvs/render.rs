@@ -13,9 +13,12 @@ pub enum Shown {
     Bytes(Vec<u8>),
 }
 
-/// Whether a value is (or holds) a private key: by its key name or by PEM private-key armor.
+/// Whether a value is (or holds) a secret: a private key (by its key name or by PEM
+/// private-key armor) or a password (the Wi-Fi password of namespace `wifi`).
 pub fn is_secret(key: &str, bytes: &[u8]) -> bool {
-    key.to_ascii_lowercase().contains("private_key")
+    let key = key.to_ascii_lowercase();
+    key.contains("private_key")
+        || key.contains("password")
         || bytes.windows(16).any(|w| w == b"PRIVATE KEY-----")
 }
 
