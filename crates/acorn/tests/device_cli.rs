@@ -887,3 +887,37 @@ fn the_embedded_transport_refuses_an_rsa_identity_before_connecting() {
         env.broker.log()
     );
 }
+
+#[tokio::test]
+async fn kill_9_of_the_embedded_transport_makes_the_broker_publish_its_last_will() {
+    let env = Env::start();
+    let mut backend = env.backend("acorn-pups/status/#").await;
+    let (image, _) = env.image_with("dev-emb-will", KeyType::P256);
+    let image_arg = image.display().to_string();
+    let mut agent = Agent::start(
+        &[
+            "--image",
+            &image_arg,
+            "--broker",
+            &env.broker_arg(),
+            "--ca",
+            &env.ca_arg(),
+            "--transport",
+            "embedded",
+        ],
+        &[],
+    );
+    backend
+        .json("acorn-pups/status/dev-emb-will", |v| {
+            v["status"] == "online"
+        })
+        .await;
+    agent.child.kill().unwrap(); // SIGKILL: no DISCONNECT, the broker sends the will
+    let (_, will) = backend
+        .json("acorn-pups/status/dev-emb-will", |v| {
+            v["status"] == "offline"
+        })
+        .await;
+    assert_eq!(will["deviceId"], "dev-emb-will");
+    assert_eq!(agent.wait_exit(), None, "killed by a signal");
+}
