@@ -281,12 +281,23 @@ pub fn show(args: &ShowArgs) -> Result<ExitCode> {
             .map(|m| m.device_id.clone())
             .unwrap_or_default(),
     };
-    let mut options =
-        ValidationOptions::new(unix_now()).allow_custom_endpoint(args.allow_custom_endpoint);
+    // Judged with any DNS name accepted as endpoint: an identity made for a local broker
+    // (`acorn dev up`'s `localhost`) is not invalid; that it is not an AWS endpoint is a note.
+    let mut options = ValidationOptions::new(unix_now()).allow_custom_endpoint(true);
     if let Some(m) = &meta {
         options = options.expect_fingerprint(&m.certificate_fingerprint);
     }
     let report = validate(&certs, &options);
+    let strict = validate(&certs, &options.clone().allow_custom_endpoint(false));
+    let endpoint_note = (!args.allow_custom_endpoint
+        && report.is_valid()
+        && strict.failures().contains(&acorn_certs::Problem::BadEndpoint))
+    .then(|| {
+        format!(
+            "`{endpoint}` is not an AWS IoT endpoint: fine for a local broker (such as `acorn dev up`), \
+             not for AWS IoT Core"
+        )
+    });
     if args.json {
         let out = serde_json::json!({
             "device_id": certs.device_id,
@@ -294,6 +305,7 @@ pub fn show(args: &ShowArgs) -> Result<ExitCode> {
             "cert_valid": flag,
             "metadata": meta,
             "report": report_json(&report),
+            "note": endpoint_note,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -326,6 +338,9 @@ pub fn show(args: &ShowArgs) -> Result<ExitCode> {
         )?;
     }
     print_report(&report, &mut out)?;
+    if let Some(note) = &endpoint_note {
+        writeln!(out, "note: {note}")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -330,3 +330,57 @@ fn one_factory_image_holds_identity_and_wifi_the_password_kept_secret() {
         assert!(!d.join("bad.bin").exists());
     }
 }
+
+#[test]
+fn show_calls_a_local_broker_endpoint_a_note_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    aws_shaped(d, "acorn-local");
+    ok(
+        d,
+        &[
+            "certs",
+            "provision",
+            "--cert",
+            "acorn-local.crt",
+            "--private-key",
+            "acorn-local.key",
+            "--endpoint",
+            "localhost",
+            "--device-id",
+            "acorn-local",
+            "--allow-custom-endpoint",
+            "-o",
+            "local.bin",
+        ],
+    );
+    let shown = ok(d, &["certs", "show", "--image", "local.bin"]);
+    assert!(shown.contains("verdict: VALID"), "{shown}");
+    assert!(
+        shown.contains("note: `localhost` is not an AWS IoT endpoint"),
+        "{shown}"
+    );
+    // An AWS endpoint gets no note.
+    ok(
+        d,
+        &[
+            "certs",
+            "provision",
+            "--cert",
+            "acorn-local.crt",
+            "--private-key",
+            "acorn-local.key",
+            "--endpoint",
+            ENDPOINT,
+            "--device-id",
+            "acorn-local",
+            "-o",
+            "aws.bin",
+        ],
+    );
+    let shown = ok(d, &["certs", "show", "--image", "aws.bin"]);
+    assert!(
+        shown.contains("verdict: VALID") && !shown.contains("note:"),
+        "{shown}"
+    );
+}
