@@ -288,7 +288,7 @@ pub fn show(args: &ShowArgs) -> Result<ExitCode> {
         options = options.expect_fingerprint(&m.certificate_fingerprint);
     }
     let report = validate(&certs, &options);
-    let strict = validate(&certs, &options.clone().allow_custom_endpoint(false));
+    let strict = validate(&certs, &options.allow_custom_endpoint(false));
     let endpoint_note = (!args.allow_custom_endpoint
         && report.is_valid()
         && strict.failures().contains(&acorn_certs::Problem::BadEndpoint))
