@@ -7,8 +7,8 @@
 //! operational: the device core (`acorn_device::Device`: presses with cooldown, settings saved
 //! in the `nvs` partition and answered, commands answered, online/offline) driving the
 //! embedded transport (TLS 1.3 + MQTT 3.1.1) through `acorn_embedded::device::DeviceDriver`,
-//! a debounced button as press source, a status LED, a watchdog. Panics are printed and the
-//! chip resets (esp-backtrace).
+//! a debounced button as press source, a status LED, a watchdog. Panics are printed
+//! (esp-backtrace) and the chip resets at once (`custom_halt`).
 #![no_std]
 #![no_main]
 
@@ -325,4 +325,14 @@ async fn operate(
     button::set_operational(true);
     transport.drive(&mut driver).await;
     button::set_operational(false);
+}
+
+/// After esp-backtrace has printed a panic (message and backtrace on the serial port), reset
+/// the chip at once instead of spinning until the watchdog bites.
+// esp-backtrace calls this by its symbol name (feature `custom-halt`); `no_mangle` is what makes
+// that link, and the function touches no memory.
+#[allow(unsafe_code)]
+#[no_mangle]
+fn custom_halt() -> ! {
+    esp_hal::system::software_reset()
 }
