@@ -336,7 +336,7 @@ impl Boot {
                     self.handle(
                         now_ms,
                         BootEvent::ClockFailed {
-                            reason: format!("the answer {unix_secs} is before 2025"),
+                            reason: format!("the answer {unix_secs} is before 2024"),
                         },
                     );
                     let _ = attempt;

@@ -15,9 +15,10 @@ use core::fmt;
 use embedded_tls::alert::AlertDescription;
 use embedded_tls::TlsError;
 
-/// A clock earlier than this (2025-01-01T00:00:00Z) cannot be right: no certificate date is
-/// checked against it, and no connection is opened ([`Diagnosis::ClockNotSynced`]).
-pub const EARLIEST_PLAUSIBLE_UNIX_TIME: u64 = 1_735_689_600;
+/// A clock earlier than this cannot be right: no certificate date is checked against it, and
+/// no connection is opened ([`Diagnosis::ClockNotSynced`]). The one cutoff (2024-01-01), the
+/// certificate validation's, shared with the host transport.
+pub const EARLIEST_PLAUSIBLE_UNIX_TIME: u64 = acorn_certs::CLOCK_SYNCED_AFTER;
 
 /// The steps of a connection (and of `ping`), in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -324,7 +325,7 @@ impl fmt::Display for Diagnosis {
             ),
             Self::ClockNotSynced { now_unix } => {
                 match now_unix {
-                    Some(t) => write!(f, "clock not synced: this device's time ({t} s since 1970) is before 2025")?,
+                    Some(t) => write!(f, "clock not synced: this device's time ({t} s since 1970) is before 2024")?,
                     None => f.write_str("clock not synced: this device has no time of day yet")?,
                 }
                 f.write_str(", so no certificate can be validated. Synchronise the clock (SNTP) before connecting")

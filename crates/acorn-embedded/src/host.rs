@@ -70,7 +70,7 @@ impl Connector for TokioConnector {
 }
 
 /// The system clock: monotonic time since creation, and the wall clock (taken as synced when
-/// it reads after 2025).
+/// it reads after 2024).
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     start: Instant,
