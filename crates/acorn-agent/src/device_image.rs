@@ -32,6 +32,7 @@ pub use acorn_device::{SETTINGS_KEY, SETTINGS_NAMESPACE};
 
 /// Problems with the device image or the identity in it. Messages never hold key material.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ImageError {
     /// The image file could not be opened or read.
     #[error("cannot open the NVS image {path}: {error}; give the partition image made by `acorn nvs generate` (or read from the device)")]

@@ -49,6 +49,7 @@
 //! ([`CertStore`]), `memory` ([`MemoryKv`], for tests).
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 

@@ -30,6 +30,7 @@ impl fmt::Debug for MemoryValue {
 
 /// Errors of [`MemoryKv`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MemoryKvError {
     /// The simulated power was cut: this operation and all later ones fail.
     #[error("power cut (simulated) before operation {0}")]

@@ -16,6 +16,7 @@ use crate::{
 
 /// Errors of the certificate store; `E` is the key-value store's error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError<E> {
     /// The key-value store failed.
     #[error(

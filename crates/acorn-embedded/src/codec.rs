@@ -26,6 +26,7 @@ pub const MQTT_RX_BUFFER: usize = 4_096;
 
 /// Why bytes from the broker are not a valid packet for a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The fixed header is malformed (e.g. a 5-byte remaining length).
     #[error("malformed MQTT fixed header")]

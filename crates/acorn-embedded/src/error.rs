@@ -6,6 +6,7 @@ use crate::identity::REQUIRED_KEY_TYPE;
 
 /// Why an identity cannot be used by this transport. Found before any connection is made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IdentityError {
     /// The key is not P-256 (e.g. an RSA key as AWS `CreateKeysAndCertificate` issues).
     #[error(
@@ -39,6 +40,7 @@ pub enum IdentityError {
 
 /// Why trust anchors could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RootsError {
     /// The CA file holds no certificate.
     #[error("the CA file holds no CERTIFICATE")]

@@ -59,6 +59,7 @@ pub const AGENT_VERSION: &str = concat!("acorn-agent-", env!("CARGO_PKG_VERSION"
 
 /// Why the device cannot start or a request failed. Messages never hold key material.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DeviceError {
     /// The image or the identity in it is unusable.
     #[error(transparent)]
