@@ -81,7 +81,9 @@ impl<E> StoreError<E> {
                 CertificateValidation::Corrupted
             }
             StoreError::Rejected { report } | StoreError::Invalid { report } => report.verdict(),
-            StoreError::Kv { .. } => CertificateValidation::Missing,
+            // The flash failed or holds something unreadable: not "no identity", which would
+            // send a device to register again over an identity it still has.
+            StoreError::Kv { .. } => CertificateValidation::Corrupted,
         }
     }
 }

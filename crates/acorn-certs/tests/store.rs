@@ -394,3 +394,18 @@ fn debug_of_the_store_never_shows_the_key() {
     assert!(!shown.contains(bytes.trim_matches(['[', ']'])), "{shown}");
     assert!(shown.contains("Blob("), "{shown}");
 }
+
+#[test]
+fn a_store_that_fails_to_read_is_corrupted_not_missing() {
+    let mut kv = stored(&aws_set());
+    // A value of the wrong type where the certificate belongs: the read fails.
+    kv.insert(KEY_DEVICE_CERT, MemoryValue::U8(1));
+    let mut store = CertStore::new(kv);
+    let err = store.load(NOW).expect_err("unreadable");
+    assert!(matches!(err, StoreError::Kv { .. }), "{err:?}");
+    assert_eq!(err.verdict(), CertificateValidation::Corrupted, "{err}");
+    // A store that really is empty is Missing.
+    let mut empty = CertStore::new(MemoryKv::new());
+    let err = empty.load(NOW).expect_err("empty");
+    assert_eq!(err.verdict(), CertificateValidation::Missing, "{err}");
+}
