@@ -1,8 +1,9 @@
 //! `acorn demo`: the whole system on one machine, in one process, with nothing installed
 //! beyond the Rust toolchain: a local CA, an embedded MQTT broker that requires and verifies
-//! client certificates (rumqttd), the registration backend, a cloud client, and N simulated
-//! devices that register with a CSR, keep their identity in their own NVS image, connect over
-//! mutual TLS, publish status and button presses, and apply a settings update and a command.
+//! client certificates and keeps each device to its own topics (acorn-devstack's), the
+//! registration backend, a cloud client, and N simulated devices that register with a CSR, keep
+//! their identity in their own NVS image, connect over mutual TLS, publish status and button
+//! presses, and apply a settings update and a command.
 
 mod broker;
 mod cloud;
@@ -40,13 +41,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.press_every < Duration::from_millis(100) {
         anyhow::bail!("--press-every must be at least 100ms");
     }
-    crate::cli::init_logs("error,rumqttd=off", false);
+    crate::cli::init_logs("error", false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let ok = runtime.block_on(demo(args))?;
-    // The embedded broker's threads end with the process.
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(if ok {
         ExitCode::SUCCESS
@@ -87,26 +87,16 @@ async fn demo(args: Args) -> Result<bool> {
     // the device CA and the cloud (a service identity) on its own listener against the
     // service CA.
     let service_port = free_port().context("no free port for the broker")?;
-    let broker_paths = paths.clone();
-    tokio::task::spawn_blocking(move || {
-        let listeners = broker::Listeners {
-            device_port: port,
-            device_ca: &broker_paths.ca_cert,
-            service_port,
-            service_ca: &broker_paths.service_ca_cert,
-        };
-        broker::start(
-            &listeners,
-            &broker_paths.server_cert,
-            &broker_paths.server_key,
-            Duration::from_secs(10),
-        )
-    })
-    .await
-    .context("broker start task")??;
+    let listeners = broker::Listeners {
+        device_port: port,
+        device_ca: &paths.ca_cert,
+        service_port,
+        service_ca: &paths.service_ca_cert,
+    };
+    let broker = broker::start(&listeners, &paths.server_cert, &paths.server_key).await?;
     log.line(
         "broker",
-        format!("rumqttd on localhost:{port} (devices) and :{service_port} (services): MQTT 3.1.1 over TLS, client certificate required and verified against the device CA or the service CA"),
+        format!("embedded broker on localhost:{port} (devices) and :{service_port} (services): MQTT 3.1.1 over TLS, client certificate required and verified against the device CA or the service CA; each device reaches its own topics only"),
     );
     let roots = TrustRoots::from_pem(backend.ca_certificate_pem(), "ca.pem")
         .context("the demo CA certificate")?;
@@ -173,6 +163,7 @@ async fn demo(args: Args) -> Result<bool> {
         }
     }
     cloud.stop().await;
+    broker.stop().await;
     if let Err(e) = backend.shutdown().await {
         log.line("backend", format!("shutdown: {e}"));
     }

@@ -1,0 +1,397 @@
+//! An MQTT 3.1.1 broker in the process (feature `embedded`, on by default): what `acorn demo`
+//! runs so that nothing has to be installed, with the same rules as the dev stack's mosquitto
+//! ([`crate::broker`]).
+//!
+//! * **Mutual TLS** (rustls 0.23, ring): every client must present a certificate that chains
+//!   to the CA of the listener it connects to (`WebPkiClientVerifier`); TLS 1.2 and 1.3.
+//! * **Two listeners**: the *device* listener trusts the device CA, and each client there gets
+//!   exactly [`acorn_mqtt::DEVICE_POLICY`] on its own id (publish to its button-press and
+//!   status topics, subscribe to its settings and commands topics, each literally, no
+//!   wildcard); the *service* listener trusts only the service CA, takes only service
+//!   identities ([`acorn_mqtt::SERVICE_CLIENT_PREFIX`]) and gives them all of
+//!   [`SERVICE_TOPICS`](crate::broker::SERVICE_TOPICS). Each listener is its own name space
+//!   of sessions.
+//! * **Identity**: the client id is the certificate's common name, whatever the CONNECT says
+//!   (mosquitto's `use_identity_as_username` + `use_username_as_clientid`); a device listener
+//!   CN outside the device-id alphabet is refused (CONNACK 5).
+//! * **MQTT**: QoS 0 and 1 (PUBACK; QoS 2 is refused as AWS IoT Core does: a QoS 2 PUBLISH
+//!   closes the connection and a QoS 2 subscription is granted QoS 1), `+`/`#` filters,
+//!   persistent sessions (`clean_session = false` keeps subscriptions and queues QoS 1
+//!   messages while offline; unacknowledged ones are sent again with DUP on reconnect), the
+//!   last will on any end without DISCONNECT (including a takeover and a keepalive timeout),
+//!   keepalive enforcement (1.5 × the client's keepalive), session takeover (a second
+//!   connection with the same client id closes the first). Topics and filters follow AWS IoT
+//!   Core's limits ([`acorn_mqtt::limits::check_topic`]). Retained messages are not stored.
+//! * **Denied is silent, as in mosquitto**: a publish outside the client's rights is
+//!   acknowledged and dropped; a subscription outside them gets the SUBACK failure code, and
+//!   nothing a client may not receive is ever delivered to it.
+//! * **Bounded**: connections, sessions, subscriptions per session, packet size (256 KB),
+//!   queued and in-flight messages per session, TLS handshake and CONNECT time, each write
+//!   ([`Limits`]).
+//!
+//! ```no_run
+//! use acorn_devstack::embedded::{EmbeddedBroker, EmbeddedConfig};
+//! # async fn run() -> Result<(), acorn_devstack::embedded::EmbeddedError> {
+//! let dir = std::path::Path::new("/tmp/acorn-demo");
+//! let mut config = EmbeddedConfig::from_pem_files(
+//!     &dir.join("ca.pem"),
+//!     &dir.join("server.pem"),
+//!     &dir.join("server.key"),
+//! )?;
+//! config.service_roots = Some(EmbeddedConfig::roots_from_pem_file(&dir.join("service-ca.pem"))?);
+//! let broker = EmbeddedBroker::start(config).await?;
+//! println!("devices:  mqtts://127.0.0.1:{}", broker.device_port());
+//! println!("services: mqtts://127.0.0.1:{}", broker.service_port().unwrap_or_default());
+//! broker.stop().await;
+//! # Ok(()) }
+//! ```
+
+mod connection;
+mod router;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use self::router::Router;
+
+/// Which listener a client came in on (and so which CA vouched for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Listener {
+    /// Devices: certificates from the device CA, [`acorn_mqtt::DEVICE_POLICY`] rights.
+    Device,
+    /// Service identities: certificates from the service CA, all of `acorn-pups/#`.
+    Service,
+}
+
+/// Every bound of the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections (both listeners); more are closed at accept.
+    pub max_connections: usize,
+    /// Sessions (connected, or persistent and offline); a CONNECT for a new one beyond this is
+    /// refused (CONNACK 3, server unavailable).
+    pub max_sessions: usize,
+    /// Largest MQTT packet read; a larger one closes the connection.
+    pub max_packet_size: usize,
+    /// Messages waiting to be sent to one session (while it is offline, or behind its
+    /// in-flight window); beyond it new messages are dropped for that session, as mosquitto's
+    /// `max_queued_messages` does.
+    pub max_queued_messages: usize,
+    /// QoS 1 messages sent to one client and not yet acknowledged.
+    pub max_inflight: usize,
+    /// Subscriptions of one session; more get the SUBACK failure code.
+    pub max_subscriptions: usize,
+    /// Time for the TLS handshake, and then again for the CONNECT.
+    pub connect_timeout: Duration,
+    /// Time for one write to a client; a client that does not read is disconnected.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_sessions: 10_000,
+            max_packet_size: 256 * 1024,
+            max_queued_messages: 1000,
+            max_inflight: 100,
+            max_subscriptions: 64,
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How to start an [`EmbeddedBroker`].
+#[derive(Debug)]
+pub struct EmbeddedConfig {
+    /// Address both listeners bind (default 127.0.0.1).
+    pub address: IpAddr,
+    /// Device listener port; 0 picks a free one.
+    pub device_port: u16,
+    /// Service listener port; 0 picks a free one. Used only with [`Self::service_roots`].
+    pub service_port: u16,
+    /// The broker's certificate chain, leaf first.
+    pub server_chain: Vec<CertificateDer<'static>>,
+    /// The broker's private key.
+    pub server_key: PrivateKeyDer<'static>,
+    /// CA certificates device certificates must chain to.
+    pub device_roots: Vec<CertificateDer<'static>>,
+    /// CA certificates of service identities; `None`: no service listener.
+    pub service_roots: Option<Vec<CertificateDer<'static>>>,
+    /// Bounds.
+    pub limits: Limits,
+}
+
+impl EmbeddedConfig {
+    /// A device listener on a free port of 127.0.0.1 trusting the CA(s) in `device_ca`, with
+    /// the server certificate chain in `server_cert` and its key in `server_key` (PEM files);
+    /// no service listener.
+    pub fn from_pem_files(
+        device_ca: &Path,
+        server_cert: &Path,
+        server_key: &Path,
+    ) -> Result<Self, EmbeddedError> {
+        let server_chain = Self::roots_from_pem_file(server_cert)?;
+        let server_key =
+            PrivateKeyDer::from_pem_file(server_key).map_err(|e| EmbeddedError::Pem {
+                path: server_key.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            device_port: 0,
+            service_port: 0,
+            server_chain,
+            server_key,
+            device_roots: Self::roots_from_pem_file(device_ca)?,
+            service_roots: None,
+            limits: Limits::default(),
+        })
+    }
+
+    /// Every certificate of a PEM file (at least one).
+    pub fn roots_from_pem_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, EmbeddedError> {
+        let pem = |reason: String| EmbeddedError::Pem {
+            path: path.to_owned(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| pem(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(pem("no CERTIFICATE block".into()));
+        }
+        Ok(certs)
+    }
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddedError {
+    /// A PEM file could not be read or holds no usable item.
+    #[error("{}: {reason}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The TLS configuration was refused (a CA certificate rustls cannot use, a key that
+    /// does not match the certificate...).
+    #[error("TLS configuration of the {listener:?} listener: {reason}")]
+    Tls {
+        /// The listener.
+        listener: Listener,
+        /// rustls's reason.
+        reason: String,
+    },
+    /// A listener could not bind its address.
+    #[error("cannot listen on {address}: {source} (is the port taken?)")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// What the connection tasks share.
+pub(crate) struct Shared {
+    pub(crate) router: Mutex<Router>,
+    pub(crate) limits: Limits,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// A running broker. Dropping it stops accepting and closes every connection (without
+/// waiting); [`EmbeddedBroker::stop`] waits for them.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    device_port: u16,
+    service_port: Option<u16>,
+    shutdown: watch::Sender<bool>,
+    connections: Arc<Semaphore>,
+    max_connections: u32,
+    accept_tasks: Vec<JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Binds the listeners and starts accepting on the current tokio runtime. Returns once
+    /// both ports accept connections.
+    pub async fn start(config: EmbeddedConfig) -> Result<Self, EmbeddedError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = |listener: Listener, roots: &[CertificateDer<'static>]| {
+            server_config(
+                Arc::clone(&provider),
+                &config.server_chain,
+                &config.server_key,
+                roots,
+            )
+            .map_err(|reason| EmbeddedError::Tls { listener, reason })
+        };
+        let mut listeners = vec![(
+            Listener::Device,
+            config.device_port,
+            tls(Listener::Device, &config.device_roots)?,
+        )];
+        if let Some(roots) = &config.service_roots {
+            listeners.push((
+                Listener::Service,
+                config.service_port,
+                tls(Listener::Service, roots)?,
+            ));
+        }
+        let max_connections = u32::try_from(config.limits.max_connections)
+            .unwrap_or(u32::MAX)
+            .min(Semaphore::MAX_PERMITS as u32);
+        let connections = Arc::new(Semaphore::new(max_connections as usize));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            router: Mutex::new(Router::new(config.limits.clone())),
+            limits: config.limits,
+            shutdown: shutdown_rx,
+        });
+        let mut bound = Vec::new();
+        for (listener, port, tls) in listeners {
+            let address = SocketAddr::new(config.address, port);
+            let socket = TcpListener::bind(address)
+                .await
+                .map_err(|source| EmbeddedError::Bind { address, source })?;
+            let port = socket
+                .local_addr()
+                .map_err(|source| EmbeddedError::Bind { address, source })?
+                .port();
+            bound.push((listener, port, socket, tls));
+        }
+        let mut broker = Self {
+            device_port: 0,
+            service_port: None,
+            shutdown,
+            connections: Arc::clone(&connections),
+            max_connections,
+            accept_tasks: Vec::new(),
+        };
+        for (listener, port, socket, tls) in bound {
+            match listener {
+                Listener::Device => broker.device_port = port,
+                Listener::Service => broker.service_port = Some(port),
+            }
+            tracing::info!(?listener, port, "embedded MQTT broker listening");
+            broker.accept_tasks.push(tokio::spawn(accept(
+                listener,
+                socket,
+                tokio_rustls::TlsAcceptor::from(tls),
+                Arc::clone(&shared),
+                Arc::clone(&connections),
+            )));
+        }
+        Ok(broker)
+    }
+
+    /// The device listener's port.
+    pub fn device_port(&self) -> u16 {
+        self.device_port
+    }
+
+    /// The service listener's port, if there is one.
+    pub fn service_port(&self) -> Option<u16> {
+        self.service_port
+    }
+
+    /// Stops accepting, closes every connection (no last wills are published) and waits
+    /// (at most 5 s) for the connection tasks to end.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.accept_tasks.drain(..) {
+            let _ = task.await;
+        }
+        let all = self.connections.acquire_many(self.max_connections);
+        if tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("embedded broker: connections still closing after 5 s");
+        }
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Returns once the broker stops (or its handle is gone).
+pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn server_config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    roots: &[CertificateDer<'static>],
+) -> Result<Arc<ServerConfig>, String> {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).map_err(|e| e.to_string())?;
+    }
+    // Client certificates are required: build() refuses anonymous clients by default.
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.to_vec(), key.clone_key())
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(config))
+}
+
+async fn accept(
+    listener: Listener,
+    socket: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            _ = stopping(&mut shutdown) => return,
+            accepted = socket.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => match Arc::clone(&connections).try_acquire_owned() {
+                Ok(permit) => {
+                    let conn = connection::Connection::new(listener, peer, Arc::clone(&shared));
+                    tokio::spawn(conn.serve(stream, tls.clone(), permit));
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, ?listener, "connection limit reached: connection closed");
+                }
+            },
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(?listener, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
