@@ -139,6 +139,23 @@ fn broker(args: &ConnectionArgs) -> Result<Option<BrokerTarget>> {
         .map_err(Into::into)
 }
 
+/// Loads the identity from `image` (its warnings printed) and picks the broker: `--broker`, or
+/// the endpoint stored with the identity.
+fn identity_and_target<F: embedded_storage::nor_flash::NorFlash>(
+    image: &mut DeviceImage<F>,
+    conn: &ConnectionArgs,
+) -> Result<(acorn_agent::LoadedDevice, BrokerTarget)> {
+    let loaded = image.load_identity(unix_now())?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let target = match broker(conn)? {
+        Some(target) => target,
+        None => BrokerTarget::aws(loaded.endpoint.clone(), conn.alpn),
+    };
+    Ok((loaded, target))
+}
+
 fn init_logging(format: LogFormat) {
     crate::cli::init_logs("info", matches!(format, LogFormat::Json));
 }
@@ -149,14 +166,7 @@ fn run_device(args: RunArgs) -> Result<ExitCode> {
         let conn = &args.connection;
         let keys = crate::image_file::maybe_keys(conn.nvs_keys.as_deref())?;
         let mut image = DeviceImage::open(&conn.image, keys.as_ref())?;
-        let loaded = image.load_identity(unix_now())?;
-        for warning in &loaded.warnings {
-            eprintln!("warning: {warning}");
-        }
-        let target = match broker(conn)? {
-            Some(target) => target,
-            None => BrokerTarget::aws(loaded.endpoint.clone(), conn.alpn),
-        };
+        let (loaded, target) = identity_and_target(&mut image, conn)?;
         return embedded::run(
             image,
             &loaded,
@@ -291,14 +301,7 @@ fn run_ping(args: PingArgs) -> Result<ExitCode> {
     let keys = crate::image_file::maybe_keys(conn.nvs_keys.as_deref())?;
     // A copy: a device running from the same image keeps sole ownership of the file.
     let mut image = DeviceImage::open_copy(&conn.image, keys.as_ref())?;
-    let loaded = image.load_identity(unix_now())?;
-    for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
-    }
-    let target = match broker(conn)? {
-        Some(target) => target,
-        None => BrokerTarget::aws(loaded.endpoint.clone(), conn.alpn),
-    };
+    let (loaded, target) = identity_and_target(&mut image, conn)?;
     let payload = DeviceStatusMessage::new(
         &loaded.device_id,
         unix_ms(),
