@@ -14,6 +14,8 @@ pub const OFFLINE_ACK_TIMEOUT_MS: u64 = 3_000;
 pub const RECONNECT_REPLY_TIMEOUT_MS: u64 = 5_000;
 /// Buttons remembered for the cooldown, by default (1024).
 pub const COOLDOWN_ENTRIES: usize = 1024;
+/// Presses handed to the session at once, by default (8).
+pub const PRESS_WINDOW: usize = 8;
 /// Longest firmware version, in bytes.
 pub const MAX_FIRMWARE_VERSION_BYTES: usize = 64;
 
@@ -54,6 +56,21 @@ impl CertificateFacts {
     }
 }
 
+/// What the driver knows of its host, sent in heartbeats ([`crate::Device::set_host_facts`]):
+/// each field is omitted from the heartbeat when `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostFacts {
+    /// Free heap, bytes (firmware).
+    pub free_heap_bytes: Option<u64>,
+    /// Resident memory, bytes (Linux).
+    pub rss_bytes: Option<u64>,
+    /// Wi-Fi signal, dBm (firmware).
+    pub wifi_rssi_dbm: Option<i8>,
+    /// Why the chip last reset (firmware), e.g. `power-on`.
+    pub reset_reason: Option<String>,
+}
+
 /// How to run a device. [`DeviceConfig::new`] gives today's defaults; change fields after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -76,6 +93,15 @@ pub struct DeviceConfig {
     /// then reported twice). Each entry holds a button id (≤ 128 bytes): keep it small on a
     /// chip (e.g. 32).
     pub cooldown_entries: usize,
+    /// Presses kept at most in the press store (default 256); when full, the oldest is
+    /// dropped and counted as `droppedPresses`.
+    pub press_queue_capacity: usize,
+    /// Presses handed to the session at once (default 8): the rest wait in the press store,
+    /// so a long queue never fills the session's RAM queue.
+    pub press_window: usize,
+    /// A heartbeat interval (ms) that replaces the `heartbeatSeconds` setting until a
+    /// settings update names one (`acorn device run --heartbeat`); `None` = the setting.
+    pub heartbeat_override_ms: Option<u64>,
 }
 
 impl DeviceConfig {
@@ -92,6 +118,9 @@ impl DeviceConfig {
             offline_ack_timeout_ms: OFFLINE_ACK_TIMEOUT_MS,
             reconnect_reply_timeout_ms: RECONNECT_REPLY_TIMEOUT_MS,
             cooldown_entries: COOLDOWN_ENTRIES,
+            press_queue_capacity: crate::presses::PRESS_QUEUE_CAPACITY,
+            press_window: PRESS_WINDOW,
+            heartbeat_override_ms: None,
         })
     }
 
@@ -127,6 +156,12 @@ impl DeviceConfig {
             "reconnect_reply_timeout_ms must be > 0 (default 5000): a reconnect command waits that long for its reply's PUBACK"
         } else if self.cooldown_entries == 0 {
             "cooldown_entries must be >= 1 (default 1024; e.g. 32 on a chip)"
+        } else if self.press_queue_capacity == 0 {
+            "press_queue_capacity must be >= 1 (default 256)"
+        } else if self.press_window == 0 || self.press_window >= self.session.queue_capacity {
+            "press_window must be >= 1 and below the session's queue_capacity (default 8 of 100)"
+        } else if self.heartbeat_override_ms == Some(0) {
+            "heartbeat_override_ms must be > 0 (use None for the heartbeatSeconds setting)"
         } else {
             return Ok(topics);
         };

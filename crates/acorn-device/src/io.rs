@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use acorn_mqtt::{DisconnectCause, PublishId, QoS};
 
 use crate::notice::Notice;
+use crate::presses::PressId;
 
 /// The time of an input, read by the driver from its clocks.
 ///
@@ -42,6 +43,8 @@ pub enum Tag {
     Online,
     /// The `offline` status sent at shutdown.
     Offline,
+    /// A heartbeat status (never re-sent: the next one is due soon enough).
+    Heartbeat,
 }
 
 impl Tag {
@@ -181,8 +184,9 @@ pub enum Action {
 /// What a press became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PressOutcome {
-    /// Queued for delivery at QoS 1 with this id (watch for [`Notice::Delivered`]).
-    Queued(PublishId),
+    /// Stored and queued for delivery at QoS 1 under this `pressId` (watch for
+    /// [`Notice::PressDelivered`]).
+    Queued(PressId),
     /// Ignored: the same button was pressed within the `cooldownMs` setting.
     CooledDown,
 }

@@ -131,13 +131,17 @@ mod device;
 mod error;
 pub mod io;
 pub mod notice;
+pub mod presses;
 pub mod store;
 
-pub use config::{CertificateFacts, DeviceConfig};
+pub use config::{CertificateFacts, DeviceConfig, HostFacts};
 pub use device::{Device, Snapshot};
 pub use error::Error;
 pub use io::{Action, Connect, LastWill, Now, PressOutcome, Publish, Tag, TransportEvent};
 pub use notice::{Level, Notice};
+#[cfg(feature = "nvs")]
+pub use presses::NvsPressError;
+pub use presses::{MemoryPresses, PressId, PressStore, QueuedPress, StoredQueue, PRESS_NAMESPACE};
 #[cfg(feature = "nvs")]
 pub use store::NvsSettingsError;
 pub use store::{

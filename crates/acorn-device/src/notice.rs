@@ -10,6 +10,8 @@ use core::fmt;
 
 use acorn_mqtt::{ConnectionStatus, DeviceSettings, DropReason, HealthReport, PublishId};
 
+use crate::presses::PressId;
+
 /// How loud a notice is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
@@ -40,8 +42,45 @@ pub enum Notice {
         button: String,
         /// Its battery level, when known.
         battery: Option<u8>,
-        /// The message id.
-        id: PublishId,
+        /// Its `pressId`.
+        press_id: PressId,
+    },
+    /// A press was acknowledged by the broker and left the press store.
+    PressDelivered {
+        /// Its `pressId`.
+        press_id: PressId,
+    },
+    /// The press queue was full: its oldest press was dropped (and counted).
+    PressDropped {
+        /// The dropped press.
+        press_id: PressId,
+        /// Its button.
+        button: String,
+    },
+    /// The press store could not take a press (it is kept in RAM only) or a counter.
+    PressNotStored {
+        /// The press.
+        press_id: PressId,
+        /// What the store said.
+        reason: String,
+    },
+    /// A delivered press could not be erased from the store: after a restart it is sent
+    /// again, under the same `pressId`.
+    PressNotRemoved {
+        /// The press.
+        press_id: PressId,
+        /// What the store said.
+        reason: String,
+    },
+    /// Presses from before this start are in the store: they go first, oldest first.
+    PressesRecovered {
+        /// How many.
+        count: usize,
+    },
+    /// A heartbeat status went out.
+    HeartbeatSent {
+        /// Presses waiting in the queue.
+        queued_presses: usize,
     },
     /// A press of the same button within the cooldown was not reported.
     PressCooledDown {
@@ -120,14 +159,20 @@ impl Notice {
             | Notice::SettingsNotSaved { .. }
             | Notice::Rejected { .. }
             | Notice::ReplyNotSent { .. }
+            | Notice::PressDropped { .. }
+            | Notice::PressNotStored { .. }
+            | Notice::PressNotRemoved { .. }
             | Notice::OfflineNotAcknowledged => Level::Warn,
             Notice::Status(ConnectionStatus::Connecting)
             | Notice::NextAttempt { .. }
             | Notice::PressCooledDown { .. }
             | Notice::Delivered(_)
+            | Notice::PressDelivered { .. }
+            | Notice::HeartbeatSent { .. }
             | Notice::IgnoredWhileStopping { .. } => Level::Debug,
             Notice::Status(_)
             | Notice::PressQueued { .. }
+            | Notice::PressesRecovered { .. }
             | Notice::SettingsApplied { .. }
             | Notice::Answered { .. }
             | Notice::Health(_)
@@ -159,12 +204,38 @@ impl fmt::Display for Notice {
             Notice::SubscribeRefused => f.write_str(
                 "the broker refused a subscription: the device policy must allow its settings and commands topics",
             ),
-            Notice::PressQueued { button, battery, id } => {
+            Notice::PressQueued {
+                button,
+                battery,
+                press_id,
+            } => {
                 write!(f, "button press queued: {button}")?;
                 if let Some(level) = battery {
                     write!(f, " (battery {level} %)")?;
                 }
-                write!(f, ", message {}", id.0)
+                write!(f, ", pressId {press_id}")
+            }
+            Notice::PressDelivered { press_id } => {
+                write!(f, "press delivered (PUBACK): pressId {press_id}")
+            }
+            Notice::PressDropped { press_id, button } => write!(
+                f,
+                "press queue full: the oldest press (pressId {press_id}, button {button}) was dropped and counted in droppedPresses"
+            ),
+            Notice::PressNotStored { press_id, reason } => write!(
+                f,
+                "press {press_id} is kept in RAM only (a restart loses it): {reason}"
+            ),
+            Notice::PressNotRemoved { press_id, reason } => write!(
+                f,
+                "delivered press {press_id} stays in the press store and is sent again after a restart (same pressId): {reason}"
+            ),
+            Notice::PressesRecovered { count } => write!(
+                f,
+                "{count} queued presses from before the restart are delivered first"
+            ),
+            Notice::HeartbeatSent { queued_presses } => {
+                write!(f, "heartbeat sent ({queued_presses} presses queued)")
             }
             Notice::PressCooledDown {
                 button,
@@ -186,11 +257,12 @@ impl fmt::Display for Notice {
             } => {
                 write!(
                     f,
-                    "settings applied and saved: soundEnabled {}, soundVolume {}, ledBrightness {}, cooldownMs {}",
+                    "settings applied and saved: soundEnabled {}, soundVolume {}, ledBrightness {}, cooldownMs {}, heartbeatSeconds {}",
                     settings.sound_enabled,
                     settings.sound_volume,
                     settings.led_brightness,
-                    settings.cooldown_ms
+                    settings.cooldown_ms,
+                    settings.heartbeat_seconds
                 )?;
                 if let Some(id) = request_id {
                     write!(f, " (requestId {id})")?;

@@ -167,9 +167,12 @@ mod tests {
         let bytes = encode_settings(&settings);
         assert_eq!(
             bytes,
-            br#"{"soundEnabled":true,"soundVolume":9,"ledBrightness":50,"cooldownMs":1000}"#
+            br#"{"soundEnabled":true,"soundVolume":9,"ledBrightness":50,"cooldownMs":1000,"heartbeatSeconds":300}"#
         );
         assert_eq!(decode_settings(&bytes), Ok(settings));
+        // Settings stored before the heartbeat existed read with its default.
+        let old = br#"{"soundEnabled":true,"soundVolume":9,"ledBrightness":50,"cooldownMs":1000}"#;
+        assert_eq!(decode_settings(old), Ok(settings));
         let err = decode_settings(b"{\"volume\":3}").unwrap_err();
         assert!(err
             .to_string()

@@ -138,7 +138,7 @@ pub enum Error {
         max: usize,
     },
     /// A settings update names no setting at all.
-    #[error("settings update changes nothing; give at least one of soundEnabled, soundVolume, ledBrightness, cooldownMs")]
+    #[error("settings update changes nothing; give at least one of soundEnabled, soundVolume, ledBrightness, cooldownMs, heartbeatSeconds")]
     EmptySettings,
     /// An inbound message arrived on a topic the device does not handle.
     #[error("message on unexpected topic {topic:?}; the device handles acorn-pups/settings/<id> and acorn-pups/commands/<id>")]

@@ -93,14 +93,14 @@ pub use error::Error;
 pub use inbound::{parse_inbound, request_id_of, CommandKind, CommandMessage, Inbound};
 pub use limits::QoS;
 pub use messages::{
-    ButtonPressMessage, CommandResult, DeviceStatus, DeviceStatusMessage, Diagnostics,
+    ButtonPressMessage, CommandResult, DeviceStatus, DeviceStatusMessage, Diagnostics, Heartbeat,
 };
 pub use queue::{OutgoingMessage, PublishId};
 pub use session::{
     connack_meaning, Action, DisconnectCause, DropReason, Event, Publish, PublishRequest, Session,
     SessionConfig,
 };
-pub use settings::{DeviceSettings, SettingsUpdate};
+pub use settings::{DeviceSettings, SettingsUpdate, DEFAULT_HEARTBEAT_SECONDS, HEARTBEAT_SECONDS_RANGE};
 pub use status::{ConnectionStatus, HealthReport, Stats};
 pub use timestamp::{format_timestamp, parse_timestamp};
 pub use topics::{

@@ -56,6 +56,11 @@ pub struct ButtonPressMessage {
         skip_serializing_if = "Option::is_none"
     )]
     pub battery_level: Option<u8>,
+    /// A stable id for this press (the device's durable queue gives every press one, and a
+    /// re-delivery after a reconnect or a reboot carries the same id), so that the cloud can
+    /// drop the duplicates QoS 1 allows. Omitted by devices without a durable queue.
+    #[serde(rename = "pressId", default, skip_serializing_if = "Option::is_none")]
+    pub press_id: Option<String>,
 }
 
 impl ButtonPressMessage {
@@ -71,15 +76,26 @@ impl ButtonPressMessage {
             button_rf_id: button_rf_id.to_string(),
             timestamp: format_timestamp(unix_ms),
             battery_level,
+            press_id: None,
         };
         msg.validate()?;
         Ok(msg)
+    }
+
+    /// The same message with a `pressId`.
+    pub fn with_press_id(mut self, press_id: &str) -> Result<Self, Error> {
+        check_id("pressId", press_id)?;
+        self.press_id = Some(press_id.to_string());
+        Ok(self)
     }
 
     /// Checks ids (1..=128 bytes), timestamp format and battery range.
     pub fn validate(&self) -> Result<(), Error> {
         check_id("deviceId", &self.device_id)?;
         check_id("buttonRfId", &self.button_rf_id)?;
+        if let Some(id) = &self.press_id {
+            check_id("pressId", id)?;
+        }
         parse_timestamp(&self.timestamp)?;
         if let Some(level) = self.battery_level {
             if level > MAX_BATTERY_LEVEL {
@@ -170,6 +186,47 @@ pub struct Diagnostics {
     pub last_error: Option<String>,
 }
 
+/// The optional fields of a heartbeat: a status message the device sends every
+/// `heartbeatSeconds` while connected, so that the fleet sees how each device is doing.
+/// Each field is omitted when the device does not know it (e.g. `wifiRssiDbm` on Linux).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// Milliseconds since the device started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
+    /// Free heap, bytes (firmware).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_heap_bytes: Option<u64>,
+    /// Resident memory of the process, bytes (Linux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    /// Wi-Fi signal strength, dBm (firmware).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi_rssi_dbm: Option<i8>,
+    /// Why the chip last reset, e.g. `power-on`, `software`, `watchdog` (firmware).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_reason: Option<String>,
+    /// Whole days until the device certificate expires (negative once expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_days_left: Option<i64>,
+    /// Presses waiting in the durable queue (sent or not, not yet acknowledged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_presses: Option<u64>,
+    /// Presses dropped because the durable queue was full, over the device's life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_presses: Option<u64>,
+    /// Connections made again after the first since start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnects: Option<u64>,
+    /// Why the last connection or connect attempt failed, in plain language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_disconnect_reason: Option<String>,
+    /// Milliseconds from CONNECT to CONNACK of the current connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<u64>,
+}
+
 /// A device status message on `acorn-pups/status/{device_id}`: presence (online/offline, also
 /// the last will) and replies to commands and settings updates.
 ///
@@ -206,6 +263,9 @@ pub struct DeviceStatusMessage {
     /// Diagnostic counters (reply to `get-status`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnostics: Option<Diagnostics>,
+    /// In a heartbeat: how the device is doing (fields at the top level of the message).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Heartbeat>,
 }
 
 impl DeviceStatusMessage {
@@ -227,6 +287,7 @@ impl DeviceStatusMessage {
             error: None,
             settings: None,
             diagnostics: None,
+            heartbeat: None,
         }
     }
 

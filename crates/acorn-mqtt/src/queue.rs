@@ -74,6 +74,12 @@ impl OfflineQueue {
         self.trim()
     }
 
+    /// Removes the message with this id, if it is queued.
+    pub(crate) fn remove(&mut self, id: PublishId) -> Option<OutgoingMessage> {
+        let pos = self.items.iter().position(|m| m.id == id)?;
+        self.items.remove(pos)
+    }
+
     pub(crate) fn pop_front(&mut self) -> Option<OutgoingMessage> {
         self.items.pop_front()
     }

@@ -12,6 +12,14 @@ pub const SOUND_VOLUME_RANGE: (u8, u8) = (1, 10);
 pub const LED_BRIGHTNESS_RANGE: (u8, u8) = (0, 100);
 /// Allowed `cooldownMs` range: up to 10 minutes between two reported presses of one button.
 pub const COOLDOWN_MS_RANGE: (u32, u32) = (0, 600_000);
+/// Allowed `heartbeatSeconds` range: 0 turns the heartbeat off, at most one a day.
+pub const HEARTBEAT_SECONDS_RANGE: (u32, u32) = (0, 86_400);
+/// The default `heartbeatSeconds`: a heartbeat status every 5 minutes.
+pub const DEFAULT_HEARTBEAT_SECONDS: u32 = 300;
+
+fn default_heartbeat_seconds() -> u32 {
+    DEFAULT_HEARTBEAT_SECONDS
+}
 
 /// The settings in effect on a device. Sent whole in replies; stored by the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,16 +33,21 @@ pub struct DeviceSettings {
     pub led_brightness: u8,
     /// Presses of one button closer together than this (milliseconds) are reported once.
     pub cooldown_ms: u32,
+    /// Seconds between two heartbeat status messages while connected (0 = none). Settings
+    /// stored before this field existed read as the default (300).
+    #[serde(default = "default_heartbeat_seconds")]
+    pub heartbeat_seconds: u32,
 }
 
 impl Default for DeviceSettings {
-    /// Sound on at volume 5, LED at 50 %, 1 s cooldown.
+    /// Sound on at volume 5, LED at 50 %, 1 s cooldown, a heartbeat every 300 s.
     fn default() -> Self {
         DeviceSettings {
             sound_enabled: true,
             sound_volume: 5,
             led_brightness: 50,
             cooldown_ms: 1000,
+            heartbeat_seconds: DEFAULT_HEARTBEAT_SECONDS,
         }
     }
 }
@@ -53,6 +66,9 @@ impl DeviceSettings {
         }
         if let Some(v) = update.cooldown_ms {
             self.cooldown_ms = v;
+        }
+        if let Some(v) = update.heartbeat_seconds {
+            self.heartbeat_seconds = v;
         }
     }
 }
@@ -80,6 +96,9 @@ pub struct SettingsUpdate {
     /// New `cooldownMs` (0..=600000).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cooldown_ms: Option<u32>,
+    /// New `heartbeatSeconds` (0..=86400; 0 = no heartbeat).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_seconds: Option<u32>,
 }
 
 /// The update as it arrives: numbers wide, so out-of-range values get a range error rather
@@ -92,6 +111,7 @@ pub(crate) struct RawSettingsUpdate {
     sound_volume: Option<i64>,
     led_brightness: Option<i64>,
     cooldown_ms: Option<i64>,
+    heartbeat_seconds: Option<i64>,
 }
 
 fn ranged<T: TryFrom<i64> + Into<i64> + Copy>(
@@ -125,11 +145,17 @@ impl RawSettingsUpdate {
             sound_volume: ranged("soundVolume", self.sound_volume, SOUND_VOLUME_RANGE)?,
             led_brightness: ranged("ledBrightness", self.led_brightness, LED_BRIGHTNESS_RANGE)?,
             cooldown_ms: ranged("cooldownMs", self.cooldown_ms, COOLDOWN_MS_RANGE)?,
+            heartbeat_seconds: ranged(
+                "heartbeatSeconds",
+                self.heartbeat_seconds,
+                HEARTBEAT_SECONDS_RANGE,
+            )?,
         };
         if update.sound_enabled.is_none()
             && update.sound_volume.is_none()
             && update.led_brightness.is_none()
             && update.cooldown_ms.is_none()
+            && update.heartbeat_seconds.is_none()
         {
             return Err(Error::EmptySettings);
         }

@@ -1,5 +1,7 @@
 //! The device state machine: [`Device`].
 
+mod heartbeat;
+mod ledger;
 mod status;
 
 use alloc::collections::VecDeque;
@@ -8,16 +10,20 @@ use alloc::string::String;
 
 use acorn_mqtt::{
     Action as SessionAction, ButtonPressMessage, ConnectionStatus, DeviceSettings, DeviceStatus,
-    Event, PublishId, PublishRequest, Session, Stats, Topics,
+    Event, PublishId, Session, Stats, Topics,
 };
 use rand_core::RngCore;
 
-use crate::config::{CertificateFacts, DeviceConfig};
+use crate::config::{CertificateFacts, DeviceConfig, HostFacts};
 use crate::cooldown::Cooldown;
 use crate::io::{Action, Connect, Now, PressOutcome, Publish, Tag, TransportEvent};
 use crate::notice::Notice;
+use crate::presses::{MemoryPresses, PressStore};
 use crate::store::SettingsStore;
 use crate::Error;
+
+use heartbeat::HeartbeatClock;
+use ledger::Ledger;
 
 /// Where the device is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +56,17 @@ pub struct Snapshot {
 /// The Acorn Pups device application as a sans-IO state machine.
 ///
 /// `R` is the random source of the session's backoff jitter (the chip's hardware RNG, or
-/// `StdRng` on Linux); `S` keeps the settings ([`SettingsStore`]). See the crate docs for the
-/// driver loop.
+/// `StdRng` on Linux); `S` keeps the settings ([`SettingsStore`]); `Q` keeps the presses until
+/// their PUBACK ([`PressStore`]: an NVS partition of its own on a device, RAM by default). See
+/// the crate docs for the driver loop.
 #[derive(Debug)]
-pub struct Device<R, S> {
+pub struct Device<R, S, Q = MemoryPresses> {
     session: Session<R>,
     store: S,
+    presses: Q,
+    ledger: Ledger,
+    heartbeat: HeartbeatClock,
+    host: HostFacts,
     topics: Topics,
     firmware_version: String,
     certificate: CertificateFacts,
@@ -83,10 +94,26 @@ pub struct Device<R, S> {
 
 impl<R: RngCore, S: SettingsStore> Device<R, S> {
     /// Checks `config`, loads the settings from `store` (the defaults when none are stored or
-    /// they cannot be read: see [`Device::settings_warning`]) and makes the session. Nothing
-    /// happens until [`Device::start`].
-    pub fn new(config: DeviceConfig, mut store: S, rng: R) -> Result<Self, Error> {
+    /// they cannot be read: see [`Device::settings_warning`]) and makes the session, with the
+    /// presses kept in RAM ([`MemoryPresses`]). Nothing happens until [`Device::start`].
+    pub fn new(config: DeviceConfig, store: S, rng: R) -> Result<Self, Error> {
+        Self::with_press_store(config, store, MemoryPresses::default(), rng)
+    }
+}
+
+impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
+    /// Like [`Device::new`], with the presses kept in `presses` (the durable queue): its
+    /// presses from before this start are delivered first, oldest first (see
+    /// [`Device::recovered_presses`]); problems reading it are in
+    /// [`Device::press_queue_warnings`].
+    pub fn with_press_store(
+        config: DeviceConfig,
+        mut store: S,
+        mut presses: Q,
+        mut rng: R,
+    ) -> Result<Self, Error> {
         let topics = config.validate()?;
+        let ledger = Ledger::open(&mut presses, &config, rng.next_u32());
         let session = Session::new(config.session, rng)?;
         let (settings, settings_warning) = match store.load() {
             Ok(Some(settings)) => (settings, None),
@@ -99,6 +126,10 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
         Ok(Self {
             session,
             store,
+            presses,
+            ledger,
+            heartbeat: HeartbeatClock::new(config.heartbeat_override_ms),
+            host: HostFacts::default(),
             topics,
             firmware_version: config.firmware_version,
             certificate: config.certificate,
@@ -129,14 +160,23 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
         }
         self.observe(now);
         self.started_at = Some(self.mono_ms);
+        if self.ledger.recovered() > 0 {
+            self.notice(Notice::PressesRecovered {
+                count: self.ledger.recovered(),
+            });
+        }
         self.session.handle(self.mono_ms, Event::Start);
+        self.feed_presses();
         self.pump();
     }
 
     /// A press of button `button` (its RF id), with the button's battery level in percent
     /// when known. A press of the same button within the `cooldownMs` setting of its last
-    /// reported press is not reported ([`PressOutcome::CooledDown`]); any other is queued at
-    /// QoS 1 and sent in order, now or after the next connect.
+    /// reported press is not reported ([`PressOutcome::CooledDown`]); any other gets a
+    /// `pressId`, is written to the press store before this returns, and is sent at QoS 1 in
+    /// order, now or after the next connect (or the next start); it leaves the store once its
+    /// PUBACK arrives. A full queue drops its oldest press ([`Notice::PressDropped`], counted
+    /// as `droppedPresses`): the button is never refused.
     ///
     /// Errors: an empty or too long button id, a battery level over 100, or a device that is
     /// shutting down ([`Error::Stopped`]).
@@ -161,26 +201,11 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
             });
             return Ok(PressOutcome::CooledDown);
         }
-        let message =
-            ButtonPressMessage::new(self.topics.device_id(), button, self.unix_ms, battery)?;
-        let payload = message.to_json()?;
-        let request = PublishRequest::qos1(self.topics.button_press(), payload);
-        let result = self.session.publish(self.mono_ms, request);
-        let id = match result {
-            Ok(id) => id,
-            Err(e) => {
-                self.pump();
-                return Err(e.into());
-            }
-        };
+        // Checked as the message will be built, before anything is stored.
+        ButtonPressMessage::new(self.topics.device_id(), button, self.unix_ms, battery)?;
+        let id = self.enqueue_press(button, battery);
         self.cooldown
             .record(button, self.mono_ms, u64::from(cooldown_ms));
-        // The notice goes before the session's publish action, as a log line would.
-        self.actions.push_back(Action::Notice(Notice::PressQueued {
-            button: button.into(),
-            battery,
-            id,
-        }));
         self.pump();
         Ok(PressOutcome::Queued(id))
     }
@@ -194,6 +219,7 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
         let t = self.mono_ms;
         match event {
             TransportEvent::ConnAck { session_present } => {
+                self.heartbeat.connected(t);
                 self.session.handle(t, Event::ConnAck { session_present });
             }
             TransportEvent::ConnectRefused { code } => {
@@ -258,6 +284,7 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
                 }
                 self.session.handle(self.mono_ms, Event::Tick);
                 self.pump();
+                self.beat_if_due();
             }
             Phase::Stopping { deadline } if self.mono_ms >= deadline => {
                 self.finish(Some(Notice::OfflineNotAcknowledged));
@@ -307,7 +334,7 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
         match self.phase {
             Phase::Running => {
                 let reconnect = self.reconnect_after.map(|(_, deadline)| deadline);
-                [self.session.poll_timeout(), reconnect]
+                [self.session.poll_timeout(), reconnect, self.heartbeat.due_at()]
                     .into_iter()
                     .flatten()
                     .min()
@@ -391,6 +418,43 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
         self.cooldown.len()
     }
 
+    /// Presses waiting for their PUBACK (in the press store), oldest first.
+    pub fn queued_presses(&self) -> impl Iterator<Item = &crate::QueuedPress> + '_ {
+        self.ledger.pending()
+    }
+
+    /// How many presses from before this start the press store held.
+    pub fn recovered_presses(&self) -> usize {
+        self.ledger.recovered()
+    }
+
+    /// Presses dropped because the queue was full, over the device's life.
+    pub fn dropped_presses(&self) -> u32 {
+        self.ledger.dropped()
+    }
+
+    /// What went wrong reading the press store at construction (unreadable store or
+    /// records), if anything.
+    pub fn press_queue_warnings(&self) -> &[String] {
+        self.ledger.warnings()
+    }
+
+    /// The press store.
+    pub fn press_store(&self) -> &Q {
+        &self.presses
+    }
+
+    /// Ends the device and gives its stores back (settings, presses).
+    pub fn into_stores(self) -> (S, Q) {
+        (self.store, self.presses)
+    }
+
+    /// What the driver last said about the host (free heap or RSS, Wi-Fi signal, reset
+    /// reason), sent in heartbeats.
+    pub fn set_host_facts(&mut self, facts: HostFacts) {
+        self.host = facts;
+    }
+
     /// Whether shutdown has begun.
     pub fn is_stopping(&self) -> bool {
         self.phase != Phase::Running
@@ -452,6 +516,8 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
         {
             self.online_pending = false;
             self.publish_presence(DeviceStatus::Online, Tag::Online);
+            let interval = self.heartbeat_interval_ms();
+            self.heartbeat.schedule(self.mono_ms, interval);
         }
     }
 
@@ -469,6 +535,7 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
             SessionAction::Connect { attempt } => {
                 self.online_pending = false;
                 self.subscribing = false;
+                self.heartbeat.connecting(self.mono_ms);
                 let config = self.session.config();
                 let connect = Connect {
                     attempt,
@@ -503,10 +570,12 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
                     // The connection a `reconnect` command wanted to drop is gone already.
                     self.reconnect_after = None;
                     self.online_pending = false;
+                    self.heartbeat.disconnected();
                 }
                 self.actions
                     .push_back(Action::Notice(Notice::Status(status)));
             }
+            SessionAction::Delivered(id) if self.ledger.is_handed(id) => self.press_delivered(id),
             SessionAction::Delivered(id) => {
                 self.actions
                     .push_back(Action::Notice(Notice::Delivered(id)));
@@ -519,6 +588,9 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
                     // Its actions follow in this same loop.
                     self.session.handle(self.mono_ms, Event::Reconnect);
                 }
+            }
+            SessionAction::Dropped { id, reason } if self.ledger.is_handed(id) => {
+                self.press_withdrawn(id, reason);
             }
             SessionAction::Dropped { id, reason } => self
                 .actions
@@ -547,6 +619,8 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
                 self.actions
                     .push_back(Action::Notice(Notice::Status(status)));
             }
+            // A press acknowledged while stopping leaves the store (none is handed over now).
+            SessionAction::Delivered(id) if self.ledger.is_handed(id) => self.press_delivered(id),
             SessionAction::Delivered(id) => self
                 .actions
                 .push_back(Action::Notice(Notice::Delivered(id))),

@@ -13,10 +13,11 @@ use rand_core::RngCore;
 use super::{Device, Phase};
 use crate::io::{Action, LastWill, Publish, Tag};
 use crate::notice::Notice;
+use crate::presses::PressStore;
 use crate::store::SettingsStore;
 
-impl<R: RngCore, S: SettingsStore> Device<R, S> {
-    fn status_message(&self, status: DeviceStatus) -> DeviceStatusMessage {
+impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
+    pub(super) fn status_message(&self, status: DeviceStatus) -> DeviceStatusMessage {
         DeviceStatusMessage::new(
             self.topics.device_id(),
             self.unix_ms,
@@ -127,6 +128,9 @@ impl<R: RngCore, S: SettingsStore> Device<R, S> {
         match self.store.save(&new) {
             Ok(()) => {
                 self.settings = new;
+                if update.heartbeat_seconds.is_some() {
+                    self.heartbeat_setting_changed();
+                }
                 self.notice(Notice::SettingsApplied {
                     settings: new,
                     request_id: update.request_id.clone(),

@@ -23,7 +23,7 @@ fn a_valid_settings_update_is_saved_applied_and_answered() {
             "requestId": "req-42",
             "command": "settings",
             "result": "ok",
-            "settings": {"soundEnabled": true, "soundVolume": 7, "ledBrightness": 20, "cooldownMs": 1000},
+            "settings": {"soundEnabled": true, "soundVolume": 7, "ledBrightness": 20, "cooldownMs": 1000, "heartbeatSeconds": 300},
         })
     );
     assert_eq!(reply["timestamp"].as_str().unwrap().len(), 24);
@@ -166,7 +166,7 @@ fn get_status_is_answered_with_settings_and_diagnostics() {
     assert_eq!(reply["status"], "online");
     assert_eq!(
         reply["settings"],
-        json!({"soundEnabled": true, "soundVolume": 5, "ledBrightness": 50, "cooldownMs": 1000})
+        json!({"soundEnabled": true, "soundVolume": 5, "ledBrightness": 50, "cooldownMs": 1000, "heartbeatSeconds": 300})
     );
     let d = &reply["diagnostics"];
     assert_eq!(d["uptimeMs"], 5_040, "since start: {d}");

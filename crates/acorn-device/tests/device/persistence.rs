@@ -12,6 +12,7 @@ const PARTITION: u32 = 0x6000;
 #[test]
 fn stored_settings_are_in_effect_from_the_start() {
     let stored = DeviceSettings {
+        heartbeat_seconds: 300,
         sound_enabled: false,
         sound_volume: 3,
         led_brightness: 0,
@@ -77,7 +78,7 @@ fn settings_persist_in_nvs_across_a_reboot() {
     let ns = nvs.find_namespace(SETTINGS_NAMESPACE).unwrap();
     assert_eq!(
         nvs.get_blob(ns, SETTINGS_KEY).unwrap().unwrap(),
-        br#"{"soundEnabled":true,"soundVolume":7,"ledBrightness":20,"cooldownMs":1000}"#
+        br#"{"soundEnabled":true,"soundVolume":7,"ledBrightness":20,"cooldownMs":1000,"heartbeatSeconds":300}"#
     );
 }
 

@@ -14,31 +14,35 @@ fn a_press_is_published_at_once_with_the_seed_json() {
     };
     let p = publishes(&actions);
     assert_eq!(p.len(), 1);
-    assert_eq!(p[0].tag, Tag::Message(id));
+    assert!(matches!(p[0].tag, Tag::Message(_)));
     assert_eq!(p[0].topic, PRESSES);
     assert_eq!(p[0].qos, acorn_device::acorn_mqtt::QoS::AtLeastOnce);
     assert!(!p[0].retransmit);
+    // The seed's fields, then the press's stable id.
     assert_eq!(
-        p[0].payload,
-        br#"{"deviceId":"acorn-0001","buttonRfId":"rf-5a3c","timestamp":"2026-11-28T16:42:07.123Z","batteryLevel":87}"#
+        String::from_utf8_lossy(&p[0].payload),
+        format!(
+            r#"{{"deviceId":"acorn-0001","buttonRfId":"rf-5a3c","timestamp":"2026-11-28T16:42:07.123Z","batteryLevel":87,"pressId":"{id}"}}"#
+        )
     );
     // The notice comes before the publish, as a log line would.
     assert!(matches!(
         &actions[0],
-        Action::Notice(Notice::PressQueued { button, battery: Some(87), id: n }) if button == "rf-5a3c" && *n == id
+        Action::Notice(Notice::PressQueued { button, battery: Some(87), press_id }) if button == "rf-5a3c" && *press_id == id
     ));
 
     // Without a battery level the field is omitted.
     let (_, actions) = sim.press("rf-77", None);
     let value = json(publishes(&actions)[0]);
-    assert_eq!(value.as_object().unwrap().len(), 3);
+    assert_eq!(value.as_object().unwrap().len(), 4);
+    assert!(value.get("batteryLevel").is_none());
     assert_eq!(value["buttonRfId"], "rf-77");
 
     // The PUBACK is reported with the tag.
     let acked = sim.ack(&actions);
     assert!(notices(&acked)
         .iter()
-        .any(|n| matches!(n, Notice::Delivered(_))));
+        .any(|n| matches!(n, Notice::PressDelivered { .. })));
     assert_eq!(sim.device.stats().delivered, 1);
 }
 
@@ -135,21 +139,27 @@ fn presses_while_offline_are_queued_and_sent_in_order_before_online() {
         };
         ids.push(id);
     }
-    assert_eq!(sim.device.stats().queued, 12);
+    // Eight are handed to the session (the press window); the rest wait in the store.
+    assert_eq!(sim.device.stats().queued, 8);
+    assert_eq!(sim.device.queued_presses().count(), 12);
     sim.mono += 30;
     let actions = sim.event(acorn_device::TransportEvent::ConnAck {
         session_present: true,
     });
     let sent = publishes(&actions);
-    // Ten in flight (the session's window), in order, then `online`.
-    let tags: Vec<Tag> = sent.iter().map(|p| p.tag).collect();
-    let mut expected: Vec<Tag> = ids[..10].iter().map(|&id| Tag::Message(id)).collect();
-    expected.push(Tag::Online);
-    assert_eq!(tags, expected);
-    // The rest follow as PUBACKs free the window.
+    // The window in flight, in order, then `online`.
+    let press_id = |p: &&acorn_device::Publish| json(p)["pressId"].as_str().map(str::to_owned);
+    let sent_ids: Vec<_> = sent.iter().filter_map(press_id).collect();
+    let want: Vec<_> = ids.iter().map(ToString::to_string).collect();
+    assert_eq!(sent_ids, want[..8]);
+    assert_eq!(sent.last().unwrap().tag, Tag::Online);
+    // The rest follow, in order, as PUBACKs free the window.
     let more = sim.ack(&actions);
-    let rest: Vec<Tag> = publishes(&more).iter().map(|p| p.tag).collect();
-    assert_eq!(rest, [Tag::Message(ids[10]), Tag::Message(ids[11])]);
+    let rest: Vec<_> = publishes(&more).iter().filter_map(press_id).collect();
+    assert_eq!(rest, want[8..]);
+    let last = sim.ack(&more);
+    assert!(publishes(&last).is_empty());
+    assert_eq!(sim.device.queued_presses().count(), 0);
 }
 
 #[test]

@@ -156,7 +156,9 @@ impl Checker {
                 prop_assert_eq!(filters, &vec![SETTINGS.to_owned(), COMMANDS.to_owned()]);
             }
             Action::Notice(Notice::ShuttingDown) => self.stopping = true,
-            Action::Notice(Notice::Delivered(_)) => self.delivered += 1,
+            Action::Notice(Notice::Delivered(_) | Notice::PressDelivered { .. }) => {
+                self.delivered += 1;
+            }
             Action::Notice(n) => {
                 // Every notice has a text.
                 prop_assert!(!n.to_string().is_empty());

@@ -119,12 +119,12 @@ fn shutdown_while_not_connected_completes_at_once_without_offline() {
 #[test]
 fn nothing_new_is_sent_while_stopping() {
     let mut sim = Sim::online();
-    // Eleven presses: ten in flight, one waiting for room in the window.
+    // Nine presses: eight in flight (the press window), one waiting for room.
     let mut sent = Vec::new();
-    for i in 0..11 {
+    for i in 0..9 {
         sent.extend(sim.press(&format!("rf-{i}"), None).1);
     }
-    assert_eq!(publishes(&sent).len(), 10);
+    assert_eq!(publishes(&sent).len(), 8);
     sim.shutdown();
     assert_eq!(sim.press("rf-late", None).0, Err(Error::Stopped));
     // A PUBACK would free the window: still nothing new is sent.
@@ -132,7 +132,9 @@ fn nothing_new_is_sent_while_stopping() {
     assert!(publishes(&actions).is_empty(), "{actions:?}");
     assert!(notices(&actions)
         .iter()
-        .any(|n| matches!(n, Notice::Delivered(_))));
+        .any(|n| matches!(n, Notice::PressDelivered { .. })));
+    // The presses not acknowledged stay in the store for the next start.
+    assert_eq!(sim.device.queued_presses().count(), 8);
     // A command is not processed (no reply, no reconnect).
     let actions = sim.message(COMMANDS, br#"{"requestId":"r","command":"reconnect"}"#);
     assert!(publishes(&actions).is_empty());

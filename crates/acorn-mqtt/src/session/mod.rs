@@ -341,6 +341,13 @@ impl<R: RngCore> Session<R> {
         Ok(id)
     }
 
+    /// Withdraws a QoS 1 message that is still queued (not sent on the current connection):
+    /// `true` when it was withdrawn, `false` when it is in flight or unknown. A durable
+    /// queue uses it to drop its oldest message when full.
+    pub fn cancel(&mut self, id: PublishId) -> bool {
+        self.queue.remove(id).is_some()
+    }
+
     fn advance(&mut self, now_ms: u64) -> u64 {
         let now = now_ms.max(self.now);
         self.now = now;
