@@ -246,7 +246,7 @@ async fn press_latency(
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             match tokio::time::timeout_at(deadline, events.recv()).await?? {
-                DeviceEvent::Delivered(d) if d == id => break,
+                DeviceEvent::PressDelivered(d) if d == id => break,
                 _ => continue,
             }
         }

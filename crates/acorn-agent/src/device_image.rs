@@ -50,6 +50,16 @@ pub enum ImageError {
         /// What the NVS engine said.
         error: acorn_nvs::Error,
     },
+    /// The press queue image is not a usable NVS partition (size, pages, encryption key).
+    #[error("cannot mount the press queue image {path}: {error}; it must be the queue image this device made{}; to start with an empty queue, move the file away (the presses in it are then not delivered)", if *.encrypted { ", encrypted with the same nvs_keys as the identity image" } else { ", not encrypted (as the identity image is not)" })]
+    QueueMount {
+        /// The queue image.
+        path: PathBuf,
+        /// What the NVS engine said.
+        error: acorn_nvs::Error,
+        /// Whether it was mounted with the identity image's keys.
+        encrypted: bool,
+    },
     /// The identity is missing, corrupted or does not validate.
     #[error("no usable device identity in {path}: {detail}")]
     Identity {

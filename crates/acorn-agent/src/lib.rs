@@ -1,5 +1,6 @@
 //! The Acorn Pups device on a host: [`device`] runs what a device does — identity and
-//! settings from an NVS partition image file ([`image`]), the device core of `acorn-device`
+//! settings from an NVS partition image file ([`device_image`]), presses waiting for their
+//! PUBACK in a second one ([`queue_image`]), the device core of `acorn-device`
 //! (the same sans-IO state machine as the firmware) driven over the rustls + rumqttc
 //! transport of `acorn-transport` — for `acorn device run`, the demo and the integration
 //! tests.
@@ -18,6 +19,10 @@
 
 pub mod device;
 pub mod device_image;
+pub mod queue_image;
 
-pub use device::{Device, DeviceError, DeviceEvent, DeviceHandle, DeviceOptions, PressOutcome};
+pub use device::{
+    Device, DeviceError, DeviceEvent, DeviceHandle, DeviceOptions, PressOutcome, PressQueue,
+};
 pub use device_image::{DeviceImage, ImageError, LoadedDevice};
+pub use queue_image::QueueImage;

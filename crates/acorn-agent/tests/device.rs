@@ -2,6 +2,9 @@
 //! backend with the exact JSON, settings and commands are applied and answered (settings
 //! persist in the image), a broker restart is survived with every queued press delivered in
 //! order, and a device never receives another device's commands.
+//!
+//! The CLI's tests (`crates/acorn/tests/press_queue.rs`) cover the press queue across a
+//! `kill -9`, a full queue and the heartbeat.
 
 use acorn_test_support::mqtt as common;
 
@@ -67,14 +70,17 @@ async fn button_press_arrives_with_the_exact_json() {
     assert_eq!(online["firmwareVersion"], "1.0.0-test");
 
     let outcome = handle.press("rf-5a3c", Some(87)).await.unwrap();
-    assert!(matches!(outcome, PressOutcome::Queued(_)));
+    let PressOutcome::Queued(press_id) = outcome else {
+        panic!("queued: {outcome:?}")
+    };
     let publish = backend.next_publish().await;
     assert_eq!(publish.topic, "acorn-pups/button-press/acorn-0001");
     assert_eq!(publish.qos, acorn_transport::rumqttc::QoS::AtLeastOnce);
     let text = String::from_utf8(publish.payload.to_vec()).unwrap();
     let press = ButtonPressMessage::from_json(&publish.topic, text.as_bytes()).unwrap();
+    // The seed's fields in the seed's order, then the press's stable id.
     let expected = format!(
-        r#"{{"deviceId":"acorn-0001","buttonRfId":"rf-5a3c","timestamp":"{}","batteryLevel":87}}"#,
+        r#"{{"deviceId":"acorn-0001","buttonRfId":"rf-5a3c","timestamp":"{}","batteryLevel":87,"pressId":"{press_id}"}}"#,
         press.timestamp
     );
     assert_eq!(text, expected);
@@ -84,7 +90,8 @@ async fn button_press_arrives_with_the_exact_json() {
     handle.press("rf-77", None).await.unwrap();
     let publish = backend.next_publish().await;
     let value: Value = serde_json::from_slice(&publish.payload).unwrap();
-    assert_eq!(value.as_object().unwrap().len(), 3);
+    assert_eq!(value.as_object().unwrap().len(), 4, "{value}");
+    assert!(value.get("batteryLevel").is_none(), "{value}");
     assert_eq!(value["buttonRfId"], "rf-77");
 
     // The same button again within the 1 s default cooldown is reported once.
@@ -264,8 +271,11 @@ async fn broker_restart_is_survived_and_queued_presses_arrive_in_order() {
         unreachable!()
     };
     assert!(reason.contains("failure"), "{reason}");
-    let snapshot = handle.snapshot().await.unwrap();
-    assert_eq!(snapshot.stats.queued, 12);
+    // All twelve wait in the queue image; the session holds the first few (its window).
+    let queue = handle.press_queue().await.unwrap();
+    let queued: Vec<_> = queue.presses.iter().map(|p| p.id).collect();
+    assert_eq!(queued, ids);
+    assert_eq!(queue.dropped, 0);
 
     env.start_broker_again();
     let mut backend = env.backend("acorn-pups/button-press/dev-r").await;
@@ -278,8 +288,8 @@ async fn broker_restart_is_survived_and_queued_presses_arrive_in_order() {
     }
     let mut delivered = Vec::new();
     while delivered.len() < ids.len() {
-        if let DeviceEvent::Delivered(id) =
-            wait_event(&mut events, |e| matches!(e, DeviceEvent::Delivered(_))).await
+        if let DeviceEvent::PressDelivered(id) =
+            wait_event(&mut events, |e| matches!(e, DeviceEvent::PressDelivered(_))).await
         {
             if ids.contains(&id) {
                 delivered.push(id);
@@ -302,6 +312,7 @@ async fn broker_restart_is_survived_and_queued_presses_arrive_in_order() {
     let snapshot = handle.snapshot().await.unwrap();
     assert_eq!(snapshot.status, ConnectionStatus::Connected);
     assert_eq!(snapshot.stats.queued, 0);
+    assert!(handle.press_queue().await.unwrap().presses.is_empty());
     assert_eq!(snapshot.stats.connects, 2);
     assert!(snapshot.stats.failures >= 2);
     // Backoff, not a tight loop: the CONNECTs were at least 3 s apart.

@@ -1,18 +1,23 @@
 //! The device runtime: what an Acorn Pups device does, on a host.
 //!
 //! [`Device::open`] mounts the device's NVS image, loads and validates its identity (the
-//! metadata update is written back, as on a device) and its settings; [`Device::spawn`] runs
+//! metadata update is written back, as on a device) and its settings, and mounts the press
+//! queue image beside it ([`crate::queue_image`]; made on first use); [`Device::spawn`] runs
 //! it on tokio and returns a [`DeviceHandle`] to press buttons, read the status and shut down.
 //!
 //! What the device does is decided by the sans-IO device core, [`acorn_device::Device`], the
-//! same state machine the ESP32-C3 firmware drives: press cooldown, `online` once the device
-//! can receive, settings and commands validated, applied, saved and answered, health every
-//! 30 s, `offline` (its PUBACK awaited, bounded) and a clean DISCONNECT on shutdown, the
-//! session policy (backoff with full jitter, the offline queue) underneath. This runtime only
+//! same state machine the ESP32-C3 firmware drives: press cooldown, the durable press queue
+//! (each press stored with its `pressId` before it is answered, erased on its PUBACK,
+//! delivered oldest first after a restart), `online` once the device can receive, settings
+//! and commands validated, applied, saved and answered, a heartbeat status every
+//! `heartbeatSeconds`, health every 30 s, `offline` (its PUBACK awaited, bounded) and a clean
+//! DISCONNECT on shutdown, the session policy (backoff with full jitter) underneath. This runtime only
 //! carries out the core's actions over rumqttc + rustls (one rumqttc event loop per connection,
 //! so rumqttc never reconnects on its own), feeds it connection events with plain-language
 //! diagnoses, requests and timer ticks, logs its notices and forwards them as
-//! [`DeviceEvent`]s. The image is the core's settings store (namespace `settings`).
+//! [`DeviceEvent`]s. The image is the core's settings store (namespace `settings`), the queue
+//! image its press store (namespace `press_queue`); before each timer tick the runtime tells
+//! the core its resident memory (`rssBytes` in heartbeats).
 //!
 //! ```no_run
 //! use acorn_agent::device::{Device, DeviceOptions};
@@ -29,8 +34,9 @@ mod link;
 mod runtime;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use acorn_device::DeviceConfig;
+use acorn_device::{DeviceConfig, PressId, QueuedPress};
 use acorn_mqtt::{
     ConnectionStatus, DeviceSettings, DropReason, HealthReport, PublishId, SessionConfig,
 };
@@ -41,6 +47,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::device_image::{unix_now, DeviceImage, ImageError};
+use crate::queue_image::{default_queue_path, QueueImage};
 use acorn_transport::BrokerTarget;
 use acorn_transport::ConfigError;
 use acorn_transport::SessionOptions;
@@ -51,8 +58,13 @@ pub use acorn_device::PressOutcome;
 /// A snapshot of the running device: status, counters, settings, uptime.
 pub use acorn_device::Snapshot;
 
-/// The device core as this runtime drives it: jitter from `StdRng`, settings in the image.
-pub(crate) type Core = acorn_device::Device<StdRng, DeviceImage<FileFlash>>;
+/// The device core as this runtime drives it: jitter from `StdRng`, settings in the image,
+/// presses in the queue image.
+pub(crate) type Core = acorn_device::Device<StdRng, DeviceImage<FileFlash>, QueueImage>;
+
+/// Presses kept at most in the queue image, by default (when full, the oldest is dropped and
+/// counted as `droppedPresses`).
+pub const DEFAULT_QUEUE_CAPACITY: usize = acorn_device::presses::PRESS_QUEUE_CAPACITY;
 
 /// The firmware version the host agent reports.
 pub const AGENT_VERSION: &str = concat!("acorn-agent-", env!("CARGO_PKG_VERSION"));
@@ -81,8 +93,18 @@ pub enum DeviceError {
 pub struct DeviceOptions {
     /// The NVS partition image (the device's flash).
     pub image: PathBuf,
-    /// NVS encryption keys, if the image is encrypted.
+    /// NVS encryption keys, if the image is encrypted (the queue image is then encrypted
+    /// with them too).
     pub nvs_keys: Option<NvsKeys>,
+    /// The press queue image; `None` = beside the image, named after it
+    /// (`device-nvs.bin` → `device-nvs.queue.bin`). Made on first use.
+    pub queue_image: Option<PathBuf>,
+    /// Presses kept at most in the queue (default 256); when full, the oldest is dropped and
+    /// counted as `droppedPresses`.
+    pub queue_capacity: usize,
+    /// The heartbeat interval until a settings update names `heartbeatSeconds`; `None` = the
+    /// stored setting (default 300 s). At least 1 ms.
+    pub heartbeat: Option<Duration>,
     /// Where to connect; `None` = the endpoint stored in the image, port 8883 (443 with ALPN).
     pub broker: Option<BrokerTarget>,
     /// Offer ALPN `x-amzn-mqtt-ca` (port 443 on AWS IoT Core).
@@ -105,6 +127,9 @@ impl DeviceOptions {
         Self {
             image: image.into(),
             nvs_keys: None,
+            queue_image: None,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            heartbeat: None,
             broker: None,
             alpn: false,
             roots: TrustRoots::Amazon,
@@ -121,8 +146,25 @@ impl DeviceOptions {
 pub enum DeviceEvent {
     /// The connection status changed.
     Status(ConnectionStatus),
-    /// A QoS 1 message (press or reply) was acknowledged by the broker.
+    /// A QoS 1 reply was acknowledged by the broker (presses: [`DeviceEvent::PressDelivered`]).
     Delivered(PublishId),
+    /// A press was acknowledged by the broker and left the queue image.
+    PressDelivered(PressId),
+    /// The press queue was full: its oldest press was dropped (and counted as
+    /// `droppedPresses`).
+    PressDropped(PressId),
+    /// The queue image could not take a press: it is kept in RAM only (a restart loses it).
+    PressNotStored {
+        /// The press.
+        press_id: PressId,
+        /// What the store said.
+        reason: String,
+    },
+    /// A heartbeat status went out.
+    HeartbeatSent {
+        /// Presses waiting in the queue.
+        queued_presses: usize,
+    },
     /// A queued message was dropped.
     Dropped {
         /// The message.
@@ -158,7 +200,19 @@ enum Request {
     Snapshot {
         reply: oneshot::Sender<Snapshot>,
     },
+    PressQueue {
+        reply: oneshot::Sender<PressQueue>,
+    },
     Shutdown,
+}
+
+/// The press queue at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PressQueue {
+    /// Presses waiting for their PUBACK, oldest first.
+    pub presses: Vec<QueuedPress>,
+    /// Presses dropped because the queue was full, over the device's life.
+    pub dropped: u32,
 }
 
 /// A device whose identity is loaded and checked, ready to run.
@@ -171,11 +225,17 @@ pub struct Device {
 
 impl Device {
     /// Mounts the image, loads and validates the identity (writing the metadata update back)
-    /// and the settings, and checks the TLS setup locally (a key that does not match its
-    /// certificate is refused here, before anything is sent).
+    /// and the settings, mounts (or makes) the press queue image, and checks the TLS setup
+    /// locally (a key that does not match its certificate is refused here, before anything
+    /// is sent).
     pub fn open(options: DeviceOptions) -> Result<Self, DeviceError> {
         let mut image = DeviceImage::open(&options.image, options.nvs_keys.as_ref())?;
         let loaded = image.load_identity(options.now_unix.unwrap_or_else(unix_now))?;
+        let queue_path = options
+            .queue_image
+            .clone()
+            .unwrap_or_else(|| default_queue_path(&options.image));
+        let queue = QueueImage::open_or_create(&queue_path, options.nvs_keys.as_ref())?;
         let target = match options.broker {
             Some(target) => target,
             None => BrokerTarget::aws(loaded.endpoint.clone(), options.alpn),
@@ -195,9 +255,14 @@ impl Device {
             tune(&mut config.session);
         }
         config.certificate = loaded.certificate;
-        let core = Core::new(config, image, StdRng::from_entropy())?;
+        config.press_queue_capacity = options.queue_capacity;
+        config.heartbeat_override_ms = options
+            .heartbeat
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let core = Core::with_press_store(config, image, queue, StdRng::from_entropy())?;
         let mut notes = loaded.warnings;
         notes.extend(core.settings_warning().map(str::to_owned));
+        notes.extend(core.press_queue_warnings().iter().cloned());
         Ok(Self {
             core,
             session_options,
@@ -222,7 +287,7 @@ impl Device {
     }
 
     /// Warnings found while loading (`clock not synced`, certificate expiring soon, unreadable
-    /// settings).
+    /// settings, an unreadable press queue or records in it).
     pub fn warnings(&self) -> &[String] {
         &self.notes
     }
@@ -230,6 +295,22 @@ impl Device {
     /// The image's path.
     pub fn image_path(&self) -> &Path {
         self.core.store().path()
+    }
+
+    /// The press queue image's path.
+    pub fn queue_image_path(&self) -> &Path {
+        self.core.press_store().path()
+    }
+
+    /// How many presses from before this start the queue image holds: they are delivered
+    /// first, oldest first.
+    pub fn recovered_presses(&self) -> usize {
+        self.core.recovered_presses()
+    }
+
+    /// The press queue now (before [`Device::spawn`]: what the queue image holds).
+    pub fn press_queue(&self) -> PressQueue {
+        press_queue(&self.core)
     }
 
     /// Starts the runtime on the current tokio runtime.
@@ -282,6 +363,16 @@ impl DeviceHandle {
         rx.await.map_err(|_| DeviceError::Stopped)
     }
 
+    /// The presses waiting for their PUBACK and the dropped-press counter.
+    pub async fn press_queue(&self) -> Result<PressQueue, DeviceError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::PressQueue { reply })
+            .await
+            .map_err(|_| DeviceError::Stopped)?;
+        rx.await.map_err(|_| DeviceError::Stopped)
+    }
+
     /// Subscribes to the runtime's events (from now on).
     pub fn events(&self) -> broadcast::Receiver<DeviceEvent> {
         self.events.subscribe()
@@ -309,5 +400,12 @@ impl Drop for DeviceHandle {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+fn press_queue(core: &Core) -> PressQueue {
+    PressQueue {
+        presses: core.queued_presses().cloned().collect(),
+        dropped: core.dropped_presses(),
     }
 }

@@ -1,11 +1,12 @@
 //! The runtime task: a thin driver of the device core. One loop carries out the core's
 //! actions over rumqttc, and feeds it connection events, requests and timer ticks; what the
-//! device does (presses, `online`, settings, commands, replies, shutdown) is the core's.
+//! device does (presses, `online`, settings, commands, replies, heartbeats, shutdown) is the
+//! core's; the runtime only tells it the host's resident memory before each tick.
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use acorn_device::{Action, Connect, Level, Notice, Now, TransportEvent};
+use acorn_device::{Action, Connect, HostFacts, Level, Notice, Now, TransportEvent};
 use acorn_mqtt::{DisconnectCause, QoS};
 use rumqttc::{ConnectionError, MqttOptions, NetworkOptions, Outgoing, Packet, StateError};
 use tokio::sync::{broadcast, mpsc};
@@ -13,7 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::link::{Link, LinkEvent, CLOSE_TIMEOUT};
-use super::{Core, Device, DeviceEvent, Request};
+use super::{press_queue, Core, Device, DeviceEvent, Request};
 use acorn_transport::{ClientCertRejection, Diagnosis};
 
 fn unix_ms() -> u64 {
@@ -35,6 +36,15 @@ fn device_event(notice: &Notice) -> Option<DeviceEvent> {
     Some(match notice {
         Notice::Status(status) => DeviceEvent::Status(status.clone()),
         Notice::Delivered(id) => DeviceEvent::Delivered(*id),
+        Notice::PressDelivered { press_id } => DeviceEvent::PressDelivered(*press_id),
+        Notice::PressDropped { press_id, .. } => DeviceEvent::PressDropped(*press_id),
+        Notice::PressNotStored { press_id, reason } => DeviceEvent::PressNotStored {
+            press_id: *press_id,
+            reason: reason.clone(),
+        },
+        Notice::HeartbeatSent { queued_presses } => DeviceEvent::HeartbeatSent {
+            queued_presses: *queued_presses,
+        },
         Notice::Dropped { id, reason } => DeviceEvent::Dropped {
             id: *id,
             reason: *reason,
@@ -53,6 +63,23 @@ fn device_event(notice: &Notice) -> Option<DeviceEvent> {
         Notice::Health(report) => DeviceEvent::Health(report.clone()),
         _ => return None,
     })
+}
+
+/// What the heartbeat reports of this host: the resident memory of this process.
+fn host_facts() -> HostFacts {
+    let mut facts = HostFacts::default();
+    facts.rss_bytes = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| rss_bytes(&status));
+    facts
+}
+
+/// `VmRSS` of a `/proc/<pid>/status` text, in bytes (the kernel gives kB).
+fn rss_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut words = line["VmRSS:".len()..].split_whitespace();
+    let kb: u64 = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then(|| kb.saturating_mul(1024))
 }
 
 pub(super) struct Runtime {
@@ -118,13 +145,19 @@ impl Runtime {
                     Some(Request::Snapshot { reply }) => {
                         let _ = reply.send(self.device.snapshot(self.now()));
                     }
+                    Some(Request::PressQueue { reply }) => {
+                        let _ = reply.send(press_queue(&self.device));
+                    }
                     Some(Request::Shutdown) => self.device.shutdown(self.now()),
                     None => {
                         requests_open = false;
                         self.device.shutdown(self.now());
                     }
                 },
-                _ = tokio::time::sleep_until(wake.into()) => self.device.tick(self.now()),
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    self.device.set_host_facts(host_facts());
+                    self.device.tick(self.now());
+                }
             }
         }
         if let Some(link) = self.link.take() {
@@ -333,5 +366,20 @@ impl Runtime {
         };
         let now = self.now();
         self.device.transport(now, event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_is_read_from_proc_status() {
+        let status = "Name:\tacorn\nVmPeak:\t  20000 kB\nVmRSS:\t    8612 kB\nThreads:\t2\n";
+        assert_eq!(rss_bytes(status), Some(8612 * 1024));
+        assert_eq!(rss_bytes("VmRSS: lots"), None);
+        assert_eq!(rss_bytes("Name: x"), None);
+        // This process has some resident memory.
+        assert!(host_facts().rss_bytes.is_some_and(|b| b > 0));
     }
 }
