@@ -158,8 +158,13 @@ impl DeviceConfig {
             "cooldown_entries must be >= 1 (default 1024; e.g. 32 on a chip)"
         } else if self.press_queue_capacity == 0 {
             "press_queue_capacity must be >= 1 (default 256)"
-        } else if self.press_window == 0 || self.press_window >= self.session.queue_capacity {
-            "press_window must be >= 1 and below the session's queue_capacity (default 8 of 100)"
+        } else if self.press_window == 0
+            || self.press_window >= self.session.queue_capacity
+            || self.press_window >= self.press_queue_capacity
+        {
+            // Below the capacity, a full queue always holds a press the session has not sent,
+            // so the oldest droppable press exists and the bound holds.
+            "press_window must be >= 1 and below both press_queue_capacity and the session's queue_capacity (default 8, of 256 and 100)"
         } else if self.heartbeat_override_ms == Some(0) {
             "heartbeat_override_ms must be > 0 (use None for the heartbeatSeconds setting)"
         } else {

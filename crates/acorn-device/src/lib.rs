@@ -5,8 +5,15 @@
 //! `online` and `offline`, and how it answers — the same code in the ESP32-C3 firmware and in
 //! the Linux runtime (`acorn device run`).
 //!
-//! - **Presses** are queued at QoS 1 in order (sent now or after the next connect); presses of
-//!   one button within the `cooldownMs` setting are reported once (a bounded table).
+//! - **Presses** get a stable `pressId` and are written to a [`PressStore`] (an NVS partition
+//!   of their own on a device) before the press is answered; they are sent at QoS 1 in order,
+//!   now, after the next connect or after the next start (oldest first, before new ones), and
+//!   leave the store on their PUBACK. The queue is bounded (256 by default): when full, the
+//!   oldest is dropped and counted (`droppedPresses`). Presses of one button within the
+//!   `cooldownMs` setting are reported once (a bounded table).
+//! - **Heartbeat**: every `heartbeatSeconds` (setting, default 300) while connected, a status
+//!   with uptime, memory, signal, certificate days left, queue depth, dropped presses,
+//!   reconnects, the last failure and the connect time ([`acorn_mqtt::Heartbeat`]).
 //! - **`online`** is announced on every connection once the device can receive: after the
 //!   SUBACK of its resubscription, or at once when the broker kept the session.
 //! - **Settings** updates are validated ([`acorn_mqtt::parse_inbound`]), saved through a
@@ -51,9 +58,9 @@
 //! });
 //! assert_eq!(online.map(|p| p.tag), Some(Tag::Online));
 //!
-//! // A press becomes a QoS 1 PUBLISH with the seed's exact JSON.
+//! // A press becomes a QoS 1 PUBLISH with the seed's JSON and the press's stable id.
 //! let outcome = device.press(Now::new(7_163, 1_795_884_127_123), "rf-5a3c", Some(87))?;
-//! assert!(matches!(outcome, PressOutcome::Queued(_)));
+//! let PressOutcome::Queued(press_id) = outcome else { unreachable!() };
 //! let publish = device
 //!     .drain_actions()
 //!     .find_map(|a| match a {
@@ -63,15 +70,15 @@
 //!     .expect("the press is sent at once while connected");
 //! assert_eq!(publish.topic, "acorn-pups/button-press/acorn-0001");
 //! assert_eq!(
-//!     publish.payload,
-//!     br#"{"deviceId":"acorn-0001","buttonRfId":"rf-5a3c","timestamp":"2026-11-28T16:42:07.123Z","batteryLevel":87}"#
+//!     String::from_utf8(publish.payload.clone()).unwrap(),
+//!     format!(r#"{{"deviceId":"acorn-0001","buttonRfId":"rf-5a3c","timestamp":"2026-11-28T16:42:07.123Z","batteryLevel":87,"pressId":"{press_id}"}}"#)
 //! );
 //!
 //! // The transport reports the PUBACK with the publish's tag.
 //! device.transport(Now::new(7_180, 1_795_884_127_140), TransportEvent::PubAck(publish.tag));
 //! assert!(device
 //!     .drain_actions()
-//!     .any(|a| matches!(a, Action::Notice(acorn_device::Notice::Delivered(_)))));
+//!     .any(|a| matches!(a, Action::Notice(acorn_device::Notice::PressDelivered { .. }))));
 //!
 //! // The same button again within the 1 s default cooldown is reported once.
 //! let again = device.press(Now::new(7_500, 1_795_884_127_500), "rf-5a3c", None)?;
@@ -111,14 +118,12 @@
 //! The transport must not reconnect or re-send on its own: the session decides when to
 //! connect and re-sends unacknowledged messages after a reconnect.
 //!
-//! ## Not here yet
+//! ## Stores
 //!
-//! The durable press queue (presses persisted in their own NVS partition before they are
-//! acknowledged, with a `pressId`) and the periodic heartbeat status belong in this crate
-//! next: they will add a [`Tag`] variant, [`Notice`] variants, a store trait beside
-//! [`SettingsStore`] and a timer in [`Device::poll_timeout`] (these enums are
-//! `#[non_exhaustive]` for that reason). [`CertificateFacts`] is already passed in for the
-//! heartbeat's certificate days left.
+//! Settings ([`SettingsStore`]) and presses ([`PressStore`]) are kept by the driver's stores:
+//! with the `nvs` feature both are implemented for an `acorn_nvs::Nvs` partition (on the chip
+//! through esp-storage, on Linux an image file; see [`presses`] for the layout);
+//! [`MemorySettings`] and [`MemoryPresses`] keep them in RAM.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -426,7 +426,13 @@ mod tests {
         assert_eq!(PressId::parse("0abcdef00000007"), Some(a));
         assert_eq!((a.boot(), a.seq()), (0x0ab_cdef, 7));
         assert!(PressId::new(5, u32::MAX) < PressId::new(6, 0));
-        for bad in ["", "0abcdef0000000", "0ABCDEF00000007", "0abcdef0000000g", "boot"] {
+        for bad in [
+            "",
+            "0abcdef0000000",
+            "0ABCDEF00000007",
+            "0abcdef0000000g",
+            "boot",
+        ] {
             assert_eq!(PressId::parse(bad), None, "{bad}");
         }
         assert!(first_boot(u32::MAX) < 1 << 27);
@@ -441,9 +447,15 @@ mod tests {
             press(1, 4, "rf-0123456789abcde", Some(0)),
         ] {
             let value = p.encode_value();
-            assert_eq!(QueuedPress::decode(&p.id.to_string(), &value), Ok(p.clone()));
+            assert_eq!(
+                QueuedPress::decode(&p.id.to_string(), &value),
+                Ok(p.clone())
+            );
             if p.button.len() <= COMPACT_BUTTON_BYTES {
-                assert!(value.len() < 32, "{value:?} needs one 32-byte entry with its NUL");
+                assert!(
+                    value.len() < 32,
+                    "{value:?} needs one 32-byte entry with its NUL"
+                );
             }
         }
         assert_eq!(

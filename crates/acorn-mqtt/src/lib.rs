@@ -100,7 +100,9 @@ pub use session::{
     connack_meaning, Action, DisconnectCause, DropReason, Event, Publish, PublishRequest, Session,
     SessionConfig,
 };
-pub use settings::{DeviceSettings, SettingsUpdate, DEFAULT_HEARTBEAT_SECONDS, HEARTBEAT_SECONDS_RANGE};
+pub use settings::{
+    DeviceSettings, SettingsUpdate, DEFAULT_HEARTBEAT_SECONDS, HEARTBEAT_SECONDS_RANGE,
+};
 pub use status::{ConnectionStatus, HealthReport, Stats};
 pub use timestamp::{format_timestamp, parse_timestamp};
 pub use topics::{

@@ -325,7 +325,11 @@ impl DeviceStatusMessage {
 
     /// Parses and validates a status message (the backend side), with the 128 KB limit.
     pub fn from_json(topic: &str, payload: &[u8]) -> Result<Self, Error> {
-        let msg: DeviceStatusMessage = crate::inbound::parse_json(topic, payload)?;
+        let mut msg: DeviceStatusMessage = crate::inbound::parse_json(topic, payload)?;
+        // A flattened optional struct reads as present-but-empty when none of its fields is.
+        if msg.heartbeat.as_ref() == Some(&Heartbeat::default()) {
+            msg.heartbeat = None;
+        }
         check_id("deviceId", &msg.device_id)?;
         parse_timestamp(&msg.timestamp)?;
         Ok(msg)

@@ -4,7 +4,7 @@ use acorn_mqtt::limits::{check_client_id, check_keep_alive, check_topic, check_t
 use acorn_mqtt::{
     format_timestamp, parse_inbound, parse_timestamp, request_id_of, ButtonPressMessage,
     CommandKind, CommandMessage, DeviceSettings, DeviceStatus, DeviceStatusMessage, Diagnostics,
-    Error, Inbound, InboundTopic, QoS, SettingsUpdate, Topics,
+    Error, Heartbeat, Inbound, InboundTopic, QoS, SettingsUpdate, Topics,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -146,13 +146,35 @@ fn status_json_keeps_the_seed_fields_and_adds_only_optional_ones() {
         json!({
             "deviceId": "acorn-0001", "timestamp": "1970-01-01T00:00:00.000Z", "status": "online",
             "firmwareVersion": "1.0.0", "requestId": "req-7", "command": "get-status", "result": "ok",
-            "settings": {"soundEnabled": true, "soundVolume": 5, "ledBrightness": 50, "cooldownMs": 1000},
+            "settings": {"soundEnabled": true, "soundVolume": 5, "ledBrightness": 50, "cooldownMs": 1000, "heartbeatSeconds": 300},
             "diagnostics": {"uptimeMs": 5000, "queuedMessages": 0}
         })
     );
     let back = DeviceStatusMessage::from_json("t", &reply.to_json().expect("serializes"))
         .expect("round trip");
     assert_eq!(back, reply);
+
+    // A heartbeat: its fields at the top level, camelCase, unknown ones omitted.
+    let mut beat = DeviceStatusMessage::new("acorn-0001", 0, DeviceStatus::Online, "1.0.0");
+    beat.heartbeat = Some(Heartbeat {
+        uptime_ms: Some(1_000),
+        wifi_rssi_dbm: Some(-60),
+        queued_presses: Some(2),
+        dropped_presses: Some(0),
+        ..Heartbeat::default()
+    });
+    let v = as_value(&beat.to_json().expect("serializes"));
+    assert_eq!(
+        v,
+        json!({
+            "deviceId": "acorn-0001", "timestamp": "1970-01-01T00:00:00.000Z", "status": "online",
+            "firmwareVersion": "1.0.0", "uptimeMs": 1000, "wifiRssiDbm": -60, "queuedPresses": 2,
+            "droppedPresses": 0
+        })
+    );
+    let back = DeviceStatusMessage::from_json("t", &beat.to_json().expect("serializes"))
+        .expect("round trip");
+    assert_eq!(back, beat);
 }
 
 #[test]
@@ -245,9 +267,12 @@ fn settings_updates_are_partial_and_range_checked() {
             sound_enabled: true,
             sound_volume: 7,
             led_brightness: 0,
-            cooldown_ms: 1000
+            cooldown_ms: 1000,
+            heartbeat_seconds: 300,
         }
     );
+    let beat = set(r#"{"heartbeatSeconds":0}"#);
+    assert!(matches!(beat, Ok(Inbound::Settings(u)) if u.heartbeat_seconds == Some(0)));
     assert!(matches!(
         set(r#"{"soundEnabled":false}"#),
         Ok(Inbound::Settings(_))
@@ -270,6 +295,8 @@ fn settings_updates_are_partial_and_range_checked() {
     range(r#"{"ledBrightness":101}"#, "ledBrightness", 101);
     range(r#"{"ledBrightness":-1}"#, "ledBrightness", -1);
     range(r#"{"cooldownMs":600001}"#, "cooldownMs", 600_001);
+    range(r#"{"heartbeatSeconds":86401}"#, "heartbeatSeconds", 86_401);
+    range(r#"{"heartbeatSeconds":-5}"#, "heartbeatSeconds", -5);
     assert_eq!(set(r#"{"requestId":"s2"}"#), Err(Error::EmptySettings));
     assert_eq!(set("{}"), Err(Error::EmptySettings));
     for bad in [

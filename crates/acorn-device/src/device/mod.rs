@@ -334,10 +334,14 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
         match self.phase {
             Phase::Running => {
                 let reconnect = self.reconnect_after.map(|(_, deadline)| deadline);
-                [self.session.poll_timeout(), reconnect, self.heartbeat.due_at()]
-                    .into_iter()
-                    .flatten()
-                    .min()
+                [
+                    self.session.poll_timeout(),
+                    reconnect,
+                    self.heartbeat.due_at(),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
             }
             Phase::Stopping { deadline } => Some(deadline),
             Phase::Stopped => None,

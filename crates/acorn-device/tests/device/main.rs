@@ -7,8 +7,10 @@ mod support;
 
 mod connection;
 mod health;
+mod heartbeat;
 mod inbound;
 mod persistence;
 mod presses;
 mod properties;
+mod queue;
 mod shutdown;

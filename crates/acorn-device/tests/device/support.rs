@@ -4,8 +4,8 @@ use core::fmt;
 
 use acorn_device::acorn_mqtt::DeviceSettings;
 use acorn_device::{
-    Action, Device, DeviceConfig, MemorySettings, Notice, Now, PressOutcome, Publish,
-    SettingsStore, Tag, TransportEvent,
+    Action, Device, DeviceConfig, MemoryPresses, MemorySettings, Notice, Now, PressOutcome,
+    PressStore, Publish, SettingsStore, Tag, TransportEvent,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -29,8 +29,8 @@ pub fn config() -> DeviceConfig {
 }
 
 /// A device and its clock.
-pub struct Sim<S: SettingsStore = MemorySettings> {
-    pub device: Device<StdRng, S>,
+pub struct Sim<S: SettingsStore = MemorySettings, Q: PressStore = MemoryPresses> {
+    pub device: Device<StdRng, S, Q>,
     pub mono: u64,
 }
 
@@ -55,7 +55,23 @@ impl<S: SettingsStore> Sim<S> {
             mono: 0,
         }
     }
+}
 
+impl<Q: PressStore> Sim<MemorySettings, Q> {
+    /// [`DEVICE`] with `config` and presses kept in `presses`, its clock at `mono`.
+    pub fn with_presses(config: DeviceConfig, presses: Q, mono: u64) -> Self {
+        let device = Device::with_press_store(
+            config,
+            MemorySettings::default(),
+            presses,
+            StdRng::seed_from_u64(mono),
+        )
+        .expect("valid config");
+        Self { device, mono }
+    }
+}
+
+impl<S: SettingsStore, Q: PressStore> Sim<S, Q> {
     pub fn now(&self) -> Now {
         Now::new(self.mono, UNIX0 + self.mono)
     }
@@ -79,6 +95,31 @@ impl<S: SettingsStore> Sim<S> {
         );
         self.mono += 20;
         actions = self.event(TransportEvent::ConnAck { session_present });
+        if actions.iter().any(|a| matches!(a, Action::Subscribe(_))) {
+            self.mono += 20;
+            actions.extend(self.event(TransportEvent::SubAck { granted: true }));
+        }
+        actions
+    }
+
+    /// Starts (if needed), walks the timers to the next CONNECT unless one is under way, and
+    /// accepts it (and a SUBSCRIBE) 20 ms later; every action on the way.
+    pub fn connect_next(&mut self, session_present: bool) -> Vec<Action> {
+        let mut actions = self.start();
+        let mut connecting = actions.iter().any(|a| matches!(a, Action::Connect(_)))
+            || *self.device.status() == acorn_device::acorn_mqtt::ConnectionStatus::Connecting;
+        for _ in 0..100 {
+            if connecting {
+                break;
+            }
+            let due = self.device.poll_timeout().expect("a timer runs");
+            let step = self.advance(due.saturating_sub(self.mono));
+            connecting = step.iter().any(|a| matches!(a, Action::Connect(_)));
+            actions.extend(step);
+        }
+        assert!(connecting, "a CONNECT within 100 timers: {actions:?}");
+        self.mono += 20;
+        actions.extend(self.event(TransportEvent::ConnAck { session_present }));
         if actions.iter().any(|a| matches!(a, Action::Subscribe(_))) {
             self.mono += 20;
             actions.extend(self.event(TransportEvent::SubAck { granted: true }));
