@@ -8,7 +8,10 @@
 //! become [`Order`]s, the transport's [`LinkEvent`]s become its `TransportEvent`s) rather
 //! than as an [`Application`](crate::Application), whose session belongs to the transport.
 //! What the device reports ([`Notice`]) goes to the platform through [`DeviceIo`], which also
-//! hands over presses and the shutdown request.
+//! hands over presses and the shutdown request, and tells the device about its host (free
+//! heap, Wi-Fi signal: [`DeviceIo::host_facts`]) before each timer tick, for the heartbeat.
+//! The presses wait in the device's press store (`Q`: an NVS partition of their own on the
+//! chip, [`MemoryPresses`] by default) until their PUBACK.
 //!
 //! ```no_run
 //! # #[cfg(feature = "tokio")]
@@ -46,7 +49,10 @@ use alloc::string::{String, ToString};
 use core::fmt;
 use core::future::Future;
 
-use acorn_device::{Action, Device, Notice, Now, SettingsStore, Tag, TransportEvent};
+use acorn_device::{
+    Action, Device, HostFacts, MemoryPresses, Notice, Now, PressStore, SettingsStore, Tag,
+    TransportEvent,
+};
 use rand_core::RngCore;
 
 use crate::diagnosis::Diagnosis;
@@ -118,20 +124,26 @@ pub trait DeviceIo {
     fn next_input(&mut self) -> impl Future<Output = Input>;
     /// Something to log or show.
     fn report(&mut self, now: Time, report: Report<'_>);
+    /// What the platform knows of its host now (free heap, Wi-Fi signal, reset reason,
+    /// resident memory), asked before each timer tick and sent in heartbeats; `None` (the
+    /// default) keeps what was last given.
+    fn host_facts(&mut self) -> Option<HostFacts> {
+        None
+    }
 }
 
 /// The device core as the transport's [`Driver`]: see the module docs.
 #[derive(Debug)]
-pub struct DeviceDriver<R, S, I> {
-    device: Device<R, S>,
+pub struct DeviceDriver<R, S, I, Q = MemoryPresses> {
+    device: Device<R, S, Q>,
     io: I,
     finished: bool,
 }
 
-impl<R: RngCore, S: SettingsStore, I: DeviceIo> DeviceDriver<R, S, I> {
+impl<R: RngCore, S: SettingsStore, I: DeviceIo, Q: PressStore> DeviceDriver<R, S, I, Q> {
     /// Drives `device` (made, not started: [`Transport::drive`](crate::Transport::drive)
     /// starts it), with `io` for inputs and reports.
-    pub fn new(device: Device<R, S>, io: I) -> Self {
+    pub fn new(device: Device<R, S, Q>, io: I) -> Self {
         DeviceDriver {
             device,
             io,
@@ -140,7 +152,7 @@ impl<R: RngCore, S: SettingsStore, I: DeviceIo> DeviceDriver<R, S, I> {
     }
 
     /// The device (its settings, status, counters).
-    pub fn device(&self) -> &Device<R, S> {
+    pub fn device(&self) -> &Device<R, S, Q> {
         &self.device
     }
 
@@ -155,7 +167,7 @@ impl<R: RngCore, S: SettingsStore, I: DeviceIo> DeviceDriver<R, S, I> {
     }
 
     /// Gives the device and the platform side back.
-    pub fn into_parts(self) -> (Device<R, S>, I) {
+    pub fn into_parts(self) -> (Device<R, S, Q>, I) {
         (self.device, self.io)
     }
 
@@ -164,7 +176,7 @@ impl<R: RngCore, S: SettingsStore, I: DeviceIo> DeviceDriver<R, S, I> {
     }
 }
 
-impl<R: RngCore, S: SettingsStore, I: DeviceIo> Driver for DeviceDriver<R, S, I> {
+impl<R: RngCore, S: SettingsStore, I: DeviceIo, Q: PressStore> Driver for DeviceDriver<R, S, I, Q> {
     type Tag = Tag;
     type Input = Input;
 
@@ -208,6 +220,9 @@ impl<R: RngCore, S: SettingsStore, I: DeviceIo> Driver for DeviceDriver<R, S, I>
     }
 
     fn tick(&mut self, now: Time) {
+        if let Some(facts) = self.io.host_facts() {
+            self.device.set_host_facts(facts);
+        }
         self.device.tick(Self::now(now));
     }
 
