@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use acorn_agent::device::{Device, DeviceHandle, DeviceOptions, PressOutcome, AGENT_VERSION};
 use acorn_agent::device_image::unix_now;
-use acorn_agent::DeviceImage;
+use acorn_agent::queue_image::default_queue_path;
+use acorn_agent::{DeviceImage, QueueImage};
 use acorn_mqtt::{DeviceStatus, DeviceStatusMessage};
 use acorn_transport::{ping, BrokerTarget, PingOptions, TrustRoots};
 use anyhow::{bail, Context, Result};
@@ -21,6 +22,12 @@ use tokio::io::AsyncBufReadExt as _;
 pub enum Command {
     /// Run the device whose identity is in an NVS image: connect, publish button presses,
     /// apply settings and answer commands until SIGINT/SIGTERM or `quit`.
+    ///
+    /// Presses wait in a second NVS image (the press queue, `<image>.queue.bin` unless
+    /// --queue-image says otherwise, made on first use) from the moment they are answered
+    /// until the broker acknowledges them, so a crash or a restart loses none: they go first,
+    /// oldest first, at the next start. A heartbeat status goes out every `heartbeatSeconds`
+    /// (setting, default 300 s; --heartbeat overrides it until a settings update names one).
     ///
     /// Commands on stdin: `press <buttonRfId> [battery]`, `status`, `quit`. Answers are JSON
     /// lines on stdout; logs go to stderr (level from RUST_LOG, default `info`).
@@ -86,9 +93,32 @@ pub struct RunArgs {
     /// Simulate a press of button `sim-button` at this interval (e.g. `500ms`, `10s`, `1m`).
     #[arg(long, value_parser = crate::cli::parse_positive_duration)]
     press_every: Option<Duration>,
+    /// Send a heartbeat status at this interval (e.g. `2s`, `5m`) until a settings update
+    /// names `heartbeatSeconds` (default: the stored setting, 300 s out of the box).
+    #[arg(long, value_parser = crate::cli::parse_positive_duration)]
+    heartbeat: Option<Duration>,
+    /// The press queue's NVS image (default: beside --image, `NAME.queue.bin` for
+    /// `NAME.bin`); made on first use, encrypted with --nvs-keys when the image is.
+    #[arg(long)]
+    queue_image: Option<PathBuf>,
+    /// Presses kept at most in the queue (2 to 256); when full, the oldest is dropped and
+    /// counted in the heartbeat's `droppedPresses`.
+    #[arg(long, default_value_t = acorn_agent::device::DEFAULT_QUEUE_CAPACITY, value_parser = parse_capacity)]
+    queue_capacity: usize,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// `--queue-capacity`: 2 ..= 256 presses (what a queue image made here holds).
+fn parse_capacity(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (2..=acorn_agent::device::DEFAULT_QUEUE_CAPACITY).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{text}` is not a queue capacity: give a number of presses from 2 to {0} (the queue image holds {0})",
+            acorn_agent::device::DEFAULT_QUEUE_CAPACITY
+        )),
+    }
 }
 
 /// Arguments of `acorn device ping`.
@@ -117,6 +147,9 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
                     transport: TransportKind::Rustls,
                 },
                 press_every: None,
+                heartbeat: None,
+                queue_image: None,
+                queue_capacity: acorn_agent::device::DEFAULT_QUEUE_CAPACITY,
                 log_format: LogFormat::Text,
             })
         }),
@@ -167,16 +200,18 @@ fn run_device(args: RunArgs) -> Result<ExitCode> {
         let keys = crate::image_file::maybe_keys(conn.nvs_keys.as_deref())?;
         let mut image = DeviceImage::open(&conn.image, keys.as_ref())?;
         let (loaded, target) = identity_and_target(&mut image, conn)?;
-        return embedded::run(
-            image,
-            &loaded,
-            &target,
-            conn.ca.as_deref(),
-            args.press_every,
-        );
+        let queue_path = args
+            .queue_image
+            .clone()
+            .unwrap_or_else(|| default_queue_path(&conn.image));
+        let queue = QueueImage::open_or_create(&queue_path, keys.as_ref())?;
+        return embedded::run(image, queue, &loaded, &target, conn.ca.as_deref(), &args);
     }
     let mut options = DeviceOptions::new(&args.connection.image);
     options.nvs_keys = crate::image_file::maybe_keys(args.connection.nvs_keys.as_deref())?;
+    options.queue_image = args.queue_image.clone();
+    options.queue_capacity = args.queue_capacity;
+    options.heartbeat = args.heartbeat;
     options.broker = broker(&args.connection)?;
     options.alpn = args.connection.alpn;
     options.roots = roots(args.connection.ca.as_deref())?;
@@ -186,6 +221,7 @@ fn run_device(args: RunArgs) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let device = Device::open(options)?;
+        print_recovered(device.recovered_presses());
         let handle = device.spawn();
         drive(&handle, args.press_every).await?;
         handle.shutdown().await?;
@@ -194,6 +230,20 @@ fn run_device(args: RunArgs) -> Result<ExitCode> {
     // The stdin reader may be blocked in a read: do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// The start line about presses from before this start (none: nothing), as a JSON line on
+/// stdout like every answer of the console.
+pub(crate) fn print_recovered(count: usize) {
+    if count > 0 {
+        println!(
+            "{}",
+            serde_json::json!({
+                "recoveredPresses": count,
+                "note": format!("{count} queued presses from before the restart"),
+            })
+        );
+    }
 }
 
 /// Reads stdin commands, signals and the press timer until it is time to stop.
@@ -237,8 +287,8 @@ async fn command(handle: &DeviceHandle, line: &str) -> bool {
     match words.as_slice() {
         [] => {}
         ["quit"] | ["exit"] => return false,
-        ["status"] => match handle.snapshot().await {
-            Ok(s) => println!(
+        ["status"] => match tokio::try_join!(handle.snapshot(), handle.press_queue()) {
+            Ok((s, queue)) => println!(
                 "{}",
                 serde_json::json!({
                     "deviceId": s.device_id,
@@ -254,6 +304,9 @@ async fn command(handle: &DeviceHandle, line: &str) -> bool {
                     "dropped": s.stats.dropped_full,
                     "expired": s.stats.expired,
                     "lastError": s.stats.last_error,
+                    "queuedPresses": queue.presses.len(),
+                    "oldestQueuedPress": queue.presses.first().map(|p| p.id.to_string()),
+                    "droppedPresses": queue.dropped,
                 })
             ),
             Err(e) => eprintln!("status: {e}"),
@@ -273,9 +326,10 @@ async fn command(handle: &DeviceHandle, line: &str) -> bool {
 
 async fn print_press(handle: &DeviceHandle, button: &str, battery: Option<u8>) {
     match handle.press(button, battery).await {
+        // Printed once the press is in the queue image.
         Ok(PressOutcome::Queued(id)) => println!(
             "{}",
-            serde_json::json!({"press": button, "queued": true, "id": id.0})
+            serde_json::json!({"press": button, "queued": true, "pressId": id.to_string()})
         ),
         Ok(PressOutcome::CooledDown) => println!(
             "{}",

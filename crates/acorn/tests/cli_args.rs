@@ -1,4 +1,5 @@
-//! Command-line arguments every command shares: one duration syntax.
+//! Command-line arguments every command shares: one duration syntax (`--press-every`,
+//! `--heartbeat`, `--duration`), and the press queue's bounds.
 
 use std::process::Command;
 
@@ -23,6 +24,18 @@ fn durations_read_the_same_in_every_command_and_zero_only_where_it_means_somethi
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least 1ms"), "{err}");
+    // `--heartbeat` reads the same way (0 is no interval: the setting 0 turns it off).
+    for (flag, value, says) in [
+        ("--heartbeat", "0", "at least 1ms"),
+        ("--heartbeat", "2 fortnights", "unknown unit"),
+        ("--queue-capacity", "1", "from 2 to 256"),
+        ("--queue-capacity", "100000", "from 2 to 256"),
+    ] {
+        let out = acorn(&["device", "run", "--image", "/nonexistent", flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
     let out = acorn(&["demo", "--press-every", "0ms"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1ms"));

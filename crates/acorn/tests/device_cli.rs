@@ -366,8 +366,21 @@ async fn run_takes_stdin_commands_and_sigterm_publishes_offline() {
         text.starts_with(r#"{"deviceId":"dev-cli","buttonRfId":"rf-9","timestamp":""#),
         "{text}"
     );
-    assert!(text.ends_with(r#"Z","batteryLevel":42}"#), "{text}");
-    agent.wait_stdout(r#""press":"rf-9""#).await;
+    // The seed's fields, then the press's stable id (15 hex digits).
+    let (_, press_id) = text
+        .split_once(r#"Z","batteryLevel":42,"pressId":""#)
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(press_id.len(), 17, "{text}");
+    assert!(press_id.ends_with(r#""}"#), "{text}");
+    // The console's answer names the same pressId.
+    let answer: Value =
+        serde_json::from_str(&agent.wait_stdout(r#""press":"rf-9""#).await).unwrap();
+    assert_eq!(answer["queued"], true);
+    assert_eq!(
+        answer["pressId"].as_str(),
+        press_id.strip_suffix(r#""}"#),
+        "{answer}"
+    );
 
     // Settings from the cloud are applied; `status` shows them.
     backend
@@ -840,7 +853,12 @@ async fn the_embedded_transport_pings_runs_presses_and_answers_like_the_firmware
         text.starts_with(r#"{"deviceId":"dev-emb","buttonRfId":"rf-7","timestamp":""#),
         "{text}"
     );
-    assert!(text.ends_with(r#"Z","batteryLevel":55}"#), "{text}");
+    // The seed's fields, then the press's stable id (15 hex digits).
+    let (_, press_id) = text
+        .split_once(r#"Z","batteryLevel":55,"pressId":""#)
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(press_id.len(), 17, "{text}");
+    assert!(press_id.ends_with(r#""}"#), "{text}");
     backend
         .publish(
             "acorn-pups/commands/dev-emb",

@@ -53,6 +53,8 @@ use acorn_transport::ConfigError;
 use acorn_transport::SessionOptions;
 use acorn_transport::TrustRoots;
 
+pub use runtime::host_facts;
+
 /// What a press became (the device core's answer).
 pub use acorn_device::PressOutcome;
 /// A snapshot of the running device: status, counters, settings, uptime.
@@ -99,8 +101,8 @@ pub struct DeviceOptions {
     /// The press queue image; `None` = beside the image, named after it
     /// (`device-nvs.bin` → `device-nvs.queue.bin`). Made on first use.
     pub queue_image: Option<PathBuf>,
-    /// Presses kept at most in the queue (default 256); when full, the oldest is dropped and
-    /// counted as `droppedPresses`.
+    /// Presses kept at most in the queue (default 256, at least 2); when full, the oldest is
+    /// dropped and counted as `droppedPresses`.
     pub queue_capacity: usize,
     /// The heartbeat interval until a settings update names `heartbeatSeconds`; `None` = the
     /// stored setting (default 300 s). At least 1 ms.
@@ -256,6 +258,11 @@ impl Device {
         }
         config.certificate = loaded.certificate;
         config.press_queue_capacity = options.queue_capacity;
+        // A small queue hands the session fewer presses at once (the window stays below it).
+        config.press_window = config
+            .press_window
+            .min(options.queue_capacity.saturating_sub(1))
+            .max(1);
         config.heartbeat_override_ms = options
             .heartbeat
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use acorn_agent::device::{Device, DeviceEvent, DeviceOptions, PressOutcome};
+use acorn_device::PressId;
 use acorn_mqtt::{BackoffConfig, ConnectionStatus};
 use acorn_register::{register, HostNetwork, ImageTarget, RegistrationOptions, RetryPolicy};
 use acorn_transport::{BrokerTarget, SecretString, TrustRoots};
@@ -90,7 +91,8 @@ pub async fn run(config: SimConfig, log: DemoLog, mut stop: watch::Receiver<bool
     };
     let handle = device.spawn();
     let mut events = handle.events();
-    let mut pending: HashSet<u64> = HashSet::new();
+    // Presses answered and not yet acknowledged, by pressId.
+    let mut pending: HashSet<PressId> = HashSet::new();
     let mut presses = tokio::time::interval_at(
         tokio::time::Instant::now() + config.offset + config.press_every,
         config.press_every,
@@ -108,7 +110,7 @@ pub async fn run(config: SimConfig, log: DemoLog, mut stop: watch::Receiver<bool
                 next_button += 1;
                 match handle.press(button, Some(87)).await {
                     Ok(PressOutcome::Queued(pid)) => {
-                        pending.insert(pid.0);
+                        pending.insert(pid);
                         log.tally(&id, |t| t.presses_sent += 1);
                     }
                     Ok(PressOutcome::CooledDown) => {}
@@ -147,7 +149,7 @@ fn on_event(
     id: &str,
     event: DeviceEvent,
     log: &DemoLog,
-    pending: &mut HashSet<u64>,
+    pending: &mut HashSet<PressId>,
     connected: &mut bool,
 ) {
     match event {
@@ -163,8 +165,8 @@ fn on_event(
         }
         DeviceEvent::Status(ConnectionStatus::Disconnected) => *connected = false,
         DeviceEvent::Status(ConnectionStatus::Connecting) => {}
-        DeviceEvent::Delivered(pid) => {
-            if pending.remove(&pid.0) {
+        DeviceEvent::PressDelivered(pid) => {
+            if pending.remove(&pid) {
                 log.tally(id, |t| t.presses_acked += 1);
                 let acked = log
                     .tallies()
@@ -174,10 +176,21 @@ fn on_event(
                 log.line(id, format!("press #{acked} acknowledged by the broker"));
             }
         }
-        DeviceEvent::Dropped { id: pid, reason } => {
-            pending.remove(&pid.0);
+        // A reply acknowledged (presses are counted by their pressId above).
+        DeviceEvent::Delivered(_) => {}
+        DeviceEvent::PressDropped(pid) => {
+            pending.remove(&pid);
             log.tally(id, |t| t.errors += 1);
-            log.line(id, format!("message dropped: {reason:?}"));
+            log.line(id, format!("press {pid} dropped: the press queue was full"));
+        }
+        DeviceEvent::PressNotStored { press_id, reason } => {
+            log.tally(id, |t| t.errors += 1);
+            log.line(id, format!("press {press_id} kept in RAM only: {reason}"));
+        }
+        // A reply given up (a press given up by the session is handed to it again).
+        DeviceEvent::Dropped { id: mid, reason } => {
+            log.tally(id, |t| t.errors += 1);
+            log.line(id, format!("message {} dropped: {reason:?}", mid.0));
         }
         DeviceEvent::SettingsApplied(s) => {
             log.tally(id, |t| t.settings_applied += 1);
@@ -200,6 +213,6 @@ fn on_event(
             log.tally(id, |t| t.errors += 1);
             log.line(id, format!("rejected a message: {reason}"));
         }
-        DeviceEvent::Health(_) => {}
+        DeviceEvent::Health(_) | DeviceEvent::HeartbeatSent { .. } => {}
     }
 }

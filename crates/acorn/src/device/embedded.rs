@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use acorn_agent::device::AGENT_VERSION;
-use acorn_agent::LoadedDevice;
-use acorn_device::{Device, DeviceConfig};
+use acorn_agent::{LoadedDevice, QueueImage};
+use acorn_device::{Device, DeviceConfig, HostFacts};
 use acorn_embedded::device::{DeviceDriver, DeviceIo, Input, Report};
 use acorn_embedded::ping::PingOptions;
 use acorn_embedded::{
@@ -145,23 +145,46 @@ impl DeviceIo for HostIo {
     fn report(&mut self, _now: Time, report: Report<'_>) {
         eprintln!("{report}");
     }
+
+    /// The process's resident memory, as the default transport reports it.
+    fn host_facts(&mut self) -> Option<HostFacts> {
+        Some(acorn_agent::device::host_facts())
+    }
 }
 
 /// Runs the device core over the embedded transport until `quit`, end of input, SIGINT or
-/// SIGTERM; the settings live in the image as with the default transport.
+/// SIGTERM; the settings live in the image and the presses in the queue image, as with the
+/// default transport (and as on the chip: one NVS format for both).
 pub fn run(
     image: acorn_agent::DeviceImage<acorn_nvs::FileFlash>,
+    queue: QueueImage,
     loaded: &LoadedDevice,
     broker: &BrokerTarget,
     ca: Option<&Path>,
-    press_every: Option<Duration>,
+    args: &super::RunArgs,
 ) -> Result<ExitCode> {
     let identity = tls_identity(loaded)?;
     let anchors = anchors(ca)?;
     let mut config = DeviceConfig::new(&loaded.device_id, AGENT_VERSION)?;
     config.certificate = loaded.certificate.clone();
-    // The image is the device's settings store, as on the chip (one NVS format).
-    let device = Device::new(config, image, rand::rngs::OsRng)?;
+    config.press_queue_capacity = args.queue_capacity;
+    config.press_window = config
+        .press_window
+        .min(args.queue_capacity.saturating_sub(1))
+        .max(1);
+    config.heartbeat_override_ms = args
+        .heartbeat
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let device = Device::with_press_store(config, image, queue, rand::rngs::OsRng)?;
+    for warning in device
+        .settings_warning()
+        .into_iter()
+        .chain(device.press_queue_warnings().iter().map(String::as_str))
+    {
+        eprintln!("warning: {warning}");
+    }
+    super::print_recovered(device.recovered_presses());
+    let press_every = args.press_every;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
