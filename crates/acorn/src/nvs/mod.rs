@@ -1,6 +1,7 @@
 //! `acorn nvs`: make, inspect, check and edit ESP-IDF NVS partition images.
 
 mod csv;
+mod queue;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,9 @@ pub use render::is_secret;
 pub enum Command {
     /// Make a partition image from an ESP-IDF generator CSV (same output, byte for byte).
     Generate(GenerateArgs),
-    /// List every namespace, key, type, size and value of an image.
+    /// List every namespace, key, type, size and value of an image; a press queue image
+    /// (namespace `press_queue`) is also summed up: presses waiting, the oldest and the
+    /// newest, the dropped-press counter and the boot number.
     Dump {
         /// The partition image.
         image: PathBuf,
@@ -262,7 +265,7 @@ fn dump(image: &Path, keys: Option<&Path>, as_json: bool, show_secrets: bool) ->
             })
             .collect();
         let stats = nvs.stats();
-        let out = json!({
+        let mut out = json!({
             "encrypted": nvs.is_encrypted(),
             "entries": values,
             "stats": {
@@ -274,6 +277,9 @@ fn dump(image: &Path, keys: Option<&Path>, as_json: bool, show_secrets: bool) ->
             },
             "problems": nvs.mount_findings().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         });
+        if let Some(queue) = queue::summarize(&listed) {
+            out["pressQueue"] = queue.json();
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
@@ -302,6 +308,9 @@ fn dump(image: &Path, keys: Option<&Path>, as_json: bool, show_secrets: bool) ->
         );
         for problem in nvs.mount_findings() {
             println!("problem: {problem}");
+        }
+        for line in queue::summarize(&listed).iter().flat_map(|q| q.text()) {
+            println!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)
