@@ -65,8 +65,9 @@ fn device_event(notice: &Notice) -> Option<DeviceEvent> {
     })
 }
 
-/// What the heartbeat reports of this host: the resident memory of this process.
-fn host_facts() -> HostFacts {
+/// What the heartbeat reports of this host: the resident memory of this process (`VmRSS` of
+/// `/proc/self/status`; none where there is no such file).
+pub fn host_facts() -> HostFacts {
     let mut facts = HostFacts::default();
     facts.rss_bytes = std::fs::read_to_string("/proc/self/status")
         .ok()
