@@ -23,10 +23,10 @@ pub enum Command {
     /// Run the device whose identity is in an NVS image: connect, publish button presses,
     /// apply settings and answer commands until SIGINT/SIGTERM or `quit`.
     ///
-    /// Presses wait in a second NVS image (the press queue, `<image>.queue.bin` unless
-    /// --queue-image says otherwise, made on first use) from the moment they are answered
-    /// until the broker acknowledges them, so a crash or a restart loses none: they go first,
-    /// oldest first, at the next start. A heartbeat status goes out every `heartbeatSeconds`
+    /// Presses wait in a second NVS image (the press queue: `NAME.queue.bin` beside
+    /// `NAME.bin` unless --queue-image says otherwise, made on first use) from the moment they
+    /// are answered until the broker acknowledges them, so a crash or a restart loses none:
+    /// they go first, oldest first, at the next start. A heartbeat status goes out every `heartbeatSeconds`
     /// (setting, default 300 s; --heartbeat overrides it until a settings update names one).
     ///
     /// Commands on stdin: `press <buttonRfId> [battery]`, `status`, `quit`. Answers are JSON
