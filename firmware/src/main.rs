@@ -23,7 +23,7 @@ use alloc::string::String;
 use core::sync::atomic::Ordering;
 use portable_atomic::AtomicU64;
 
-use acorn_device::{Device, DeviceConfig, Level, Notice};
+use acorn_device::{Device, DeviceConfig, HostFacts, Level, Notice};
 use acorn_embedded::boot::{Boot, BootAction, BootEvent};
 use acorn_embedded::device::{DeviceDriver, DeviceIo, Input, Report};
 use acorn_embedded::{Buffers, Target, Time, Transport, TransportConfig};
@@ -139,6 +139,38 @@ impl DeviceIo for ChipIo {
             },
             other => warn!("{other}"),
         }
+    }
+
+    fn host_facts(&mut self) -> Option<HostFacts> {
+        let mut facts = HostFacts::default();
+        facts.free_heap_bytes = Some(esp_alloc::HEAP.free() as u64);
+        facts.wifi_rssi_dbm = net::rssi_dbm();
+        facts.reset_reason = Some(reset_reason().into());
+        Some(facts)
+    }
+}
+
+/// Why the chip last reset, in the heartbeat's words.
+fn reset_reason() -> &'static str {
+    use esp_hal::rtc_cntl::SocResetReason as R;
+    match esp_hal::system::reset_reason() {
+        Some(R::ChipPowerOn) => "power-on",
+        Some(R::CoreSw | R::Cpu0Sw) => "software",
+        Some(R::CoreDeepSleep) => "deep-sleep",
+        Some(R::SysBrownOut) => "brown-out",
+        Some(
+            R::CoreMwdt0
+            | R::CoreMwdt1
+            | R::CoreRtcWdt
+            | R::Cpu0Mwdt0
+            | R::Cpu0RtcWdt
+            | R::SysRtcWdt
+            | R::Cpu0Mwdt1
+            | R::SysSuperWdt,
+        ) => "watchdog",
+        Some(R::CoreUsbUart | R::CoreUsbJtag) => "usb",
+        Some(_) => "other",
+        None => "unknown",
     }
 }
 
@@ -291,7 +323,7 @@ async fn operate(
             return;
         }
     };
-    let device = match Device::new(config, flash.settings(), rng) {
+    let device = match Device::with_press_store(config, flash.settings(), flash.presses(), rng) {
         Ok(device) => device,
         Err(e) => {
             warn!("the device cannot start: {e}");
@@ -300,6 +332,15 @@ async fn operate(
     };
     if let Some(warning) = device.settings_warning() {
         warn!("settings: {warning}");
+    }
+    for warning in device.press_queue_warnings() {
+        warn!("press queue: {warning}");
+    }
+    if device.recovered_presses() > 0 {
+        info!(
+            "{} queued presses from before the restart",
+            device.recovered_presses()
+        );
     }
     info!(
         "settings: soundEnabled {}, soundVolume {}, ledBrightness {}, cooldownMs {}",

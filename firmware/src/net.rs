@@ -4,6 +4,7 @@
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use core::sync::atomic::{AtomicI32, Ordering};
 
 use acorn_embedded::boot::{BootEvent, WifiCredentials};
 use acorn_embedded::{Diagnosis, Step};
@@ -36,13 +37,39 @@ async fn net_task(mut runner: Runner<'static, Interface>) {
     runner.run().await
 }
 
+/// The last Wi-Fi signal reading, dBm (`NO_RSSI` when not associated).
+static RSSI_DBM: AtomicI32 = AtomicI32::new(NO_RSSI);
+const NO_RSSI: i32 = i32::MIN;
+/// How often the signal is read while associated.
+const RSSI_EVERY: Duration = Duration::from_secs(30);
+
+/// The last Wi-Fi signal reading, for the heartbeat.
+pub fn rssi_dbm() -> Option<i8> {
+    match RSSI_DBM.load(Ordering::Relaxed) {
+        NO_RSSI => None,
+        dbm => i8::try_from(dbm).ok(),
+    }
+}
+
 #[embassy_executor::task]
 async fn wifi_task(mut controller: WifiController<'static>) {
     loop {
         match controller.connect_async().await {
             Ok(_) => {
                 info!("Wi-Fi associated");
-                let _ = controller.wait_for_disconnect_async().await;
+                // Wait for the disconnect, reading the signal every 30 s meanwhile.
+                loop {
+                    if let Ok(dbm) = controller.rssi() {
+                        RSSI_DBM.store(dbm, Ordering::Relaxed);
+                    }
+                    let wait = controller.wait_for_disconnect_async();
+                    // Done (disconnected, or it returned at once because the link is down
+                    // already) unless the 30 s ran out first.
+                    if with_timeout(RSSI_EVERY, wait).await.is_ok() {
+                        break;
+                    }
+                }
+                RSSI_DBM.store(NO_RSSI, Ordering::Relaxed);
                 warn!("Wi-Fi disconnected; joining again");
             }
             Err(e) => warn!("Wi-Fi join failed: {e:?}"),

@@ -1,16 +1,26 @@
 //! Flash: the partition table, the `identity` NVS partition (encrypted when `nvs_keys` holds
-//! keys) through acorn-nvs over esp-storage, the Wi-Fi credentials and the identity in it, and
-//! the device settings in the `nvs` partition.
+//! keys) through acorn-nvs over esp-storage, the Wi-Fi credentials and the identity in it, the
+//! device settings in the `nvs` partition and the durable press queue in the `presses`
+//! partition. The one flash is shared by the partitions through embassy's blocking
+//! partitions, so the settings and the press queue stay open side by side.
 
+use core::cell::RefCell;
 use core::convert::Infallible;
 
 use acorn_certs::nvs_kv::NvsCertKv;
 use acorn_certs::CertStore;
 use acorn_device::acorn_mqtt::DeviceSettings;
-use acorn_device::{CertificateFacts, MemorySettings, NvsSettingsError, SettingsStore};
+use acorn_device::presses::{PressId, QueuedPress, StoredQueue};
+use acorn_device::{
+    CertificateFacts, MemoryPresses, MemorySettings, NvsPressError, NvsSettingsError, PressStore,
+    SettingsStore,
+};
 use acorn_embedded::boot::{identity_event, read_wifi_credentials, BootEvent, WifiCredentials};
 use acorn_embedded::TlsIdentity;
 use acorn_nvs::{Mode, Nvs, NvsKeys};
+use embassy_embedded_hal::flash::partition::BlockingPartition;
+use embassy_sync_08::blocking_mutex::raw::NoopRawMutex;
+use embassy_sync_08::blocking_mutex::Mutex;
 use esp_bootloader_esp_idf::partitions::{read_partition_table, PARTITION_TABLE_MAX_LEN};
 use esp_storage::FlashStorage;
 use log::{info, warn};
@@ -21,12 +31,20 @@ pub const IDENTITY_LABEL: &str = "identity";
 pub const KEYS_LABEL: &str = "nvs_keys";
 /// The label of the partition that keeps the device settings (ESP-IDF's default `nvs`).
 pub const SETTINGS_LABEL: &str = "nvs";
+/// The label of the partition that keeps the durable press queue.
+pub const PRESSES_LABEL: &str = "presses";
+/// Flash sector size: partitions start and end on sector boundaries.
+const SECTOR: u32 = 4096;
 
-/// The flash and where the identity and the settings live.
+/// One partition of the shared flash, addressed from its start.
+pub type Part<'a> = BlockingPartition<'a, NoopRawMutex, FlashStorage<'static>>;
+
+/// The flash and where the identity, the settings and the presses live.
 pub struct Flash {
-    storage: FlashStorage<'static>,
+    storage: Mutex<NoopRawMutex, RefCell<FlashStorage<'static>>>,
     identity: Option<(u32, u32)>,
     settings: Option<(u32, u32)>,
+    presses: Option<(u32, u32)>,
     keys: Option<NvsKeys>,
 }
 
@@ -41,7 +59,7 @@ pub struct Identity {
 /// Where the settings are kept: the `nvs` partition, or RAM when it cannot be opened.
 pub enum Settings<'a> {
     /// The `nvs` partition (plain NVS: settings are not secret).
-    Nvs(Nvs<&'a mut FlashStorage<'static>>),
+    Nvs(Nvs<Part<'a>>),
     /// RAM only (the partition is missing or unreadable: see the log).
     Memory(MemorySettings),
 }
@@ -51,19 +69,70 @@ impl SettingsStore for Settings<'_> {
 
     fn load(&mut self) -> Result<Option<DeviceSettings>, NvsSettingsError> {
         match self {
-            Settings::Nvs(nvs) => nvs.load(),
+            Settings::Nvs(nvs) => SettingsStore::load(nvs),
             Settings::Memory(memory) => Ok(never(memory.load())),
         }
     }
 
     fn save(&mut self, settings: &DeviceSettings) -> Result<(), NvsSettingsError> {
         match self {
-            Settings::Nvs(nvs) => nvs.save(settings),
+            Settings::Nvs(nvs) => SettingsStore::save(nvs, settings),
             Settings::Memory(memory) => {
                 never(memory.save(settings));
                 Ok(())
             }
         }
+    }
+}
+
+/// Where the presses are kept: the `presses` partition, or RAM when it cannot be opened.
+pub enum Presses<'a> {
+    /// The `presses` partition (plain NVS: presses are not secret).
+    Nvs(Nvs<Part<'a>>),
+    /// RAM only (the partition is missing or unreadable: see the log); a reset loses them.
+    Memory(MemoryPresses),
+}
+
+impl PressStore for Presses<'_> {
+    type Error = NvsPressError;
+
+    fn load(&mut self) -> Result<StoredQueue, NvsPressError> {
+        match self {
+            Presses::Nvs(nvs) => PressStore::load(nvs),
+            Presses::Memory(memory) => Ok(never(memory.load())),
+        }
+    }
+
+    fn save_boot(&mut self, boot: u32) -> Result<(), NvsPressError> {
+        match self {
+            Presses::Nvs(nvs) => PressStore::save_boot(nvs, boot),
+            Presses::Memory(memory) => Ok(never(memory.save_boot(boot))),
+        }
+    }
+
+    fn append(&mut self, press: &QueuedPress) -> Result<(), NvsPressError> {
+        match self {
+            Presses::Nvs(nvs) => PressStore::append(nvs, press),
+            Presses::Memory(memory) => Ok(never(memory.append(press))),
+        }
+    }
+
+    fn remove(&mut self, id: PressId) -> Result<(), NvsPressError> {
+        match self {
+            Presses::Nvs(nvs) => PressStore::remove(nvs, id),
+            Presses::Memory(memory) => Ok(never(memory.remove(id))),
+        }
+    }
+
+    fn save_dropped(&mut self, dropped: u32) -> Result<(), NvsPressError> {
+        match self {
+            Presses::Nvs(nvs) => PressStore::save_dropped(nvs, dropped),
+            Presses::Memory(memory) => Ok(never(memory.save_dropped(dropped))),
+        }
+    }
+
+    fn is_full(error: &NvsPressError) -> bool {
+        <Nvs<Part<'_>> as PressStore>::is_full(error)
     }
 }
 
@@ -81,6 +150,7 @@ impl Flash {
         let mut table_buf = [0u8; PARTITION_TABLE_MAX_LEN];
         let mut identity = None;
         let mut settings = None;
+        let mut presses = None;
         let mut keys_at = None;
         match read_partition_table(&mut storage, &mut table_buf) {
             Ok(table) => {
@@ -88,6 +158,7 @@ impl Flash {
                     match entry.label_as_str() {
                         IDENTITY_LABEL => identity = Some((entry.offset(), entry.len())),
                         SETTINGS_LABEL => settings = Some((entry.offset(), entry.len())),
+                        PRESSES_LABEL => presses = Some((entry.offset(), entry.len())),
                         KEYS_LABEL => keys_at = Some(entry.offset()),
                         _ => {}
                     }
@@ -117,22 +188,28 @@ impl Flash {
             keys.is_some()
         );
         Flash {
-            storage,
+            storage: Mutex::new(RefCell::new(storage)),
             identity,
             settings,
+            presses,
             keys,
         }
     }
 
-    fn open(&mut self) -> Option<Nvs<&mut FlashStorage<'static>>> {
+    /// The partition at `(offset, size)`, when both are whole sectors (a partition table
+    /// that says otherwise is refused here rather than panicking in the partition type).
+    fn part(&self, (offset, size): (u32, u32)) -> Option<Part<'_>> {
+        if offset % SECTOR != 0 || size % SECTOR != 0 || size == 0 {
+            warn!("partition at {offset:#x} ({size:#x} bytes) is not sector-aligned: not used");
+            return None;
+        }
+        Some(BlockingPartition::new(&self.storage, offset, size))
+    }
+
+    fn open(&mut self) -> Option<Nvs<Part<'_>>> {
         let (offset, size) = self.identity?;
-        match Nvs::open_with(
-            &mut self.storage,
-            offset,
-            size,
-            self.keys.as_ref(),
-            Mode::ReadWrite,
-        ) {
+        let part = self.part((offset, size))?;
+        match Nvs::open_with(part, 0, size, self.keys.as_ref(), Mode::ReadWrite) {
             Ok(nvs) => Some(nvs),
             Err(e) => {
                 warn!("the identity partition cannot be opened: {e}");
@@ -153,12 +230,15 @@ impl Flash {
     /// The settings store: the `nvs` partition, opened read-write. A partition that does not
     /// open is never formatted or written (it may hold something else): the settings then
     /// live in RAM, and the log says how to fix it.
-    pub fn settings(&mut self) -> Settings<'_> {
+    pub fn settings(&self) -> Settings<'_> {
         let Some((offset, size)) = self.settings else {
             warn!("no `{SETTINGS_LABEL}` partition: settings are kept in RAM only");
             return Settings::Memory(MemorySettings::default());
         };
-        match Nvs::open_with(&mut self.storage, offset, size, None, Mode::ReadWrite) {
+        let Some(part) = self.part((offset, size)) else {
+            return Settings::Memory(MemorySettings::default());
+        };
+        match Nvs::open_with(part, 0, size, None, Mode::ReadWrite) {
             Ok(nvs) => Settings::Nvs(nvs),
             Err(e) => {
                 warn!(
@@ -166,6 +246,31 @@ impl Flash {
                      in RAM only. Erase it to start afresh: `espflash erase-region {offset:#x} {size:#x}`"
                 );
                 Settings::Memory(MemorySettings::default())
+            }
+        }
+    }
+
+    /// The press store: the `presses` partition, opened read-write (a blank one is formatted
+    /// as NVS; one that holds something else is never written: the presses then live in RAM
+    /// and the log says how to fix it).
+    pub fn presses(&self) -> Presses<'_> {
+        let Some((offset, size)) = self.presses else {
+            warn!(
+                "no `{PRESSES_LABEL}` partition: presses are kept in RAM only (a reset loses them)"
+            );
+            return Presses::Memory(MemoryPresses::default());
+        };
+        let Some(part) = self.part((offset, size)) else {
+            return Presses::Memory(MemoryPresses::default());
+        };
+        match Nvs::open_with(part, 0, size, None, Mode::ReadWrite) {
+            Ok(nvs) => Presses::Nvs(nvs),
+            Err(e) => {
+                warn!(
+                    "the `{PRESSES_LABEL}` partition cannot be opened ({e}); presses are kept \
+                     in RAM only. Erase it to start afresh: `espflash erase-region {offset:#x} {size:#x}`"
+                );
+                Presses::Memory(MemoryPresses::default())
             }
         }
     }

@@ -17,8 +17,6 @@
 //! header, two NVS entries in all. Every write is an NVS write of one key, which a power cut
 //! leaves whole or absent.
 
-use alloc::collections::BTreeMap;
-use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::convert::Infallible;
@@ -45,6 +43,7 @@ const FIRST_BOOT_MASK: u32 = (1 << (BOOT_BITS - 1)) - 1;
 /// 11 hex digits of Unix milliseconds reach the year 2527.
 const MAX_RECORD_UNIX_MS: u64 = 0xFFF_FFFF_FFFF;
 const NO_BATTERY: u8 = 0xFF;
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The unique, stable id of a press: its boot number and its number within that boot.
 /// Shown (and sent as `pressId`) as 15 lowercase hex digits; ids compare in press order.
@@ -84,7 +83,11 @@ impl PressId {
 
 impl fmt::Display for PressId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:015x}", self.0)
+        let mut digits = [0u8; 15];
+        for (i, d) in digits.iter_mut().enumerate() {
+            *d = HEX[((self.0 >> ((14 - i) * 4)) & 0xF) as usize];
+        }
+        f.write_str(core::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -115,12 +118,15 @@ pub struct QueuedPress {
 impl QueuedPress {
     /// The stored form: `{unix_ms:011x}{battery:02x}{button}` (`ff` = battery unknown).
     pub fn encode_value(&self) -> String {
-        let battery = self.battery.unwrap_or(NO_BATTERY);
-        format!(
-            "{:011x}{battery:02x}{}",
-            self.unix_ms.min(MAX_RECORD_UNIX_MS),
-            self.button
-        )
+        let mut value = String::with_capacity(13 + self.button.len());
+        push_hex(&mut value, self.unix_ms.min(MAX_RECORD_UNIX_MS), 11);
+        push_hex(
+            &mut value,
+            u64::from(self.battery.unwrap_or(NO_BATTERY)),
+            2,
+        );
+        value.push_str(&self.button);
+        value
     }
 
     /// Reads a record back from its key and stored value.
@@ -151,6 +157,14 @@ impl QueuedPress {
             button: button.to_string(),
             battery,
         })
+    }
+}
+
+/// Appends the low `digits` hex digits of `n`, zero-padded, lowercase.
+fn push_hex(out: &mut String, n: u64, digits: u32) {
+    for i in (0..digits).rev() {
+        let nibble = (n >> (i * 4)) & 0xF;
+        out.push(char::from(HEX[nibble as usize]));
     }
 }
 
@@ -237,12 +251,21 @@ impl<T: PressStore + ?Sized> PressStore for &mut T {
     }
 }
 
+/// Inserts `press` in id order (a sorted `Vec` rather than a map or a sort: the smallest code
+/// on a chip, and the queue is at most a few hundred presses).
+pub fn insert_in_order(presses: &mut Vec<QueuedPress>, press: QueuedPress) {
+    match presses.binary_search_by_key(&press.id, |p| p.id) {
+        Ok(at) => presses[at] = press,
+        Err(at) => presses.insert(at, press),
+    }
+}
+
 /// Presses kept in RAM only (simulations, tests, a board without a queue partition): they
 /// survive a new [`crate::Device`] built on the same store, not a reboot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryPresses {
-    /// The presses, by id.
-    pub presses: BTreeMap<PressId, QueuedPress>,
+    /// The presses, oldest first.
+    pub presses: Vec<QueuedPress>,
     /// The dropped-press counter.
     pub dropped: u32,
     /// The last boot number.
@@ -254,7 +277,7 @@ impl PressStore for MemoryPresses {
 
     fn load(&mut self) -> Result<StoredQueue, Infallible> {
         Ok(StoredQueue {
-            presses: self.presses.values().cloned().collect(),
+            presses: self.presses.clone(),
             dropped: self.dropped,
             boot: self.boot,
             discarded: Vec::new(),
@@ -267,12 +290,14 @@ impl PressStore for MemoryPresses {
     }
 
     fn append(&mut self, press: &QueuedPress) -> Result<(), Infallible> {
-        self.presses.insert(press.id, press.clone());
+        insert_in_order(&mut self.presses, press.clone());
         Ok(())
     }
 
     fn remove(&mut self, id: PressId) -> Result<(), Infallible> {
-        self.presses.remove(&id);
+        if let Ok(at) = self.presses.binary_search_by_key(&id, |p| p.id) {
+            self.presses.remove(at);
+        }
         Ok(())
     }
 
@@ -291,8 +316,8 @@ mod nvs {
     use embedded_storage::nor_flash::NorFlash;
 
     use super::{
-        BadRecord, PressId, PressStore, QueuedPress, StoredQueue, BOOT_KEY, DROPPED_KEY,
-        PRESS_NAMESPACE,
+        insert_in_order, BadRecord, PressId, PressStore, QueuedPress, StoredQueue, BOOT_KEY,
+        DROPPED_KEY, PRESS_NAMESPACE,
     };
 
     /// Why the press queue could not be read from or written to NVS.
@@ -337,7 +362,7 @@ mod nvs {
                         // A value that fails its CRC is unreadable, not a reason to stop.
                         match self.get_string(ns, &key) {
                             Ok(Some(value)) => match QueuedPress::decode(&key, &value) {
-                                Ok(press) => queue.presses.push(press),
+                                Ok(press) => insert_in_order(&mut queue.presses, press),
                                 Err(bad) => unreadable.push(bad),
                             },
                             Ok(None) => {}
@@ -357,7 +382,6 @@ mod nvs {
                 self.erase(ns, &bad.key).map_err(NvsPressError::Write)?;
             }
             queue.discarded = unreadable;
-            queue.presses.sort_by_key(|p| p.id);
             Ok(queue)
         }
 
