@@ -132,7 +132,10 @@ fn device_queue(presses: u64, backlog: Option<u64>) -> PerPress {
     }
     let bytes = wear.bytes_written.get() - measured.0;
     let erases = wear.sector_erases.get() - measured.1;
-    (bytes as f64 / presses as f64, erases as f64 / presses as f64)
+    (
+        bytes as f64 / presses as f64,
+        erases as f64 / presses as f64,
+    )
 }
 
 /// The naive queue: the whole queue as one blob, rewritten on every enqueue and dequeue.
@@ -165,7 +168,10 @@ fn naive_queue(presses: u64, backlog: Option<u64>) -> PerPress {
     }
     let bytes = wear.bytes_written.get() - measured.0;
     let erases = wear.sector_erases.get() - measured.1;
-    (bytes as f64 / presses as f64, erases as f64 / presses as f64)
+    (
+        bytes as f64 / presses as f64,
+        erases as f64 / presses as f64,
+    )
 }
 
 fn lifetime(erases_per_press: f64, per_day: f64) -> String {
@@ -188,10 +194,18 @@ fn main() {
     println!("| queue | presses waiting | bytes written / press | sector erases / press | lifetime at 100 presses/day | at 10,000 presses/day |");
     println!("|---|---|---|---|---|---|");
     for backlog in [Some(0u64), Some(8), Some(64), None] {
-        let waiting = backlog.map_or("256 (full: each press drops the oldest)".to_owned(), |b| b.to_string());
+        let waiting = backlog.map_or("256 (full: each press drops the oldest)".to_owned(), |b| {
+            b.to_string()
+        });
         for (name, (bytes, erases)) in [
-            ("acorn-device (one record per press)", device_queue(presses, backlog)),
-            ("naive (whole queue as one blob)", naive_queue(presses, backlog)),
+            (
+                "acorn-device (one record per press)",
+                device_queue(presses, backlog),
+            ),
+            (
+                "naive (whole queue as one blob)",
+                naive_queue(presses, backlog),
+            ),
         ] {
             println!(
                 "| {name} | {waiting} | {bytes:.0} | {erases:.4} | {} | {} |",

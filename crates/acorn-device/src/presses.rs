@@ -120,11 +120,7 @@ impl QueuedPress {
     pub fn encode_value(&self) -> String {
         let mut value = String::with_capacity(13 + self.button.len());
         push_hex(&mut value, self.unix_ms.min(MAX_RECORD_UNIX_MS), 11);
-        push_hex(
-            &mut value,
-            u64::from(self.battery.unwrap_or(NO_BATTERY)),
-            2,
-        );
+        push_hex(&mut value, u64::from(self.battery.unwrap_or(NO_BATTERY)), 2);
         value.push_str(&self.button);
         value
     }

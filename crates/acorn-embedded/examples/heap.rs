@@ -130,6 +130,8 @@ fn reset_peak() {
 const NOW_UNIX: u64 = 1_800_000_000;
 const IDENTITY_PARTITION: u32 = 0x6000;
 const SETTINGS_PARTITION: u32 = 0x5000;
+/// The `presses` partition of firmware/partitions.csv.
+const PRESSES_PARTITION: u32 = 0x6000;
 
 /// A key pair: P-256, or RSA-2048 (Amazon Root CA 1's chains are RSA-2048 throughout).
 fn key_pair(rsa: bool) -> KeyPair {
@@ -220,7 +222,7 @@ impl DeviceIo for Io {
                     battery: Some(87),
                 });
             }
-            Report::Notice(Notice::Delivered(_)) => {
+            Report::Notice(Notice::PressDelivered { .. }) => {
                 let _ = self.send.send(Input::Shutdown);
             }
             Report::Notice(notice @ Notice::Status(ConnectionStatus::Error(_))) => {
@@ -231,16 +233,20 @@ impl DeviceIo for Io {
     }
 }
 
-/// The device core as the firmware makes it (settings in an NVS partition, 32 cooldown
-/// entries).
-fn device(device_id: &str, facts: CertificateFacts) -> Device<rand::rngs::OsRng, Nvs<MemFlash>> {
-    // The partition's bytes stand in for the flash chip: not heap on the device.
+/// The device core as the firmware makes it: settings in an NVS partition, presses in
+/// another (the `presses` partition), 32 cooldown entries.
+type ChipDevice = Device<rand::rngs::OsRng, Nvs<MemFlash>, Nvs<MemFlash>>;
+
+fn device(device_id: &str, facts: CertificateFacts) -> ChipDevice {
+    // The partitions' bytes stand in for the flash chip: not heap on the device.
     let flash = uncounted(|| MemFlash::new(SETTINGS_PARTITION as usize));
     let settings = Nvs::open(flash, 0, SETTINGS_PARTITION).unwrap();
+    let flash = uncounted(|| MemFlash::new(PRESSES_PARTITION as usize));
+    let presses = Nvs::open(flash, 0, PRESSES_PARTITION).unwrap();
     let mut config = DeviceConfig::new(device_id, "0.1.0").unwrap();
     config.certificate = facts;
     config.cooldown_entries = 32;
-    Device::new(config, settings, rand::rngs::OsRng).unwrap()
+    Device::with_press_store(config, settings, presses, rand::rngs::OsRng).unwrap()
 }
 
 /// One operational run: connect (TLS 1.3 over `broker`'s chain), CONNACK, SUBACK, `online`,
@@ -252,7 +258,7 @@ fn run(
     identity: &TlsIdentity,
     anchors: &TrustAnchors,
     buffers: &mut Buffers,
-    device: Device<rand::rngs::OsRng, Nvs<MemFlash>>,
+    device: ChipDevice,
     base: usize,
 ) -> (usize, usize) {
     let (send, inputs) = mpsc::unbounded_channel();
@@ -413,9 +419,14 @@ fn main() {
     let ecc_connection = ecc_peak - held_operational;
     let rsa_connection = rsa_peak - held_operational;
 
-    // ----- the offline queue: presses of distinct buttons while not connected.
+    // ----- the offline queue: presses of distinct buttons while not connected, up to the
+    // durable queue's bound (256); the session holds the first 8 of them (its window).
     let mut queue_device = counted(|| device("acorn-0001", CertificateFacts::default()));
-    let queued: u64 = 100;
+    let queued: u64 = acorn_device::presses::PRESS_QUEUE_CAPACITY as u64;
+    counted(|| {
+        queue_device.start(acorn_device::Now::new(0, 1_800_000_000_000));
+        queue_device.drain_actions().for_each(drop);
+    });
     let mark = now_bytes();
     counted(|| {
         for i in 0..queued {
@@ -428,7 +439,8 @@ fn main() {
         }
     });
     let queue_held = now_bytes() - mark;
-    assert_eq!(queue_device.stats().queued, queued as usize);
+    assert_eq!(queue_device.queued_presses().count(), queued as usize);
+    assert_eq!(queue_device.stats().queued, 8);
 
     let high_water = ecc_peak.max(rsa_peak).max(boot_peak);
     let row = |part: &str, bytes: usize, note: &str| println!("| {part} | {bytes} | {note} |");
@@ -481,7 +493,7 @@ fn main() {
         &format!("queue ({queued} presses held while offline)"),
         queue_held,
         &format!(
-            "{} B a press: session queue entry, JSON, topic; the 32-entry cooldown table",
+            "{} B a press: its record in RAM (id, time, button, battery), the session's 8 messages (JSON, topic), the 32-entry cooldown table, the presses partition's NVS index",
             queue_held as u64 / queued
         ),
     );
