@@ -143,6 +143,17 @@ impl From<CsrError> for ApiError {
     }
 }
 
+impl From<fields::RegistrationRefusal> for ApiError {
+    fn from(err: fields::RegistrationRefusal) -> Self {
+        match err {
+            fields::RegistrationRefusal::Field { code, message } => {
+                Self::bad_request(code, message)
+            }
+            fields::RegistrationRefusal::Csr(err) => Self::from(err),
+        }
+    }
+}
+
 impl From<RegisterError> for ApiError {
     fn from(err: RegisterError) -> Self {
         match err {
@@ -333,41 +344,13 @@ async fn register_checked(
         })?,
     );
     let req = json_body(body)?;
-    let device_id = fields::device_id(&req.device_id)
-        .map_err(|m| ApiError::bad_request("invalid_device_id", m))?;
-    let serial_number = fields::serial_number(&req.serial_number)
-        .map_err(|m| ApiError::bad_request("invalid_serial_number", m))?;
-    let mac_address = fields::mac_address(&req.mac_address)
-        .map_err(|m| ApiError::bad_request("invalid_mac_address", m))?;
-    let firmware_version = fields::firmware_version(&req.firmware_version)
-        .map_err(|m| ApiError::bad_request("invalid_firmware_version", m))?;
-    let key_type = match (&req.csr, &req.key_type) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_key_type",
-                "keyType chooses the key the backend generates; omit it when you send a csr",
-            ))
-        }
-        (_, Some(name)) => KeyType::parse(name).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_key_type",
-                format!(
-                    "keyType must be \"p256\" (default) or \"rsa2048\", got {:?}",
-                    name.chars().take(20).collect::<String>()
-                ),
-            )
-        })?,
-        _ => KeyType::P256,
-    };
-    let csr = match &req.csr {
-        Some(pem) => Some(LocalCa::check_csr(&device_id, pem)?),
-        None => None,
-    };
+    let checked = fields::check_registration(&req)?;
+    let (csr, key_type) = (checked.csr, checked.key_type);
     let device = NewDevice {
-        device_id,
-        serial_number,
-        mac_address,
-        firmware_version,
+        device_id: checked.device_id,
+        serial_number: checked.serial_number,
+        mac_address: checked.mac_address,
+        firmware_version: checked.firmware_version,
         certificate_pem: String::new(),
         certificate_id: String::new(),
         certificate_serial: String::new(),

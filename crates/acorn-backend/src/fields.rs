@@ -1,6 +1,88 @@
 //! Validation of registration fields (device id, serial number, MAC address, firmware version).
 //! Each check returns the normalised value or a message saying what is wrong and what a valid
-//! value looks like.
+//! value looks like. [`check_registration`] runs them all, and the CSR check, on a whole
+//! registration body: everything the backend decides before it touches the registry or the CA.
+
+use crate::ca::{CheckedCsr, KeyType, LocalCa};
+use crate::error::CsrError;
+
+/// A registration body whose fields all passed: the normalised fields, and where the device's
+/// key comes from.
+#[derive(Debug)]
+pub struct CheckedRegistration {
+    /// The device id (also the certificate CN).
+    pub device_id: String,
+    /// The hardware serial number.
+    pub serial_number: String,
+    /// The MAC address, `AA:BB:CC:DD:EE:FF`.
+    pub mac_address: String,
+    /// The firmware version.
+    pub firmware_version: String,
+    /// The device's CSR (parsed, self-signature verified, CN = device id, key accepted), or
+    /// `None` when the backend makes the key.
+    pub csr: Option<CheckedCsr>,
+    /// The key type the backend makes when there is no CSR.
+    pub key_type: KeyType,
+}
+
+/// Why a registration body is refused (the client's to fix: HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistrationRefusal {
+    /// A field is invalid: the API error code (`invalid_device_id`, ...) and what to fix.
+    #[error("{message}")]
+    Field {
+        /// The API error code.
+        code: &'static str,
+        /// What is wrong and what a valid value looks like.
+        message: String,
+    },
+    /// The CSR is refused.
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+}
+
+/// Checks a registration body in the order the API answers: device id, serial number, MAC
+/// address, firmware version, `keyType` (only without a CSR), then the CSR. A pure function:
+/// no registry, no CA, no I/O.
+pub fn check_registration(
+    req: &acorn_api::RegisterRequest,
+) -> Result<CheckedRegistration, RegistrationRefusal> {
+    let field = |code: &'static str| move |message| RegistrationRefusal::Field { code, message };
+    let device_id = device_id(&req.device_id).map_err(field("invalid_device_id"))?;
+    let serial_number =
+        serial_number(&req.serial_number).map_err(field("invalid_serial_number"))?;
+    let mac_address = mac_address(&req.mac_address).map_err(field("invalid_mac_address"))?;
+    let firmware_version =
+        firmware_version(&req.firmware_version).map_err(field("invalid_firmware_version"))?;
+    let key_type = match (&req.csr, &req.key_type) {
+        (Some(_), Some(_)) => {
+            return Err(field("invalid_key_type")(
+                "keyType chooses the key the backend generates; omit it when you send a csr"
+                    .to_owned(),
+            ))
+        }
+        (_, Some(name)) => KeyType::parse(name).ok_or_else(|| {
+            field("invalid_key_type")(format!(
+                "keyType must be \"p256\" (default) or \"rsa2048\", got {:?}",
+                name.chars().take(20).collect::<String>()
+            ))
+        })?,
+        _ => KeyType::P256,
+    };
+    let csr = match &req.csr {
+        Some(pem) => Some(LocalCa::check_csr(&device_id, pem)?),
+        None => None,
+    };
+    Ok(CheckedRegistration {
+        device_id,
+        serial_number,
+        mac_address,
+        firmware_version,
+        csr,
+        key_type,
+    })
+}
 
 /// Device id: 1 to 128 of `A-Z a-z 0-9 _ -` (an AWS IoT thing name and MQTT client id) —
 /// exactly [`acorn_mqtt::check_device_id`], the one rule; this only words the refusal.
