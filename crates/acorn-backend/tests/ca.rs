@@ -141,3 +141,63 @@ fn the_ca_vouches_only_for_its_own_unexpired_certificates() {
     );
     assert!(!ca_a.still_vouches_for("junk", time::Duration::ZERO));
 }
+
+/// A CSR made by the `openssl` CLI for an EC key on `curve`, signed with `digest`.
+fn openssl_ec_csr(cn: &str, curve: &str, digest: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            digest,
+        ])
+        .args([
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            &format!("ec_paramgen_curve:{curve}"),
+        ])
+        .arg("-keyout")
+        .arg(dir.path().join("k.pem"))
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Found by the fuzz target `backend_register`: the certificate issued for a P-384 CSR signed
+/// with ECDSA-SHA256 (openssl's default) declared a P-256 key, because the key's curve was
+/// taken from the CSR's signature algorithm. The certificate must carry the CSR's public key
+/// exactly as the CSR states it, whatever hash signed the request.
+#[test]
+fn the_certificate_carries_the_csr_key_whatever_hash_signed_the_csr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = LocalCa::create(dir.path()).expect("ca");
+    for (curve, digest) in [
+        ("P-384", "-sha256"),
+        ("P-256", "-sha384"),
+        ("P-256", "-sha256"),
+        ("P-384", "-sha384"),
+    ] {
+        let csr = openssl_ec_csr("dev-x", curve, digest);
+        let checked = LocalCa::check_csr("dev-x", &csr).expect("a valid CSR");
+        let issued = ca.issue_for_csr(&checked).expect("issued");
+        let csr_der = common::der(&csr);
+        let (_, req) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&csr_der)
+                .expect("csr");
+        let (_, cert) = x509_parser::parse_x509_certificate(&issued.der).expect("certificate");
+        assert_eq!(
+            cert.public_key().raw,
+            req.certification_request_info.subject_pki.raw,
+            "{curve} signed with {digest}: the certificate's key is not the CSR's"
+        );
+    }
+}
