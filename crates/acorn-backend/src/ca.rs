@@ -57,7 +57,8 @@ pub struct IssuedKeyPair {
 /// A CSR that parsed, whose signature verified and whose subject CN is the device id.
 pub struct CheckedCsr {
     device_id: String,
-    request: CertificateSigningRequestParams,
+    /// The CSR's public key, exactly as its SubjectPublicKeyInfo states it.
+    public_key: rcgen::SubjectPublicKeyInfo,
 }
 
 impl core::fmt::Debug for CheckedCsr {
@@ -316,25 +317,33 @@ impl LocalCa {
         // Before the signature check: rcgen reports keys it cannot verify (RSA-1024, P-521)
         // as a bad signature, which would send the user looking in the wrong place.
         check_csr_key(&parsed.certification_request_info.subject_pki)?;
-        let request = CertificateSigningRequestParams::from_der(&der.as_slice().into()).map_err(
-            |e| match e {
-                rcgen::Error::InvalidCertificationRequestSignature => CsrError::BadSignature,
-                rcgen::Error::UnsupportedExtension => CsrError::UnsupportedExtension,
-                rcgen::Error::UnsupportedSignatureAlgorithm => {
-                    CsrError::UnsupportedAlgorithm("not recognised".into())
-                }
-                other => CsrError::Malformed(other.to_string()),
-            },
-        )?;
-        let alg = request.public_key.algorithm();
-        if alg == &rcgen::PKCS_ED25519 {
+        // Verifies the self-signature and refuses extensions this CA does not handle.
+        CertificateSigningRequestParams::from_der(&der.as_slice().into()).map_err(|e| match e {
+            rcgen::Error::InvalidCertificationRequestSignature => CsrError::BadSignature,
+            rcgen::Error::UnsupportedExtension => CsrError::UnsupportedExtension,
+            rcgen::Error::UnsupportedSignatureAlgorithm => {
+                CsrError::UnsupportedAlgorithm("not recognised".into())
+            }
+            other => CsrError::Malformed(other.to_string()),
+        })?;
+        // The key as the CSR's SubjectPublicKeyInfo states it. rcgen's request takes the key's
+        // algorithm, and so an EC key's curve, from the CSR's *signature* algorithm: a P-384
+        // key signed with ECDSA-SHA256 (openssl's default) would get a certificate declaring
+        // a P-256 key.
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(
+            parsed.certification_request_info.subject_pki.raw,
+        )
+        .map_err(|_| {
+            CsrError::UnsupportedAlgorithm("its key algorithm is not recognised".into())
+        })?;
+        if public_key.algorithm() == &rcgen::PKCS_ED25519 {
             return Err(CsrError::UnsupportedAlgorithm(
                 "Ed25519, which AWS IoT Core does not accept".into(),
             ));
         }
         Ok(CheckedCsr {
             device_id: device_id.to_owned(),
-            request,
+            public_key,
         })
     }
 
@@ -342,7 +351,7 @@ impl LocalCa {
     pub fn issue_for_csr(&self, csr: &CheckedCsr) -> Result<IssuedCertificate, BackendError> {
         let (params, not_after) = self.client_params(&csr.device_id)?;
         let cert = params
-            .signed_by(&csr.request.public_key, &self.issuer)
+            .signed_by(&csr.public_key, &self.issuer)
             .map_err(|source| BackendError::Certificate {
                 what: "sign the device certificate",
                 source,
