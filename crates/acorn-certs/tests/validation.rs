@@ -648,6 +648,74 @@ fn damaged_rsa_key_is_inconsistent() {
     );
 }
 
+/// Found by the fuzz target `certs_validate`: an RSA key with one bit flipped in its private
+/// exponent or in a CRT part (a worn or half-written flash) was called valid, because only
+/// `n = p * q` was checked; TLS then fails at the first signature (ring refuses such a key
+/// outright). Every part must agree with the others.
+#[test]
+fn rsa_key_with_a_damaged_exponent_or_crt_part_is_inconsistent() {
+    use der::Encode;
+    let set = aws_set();
+    let der = pem_rfc7468::decode_vec(set.private_key.expose_secret())
+        .unwrap()
+        .1;
+    let key = pkcs1::RsaPrivateKey::try_from(der.as_slice()).unwrap();
+    let flip = |part: pkcs1::UintRef<'_>| {
+        let mut bytes = part.as_bytes().to_vec();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        bytes
+    };
+    let (d, dp) = (flip(key.private_exponent), flip(key.exponent1));
+    let (dq, qinv) = (flip(key.exponent2), flip(key.coefficient));
+    let uint = |bytes| pkcs1::UintRef::new(bytes).unwrap();
+    let damaged = [
+        (
+            "d",
+            pkcs1::RsaPrivateKey {
+                private_exponent: uint(&d),
+                ..key.clone()
+            },
+        ),
+        (
+            "dP",
+            pkcs1::RsaPrivateKey {
+                exponent1: uint(&dp),
+                ..key.clone()
+            },
+        ),
+        (
+            "dQ",
+            pkcs1::RsaPrivateKey {
+                exponent2: uint(&dq),
+                ..key.clone()
+            },
+        ),
+        (
+            "qInv",
+            pkcs1::RsaPrivateKey {
+                coefficient: uint(&qinv),
+                ..key.clone()
+            },
+        ),
+    ];
+    for (part, damaged) in damaged {
+        let pem = pem_rfc7468::encode_string(
+            "RSA PRIVATE KEY",
+            pem_rfc7468::LineEnding::LF,
+            &damaged.to_der().unwrap(),
+        )
+        .unwrap();
+        let report = validate(&with_key(&set, pem.as_bytes()), &opts());
+        assert_eq!(
+            report.failures(),
+            vec![Problem::InconsistentKey],
+            "{part} damaged: {report:#?}"
+        );
+        assert_eq!(report.verdict(), CertificateValidation::Corrupted, "{part}");
+    }
+}
+
 #[test]
 fn der_certificate_ending_in_a_whitespace_or_nul_byte_is_read_as_is() {
     // DER is binary: a signature may end in 0x00, 0x09, 0x0a, 0x0d or 0x20. Keep signing
