@@ -106,7 +106,7 @@ pub mod tls;
 pub mod transport;
 pub mod verify;
 
-pub use diagnosis::{ClientCertRejection, Diagnosis, Step};
+pub use diagnosis::{ClientCertRejection, DiagnoseEmbedded, Diagnosis, Step};
 pub use error::{IdentityError, RootsError};
 pub use identity::TlsIdentity;
 pub use ping::{PingFailure, PingOptions, PingReport};

@@ -13,7 +13,7 @@ use embedded_tls::TlsConnection;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::codec::{self, InPacket, PacketReader, ReadError, MQTT_RX_BUFFER};
-use crate::diagnosis::{Diagnosis, Step, EARLIEST_PLAUSIBLE_UNIX_TIME};
+use crate::diagnosis::{DiagnoseEmbedded, Diagnosis, Step, EARLIEST_PLAUSIBLE_UNIX_TIME};
 use crate::duplex::Duplex;
 use crate::identity::TlsIdentity;
 use crate::tls::{self, Provider, AWS_ALPN, TLS_READ_BUFFER, TLS_WRITE_BUFFER};

@@ -16,7 +16,7 @@ use embedded_tls::{
 };
 use rand_core::{CryptoRng, RngCore};
 
-use crate::diagnosis::{Diagnosis, Step};
+use crate::diagnosis::{DiagnoseEmbedded, Diagnosis, Step};
 use crate::identity::TlsIdentity;
 use crate::verify::{ServerVerifier, TrustAnchors};
 

@@ -77,6 +77,7 @@
 extern crate alloc;
 
 pub mod backoff;
+pub mod diagnosis;
 mod error;
 pub mod inbound;
 pub mod limits;
@@ -89,6 +90,7 @@ pub mod timestamp;
 pub mod topics;
 
 pub use backoff::{BackoffConfig, Delay};
+pub use diagnosis::{ClientCertRejection, Diagnosis};
 pub use error::Error;
 pub use inbound::{parse_inbound, request_id_of, CommandKind, CommandMessage, Inbound};
 pub use limits::QoS;

@@ -11,7 +11,7 @@ use rumqttc::{
     AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions, QoS, TlsConfiguration, Transport,
 };
 
-use crate::diagnosis::Diagnosis;
+use crate::diagnosis::{DiagnoseHost, Diagnosis};
 use crate::error::ConfigError;
 use crate::identity::{BrokerTarget, ClientIdentity};
 use crate::presence::{status_json, status_topic};

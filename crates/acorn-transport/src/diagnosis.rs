@@ -7,9 +7,8 @@
 //! certificate surfaces as an alert at the first read *after* the handshake; [`Diagnosis`]
 //! names it the same way wherever it surfaces, and [`Diagnosis::step`] puts it in the TLS step.
 
-use core::fmt;
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::{AlertDescription, CertificateError, PeerIncompatible};
 
@@ -20,177 +19,29 @@ use crate::error::ConfigError;
 /// which the certificate validation uses too.
 pub const EARLIEST_PLAUSIBLE_UNIX_TIME: u64 = acorn_certs::CLOCK_SYNCED_AFTER;
 
-/// The steps of a connection (and of `ping`), in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Step {
-    /// Checking identity and settings locally.
-    Config,
-    /// Resolving the broker's host name.
-    Dns,
-    /// Opening the TCP connection.
-    Tcp,
-    /// TLS handshake (including the broker's verdict on the client certificate).
-    Tls,
-    /// MQTT CONNECT → CONNACK.
-    Connack,
-    /// MQTT SUBSCRIBE → SUBACK.
-    Suback,
-    /// MQTT PUBLISH (QoS 1) → PUBACK.
-    Puback,
-    /// MQTT DISCONNECT and TLS close.
-    Disconnect,
-}
+pub use acorn_mqtt::diagnosis::{ClientCertRejection, Diagnosis, Step};
 
-impl Step {
-    /// Short name used in reports (`dns`, `tcp`, `tls`, `connack`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Config => "config",
-            Self::Dns => "dns",
-            Self::Tcp => "tcp",
-            Self::Tls => "tls",
-            Self::Connack => "connack",
-            Self::Suback => "suback",
-            Self::Puback => "puback",
-            Self::Disconnect => "disconnect",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Why the broker rejected the client certificate (from the TLS alert it sent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientCertRejection {
-    /// `unknown_ca`: the certificate is not signed by a CA the broker trusts.
-    UnknownCa,
-    /// `certificate_expired`: expired or not yet valid.
-    Expired,
-    /// `certificate_revoked`.
-    Revoked,
-    /// `certificate_required` / `handshake_failure` without a certificate.
-    Missing,
-    /// `bad_certificate`, `unsupported_certificate`, `certificate_unknown`, `decrypt_error`.
-    Bad,
-}
-
-/// What went wrong, in words a support engineer can act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Diagnosis {
-    /// The private key does not belong to the client certificate (found locally).
-    KeyMismatch,
-    /// The identity, roots or address are unusable (found locally).
-    BadConfiguration(String),
-    /// The host name could not be resolved.
-    DnsFailure {
-        /// The host.
-        host: String,
-        /// The resolver's message.
-        detail: String,
-    },
-    /// Nothing listens on the port (TCP RST).
-    ConnectionRefused {
-        /// `host:port`.
-        address: String,
-    },
-    /// The network could not reach the broker (unreachable, reset, ...).
-    NetworkError {
-        /// What the OS said.
-        detail: String,
-    },
-    /// A step took longer than the network timeout.
-    Timeout {
-        /// The step.
-        step: Step,
-        /// The timeout.
-        after: Duration,
-    },
-    /// The server certificate does not chain to a trusted root.
-    UnknownServerCa,
-    /// The server certificate is not for the name we connected to.
-    HostnameMismatch {
-        /// The name we expected.
-        expected: String,
-        /// The names in the certificate, if known.
-        presented: Vec<String>,
-    },
-    /// The server certificate has expired.
-    ServerCertificateExpired,
-    /// The server certificate is not valid yet.
-    ServerCertificateNotYetValid,
-    /// Certificate times failed because this machine's clock is wrong.
-    ClockNotSynced {
-        /// The clock's time, seconds since 1970.
-        now_unix: u64,
-    },
-    /// Some other problem with the server certificate.
-    ServerCertificateInvalid(String),
-    /// The broker rejected the client certificate.
-    ClientCertificateRejected(ClientCertRejection),
-    /// The broker and we share no TLS version (we offer only TLS 1.2/1.3).
-    TlsVersionNotSupported,
-    /// The TLS handshake failed for another reason.
-    TlsFailure(String),
-    /// The broker answered CONNECT with a refusal.
-    BrokerRefused {
-        /// The CONNACK return code (1..=5).
-        code: u8,
-    },
-    /// The broker refused a subscription (SUBACK 0x80).
-    SubscriptionRefused {
-        /// The topic filter.
-        topic: String,
-    },
-    /// The broker closed the connection without a reason (AWS IoT does this when the policy
-    /// forbids the client id, topic or action).
-    ClosedByBroker {
-        /// The step during which it closed.
-        step: Step,
-    },
-    /// The broker sent something that is not valid MQTT 3.1.1 at this point.
-    ProtocolError(String),
-}
-
-impl Diagnosis {
-    /// The step to which this diagnosis belongs, given the step that was running when it
-    /// surfaced (TLS-level verdicts belong to [`Step::Tls`] even when they arrive later).
-    pub fn step(&self, running: Step) -> Step {
-        match self {
-            Self::KeyMismatch | Self::BadConfiguration(_) => Step::Config,
-            Self::UnknownServerCa
-            | Self::HostnameMismatch { .. }
-            | Self::ServerCertificateExpired
-            | Self::ServerCertificateNotYetValid
-            | Self::ClockNotSynced { .. }
-            | Self::ServerCertificateInvalid(_)
-            | Self::ClientCertificateRejected(_)
-            | Self::TlsVersionNotSupported
-            | Self::TlsFailure(_) => Step::Tls,
-            _ => running,
-        }
-    }
-
-    /// Whether retrying unchanged can help (network trouble, broker busy) or a person must
-    /// fix something first (certificates, keys, policy).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::DnsFailure { .. }
-                | Self::ConnectionRefused { .. }
-                | Self::NetworkError { .. }
-                | Self::Timeout { .. }
-                | Self::ClosedByBroker { .. }
-                | Self::BrokerRefused { code: 3 }
-        )
-    }
-
+/// How this transport's errors (rustls, I/O, rumqttc) become a [`Diagnosis`]: import the
+/// trait to call `Diagnosis::from_rustls`, `Diagnosis::from_io` and
+/// `Diagnosis::from_connection_error`.
+pub trait DiagnoseHost: Sized {
     /// Diagnoses a rustls error of a connection to `address` (`host:port`: the name a
     /// hostname mismatch names when rustls does not say it).
-    pub fn from_rustls(err: &rustls::Error, address: &str) -> Self {
+    fn from_rustls(err: &rustls::Error, address: &str) -> Self;
+    /// Diagnoses an I/O error of `step` against `address` (`host:port`); looks inside for a
+    /// rustls error (as tokio-rustls wraps it).
+    fn from_io(err: &io::Error, step: Step, address: &str) -> Self;
+    /// Diagnoses an error of rumqttc's event loop (the long-running session).
+    fn from_connection_error(err: &rumqttc::ConnectionError, address: &str) -> Self;
+}
+
+/// A timeout of `step` whose length the error does not say.
+fn timeout(step: Step) -> Diagnosis {
+    Diagnosis::Timeout { step, after_ms: 0 }
+}
+
+impl DiagnoseHost for Diagnosis {
+    fn from_rustls(err: &rustls::Error, address: &str) -> Self {
         use rustls::Error as E;
         match err {
             E::InvalidCertificate(cert) => from_certificate_error(cert, address),
@@ -210,9 +61,7 @@ impl Diagnosis {
         }
     }
 
-    /// Diagnoses an I/O error of `step` against `address` (`host:port`); looks inside for a
-    /// rustls error (as tokio-rustls wraps it).
-    pub fn from_io(err: &io::Error, step: Step, address: &str) -> Self {
+    fn from_io(err: &io::Error, step: Step, address: &str) -> Self {
         if let Some(tls) = err
             .get_ref()
             .and_then(|e| e.downcast_ref::<rustls::Error>())
@@ -223,10 +72,7 @@ impl Diagnosis {
             io::ErrorKind::ConnectionRefused => Self::ConnectionRefused {
                 address: address.to_owned(),
             },
-            io::ErrorKind::TimedOut => Self::Timeout {
-                step,
-                after: Duration::ZERO,
-            },
+            io::ErrorKind::TimedOut => timeout(step),
             io::ErrorKind::UnexpectedEof
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
@@ -237,8 +83,7 @@ impl Diagnosis {
         }
     }
 
-    /// Diagnoses an error of rumqttc's event loop (the long-running session).
-    pub fn from_connection_error(err: &rumqttc::ConnectionError, address: &str) -> Self {
+    fn from_connection_error(err: &rumqttc::ConnectionError, address: &str) -> Self {
         use rumqttc::{ConnectionError as C, StateError as S, TlsError as T};
         match err {
             C::Tls(T::TLS(tls)) => Self::from_rustls(tls, address),
@@ -265,15 +110,9 @@ impl Diagnosis {
             C::MqttState(S::ConnectionAborted) => Self::ClosedByBroker {
                 step: Step::Connack,
             },
-            C::MqttState(S::AwaitPingResp) => Self::Timeout {
-                step: Step::Connack,
-                after: Duration::ZERO,
-            },
+            C::MqttState(S::AwaitPingResp) => timeout(Step::Connack),
             C::MqttState(other) => Self::ProtocolError(other.to_string()),
-            C::NetworkTimeout | C::FlushTimeout => Self::Timeout {
-                step: Step::Connack,
-                after: Duration::ZERO,
-            },
+            C::NetworkTimeout | C::FlushTimeout => timeout(Step::Connack),
             C::ConnectionRefused(code) => Self::BrokerRefused {
                 code: connack_code(*code),
             },
@@ -307,7 +146,7 @@ fn now_unix() -> u64 {
 
 fn clock_check(time_unix: u64) -> Option<Diagnosis> {
     (time_unix < EARLIEST_PLAUSIBLE_UNIX_TIME).then_some(Diagnosis::ClockNotSynced {
-        now_unix: time_unix,
+        now_unix: Some(time_unix),
     })
 }
 
@@ -385,113 +224,11 @@ impl From<&ConfigError> for Diagnosis {
     }
 }
 
-impl fmt::Display for Diagnosis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::KeyMismatch => f.write_str(
-                "the private key does not match the device certificate: they come from different key pairs. \
-                 Re-provision the device, or load the key that was created with this certificate",
-            ),
-            Self::BadConfiguration(detail) => write!(f, "cannot connect: {detail}"),
-            Self::DnsFailure { host, detail } => write!(
-                f,
-                "DNS failure: the broker name '{host}' could not be resolved ({detail}). \
-                 Check the endpoint spelling and the network's DNS"
-            ),
-            Self::ConnectionRefused { address } => write!(
-                f,
-                "connection refused by {address}: nothing is listening there. \
-                 Check the port (8883, or 443 with ALPN) and that the broker is running"
-            ),
-            Self::NetworkError { detail } => {
-                write!(f, "network error: {detail}. Check the network connection and firewall")
-            }
-            Self::Timeout { step, after } => {
-                if after.is_zero() {
-                    write!(f, "timed out during {step}: the broker did not answer. Check the network, firewall and endpoint")
-                } else {
-                    write!(f, "timed out after {after:?} during {step}: the broker did not answer. Check the network, firewall and endpoint")
-                }
-            }
-            Self::UnknownServerCa => f.write_str(
-                "unknown server CA: the broker's certificate is not signed by a trusted root \
-                 (Amazon Root CA 1/3 by default). Check the endpoint is an AWS IoT ATS endpoint \
-                 (`-ats.iot.`), or pass the local broker's CA with --ca",
-            ),
-            Self::HostnameMismatch {
-                expected,
-                presented,
-            } => {
-                write!(f, "hostname mismatch: the broker's certificate is not valid for '{expected}'")?;
-                if !presented.is_empty() {
-                    write!(f, " (it is for {})", presented.join(", "))?;
-                }
-                f.write_str(". Connect using the name in the certificate (the full endpoint name)")
-            }
-            Self::ServerCertificateExpired => f.write_str(
-                "the broker's certificate has expired (or this machine's clock is ahead). \
-                 Check the clock; if it is right, the broker must renew its certificate",
-            ),
-            Self::ServerCertificateNotYetValid => f.write_str(
-                "the broker's certificate is not valid yet (or this machine's clock is behind). \
-                 Check the clock (NTP)",
-            ),
-            Self::ClockNotSynced { now_unix } => write!(
-                f,
-                "clock not synced: this machine's time ({now_unix} s since 1970) is before 2024, \
-                 so no certificate can be validated. Synchronise the clock (NTP/SNTP) before connecting"
-            ),
-            Self::ServerCertificateInvalid(detail) => {
-                write!(f, "the broker's certificate is invalid: {detail}")
-            }
-            Self::ClientCertificateRejected(why) => {
-                f.write_str("client certificate rejected by the broker: ")?;
-                f.write_str(match why {
-                    ClientCertRejection::UnknownCa => "it is not signed by a CA the broker trusts. \
-                        Register the device's CA (or certificate) with the broker / AWS IoT account, \
-                        or check you use the right account and region",
-                    ClientCertRejection::Expired => "it has expired or is not valid yet. \
-                        Issue a new device certificate (and check the clock)",
-                    ClientCertRejection::Revoked => "it has been revoked. Issue a new device certificate",
-                    ClientCertRejection::Missing => "no certificate was sent. Provision the device certificate and key",
-                    ClientCertRejection::Bad => "the broker could not accept it (inactive, unsupported \
-                        or not proven by the key). Check the certificate is ACTIVE in AWS IoT and matches the key",
-                })
-            }
-            Self::TlsVersionNotSupported => f.write_str(
-                "TLS version not supported: the broker offers no version we accept (we require TLS 1.2 or 1.3). \
-                 The broker must enable TLS 1.2+",
-            ),
-            Self::TlsFailure(detail) => write!(f, "TLS handshake failed: {detail}"),
-            Self::BrokerRefused { code } => write!(
-                f,
-                "the broker refused the connection: CONNACK code {code}, {}",
-                acorn_mqtt::connack_meaning(*code)
-            ),
-            Self::SubscriptionRefused { topic } => write!(
-                f,
-                "the broker refused the subscription to '{topic}' (SUBACK 0x80): the policy does not allow it"
-            ),
-            Self::ClosedByBroker { step: Step::Tls } => f.write_str(
-                "the broker closed the connection during the TLS handshake without a TLS alert: \
-                 it may accept no TLS version or cipher suite we offer (TLS 1.2/1.3), or the \
-                 port is not a TLS port. Check the port and the broker's TLS settings",
-            ),
-            Self::ClosedByBroker { step } => write!(
-                f,
-                "the broker closed the connection during {step} without saying why. On AWS IoT this \
-                 means the policy forbids this client id, topic or action, or another connection \
-                 took over the same client id"
-            ),
-            Self::ProtocolError(detail) => write!(f, "MQTT protocol error: {detail}"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rustls_pki_types::UnixTime;
+    use std::time::Duration;
 
     #[test]
     fn alerts_name_the_client_certificate() {
@@ -516,7 +253,12 @@ mod tests {
             )),
         };
         let d = Diagnosis::from_rustls(&rustls::Error::InvalidCertificate(err), "broker:8883");
-        assert_eq!(d, Diagnosis::ClockNotSynced { now_unix: 86_400 });
+        assert_eq!(
+            d,
+            Diagnosis::ClockNotSynced {
+                now_unix: Some(86_400)
+            }
+        );
         assert!(d.to_string().contains("clock not synced"));
     }
 

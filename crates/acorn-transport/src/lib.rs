@@ -39,7 +39,7 @@ pub mod roots;
 pub mod tls;
 
 pub use connection::SessionOptions;
-pub use diagnosis::{ClientCertRejection, Diagnosis, Step};
+pub use diagnosis::{ClientCertRejection, DiagnoseHost, Diagnosis, Step};
 pub use error::ConfigError;
 pub use identity::{BrokerTarget, ClientIdentity, DerKeyFormat};
 pub use ping::{ping, PingFailure, PingOptions, PingReport};

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::diagnosis::{connack_code, Diagnosis, Step};
+use crate::diagnosis::{connack_code, DiagnoseHost, Diagnosis, Step};
 use crate::identity::{BrokerTarget, ClientIdentity};
 use crate::presence::{commands_topic, status_json, status_topic};
 use crate::roots::TrustRoots;
@@ -163,7 +163,7 @@ impl Run {
                 step,
                 Diagnosis::Timeout {
                     step,
-                    after: self.timeout,
+                    after_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
                 },
             )),
         }

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::link::{Link, LinkEvent, CLOSE_TIMEOUT};
 use super::{press_queue, Core, Device, DeviceEvent, Request};
-use acorn_transport::{ClientCertRejection, Diagnosis};
+use acorn_transport::{ClientCertRejection, DiagnoseHost, Diagnosis};
 
 fn unix_ms() -> u64 {
     SystemTime::now()
