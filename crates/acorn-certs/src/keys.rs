@@ -158,6 +158,25 @@ fn from_pkcs1(der: &[u8]) -> Result<PublicKey, Failure> {
             ),
         ));
     }
+    #[cfg(feature = "rsa")]
+    if crate::bigint::rsa_parts_agree(&crate::bigint::RsaParts {
+        e: key.public_exponent.as_bytes(),
+        d: key.private_exponent.as_bytes(),
+        p: key.prime1.as_bytes(),
+        q: key.prime2.as_bytes(),
+        dp: key.exponent1.as_bytes(),
+        dq: key.exponent2.as_bytes(),
+        qinv: key.coefficient.as_bytes(),
+    }) == Some(false)
+    {
+        return Err((
+            Problem::InconsistentKey,
+            String::from(
+                "the RSA private key is damaged: its exponents or CRT coefficients do not agree \
+                 with its primes, so it cannot sign; restore the key file from the original",
+            ),
+        ));
+    }
     Ok(rsa_public(
         key.modulus.as_bytes(),
         key.public_exponent.as_bytes(),

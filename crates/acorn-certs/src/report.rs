@@ -118,7 +118,8 @@ pub enum Problem {
     BadDer,
     /// The private key is encrypted (PKCS#8 `ENCRYPTED PRIVATE KEY` or OpenSSL `Proc-Type`).
     EncryptedKeyUnsupported,
-    /// The private key's own parts disagree (RSA modulus is not the product of its primes).
+    /// The private key's own parts disagree (an RSA modulus that is not the product of its
+    /// primes, or exponents and CRT coefficients that do not agree with them).
     InconsistentKey,
     /// The key is neither RSA nor EC P-256/P-384.
     UnsupportedKeyType,
