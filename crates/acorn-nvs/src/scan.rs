@@ -97,7 +97,7 @@ impl Item {
         self.kind
     }
 
-    /// Identity for duplicate detection: namespace, type, key, chunk.
+    /// Identity of one stored copy: namespace, type, key, chunk.
     pub fn identity(&self) -> (u8, u8, [u8; 16], u8) {
         (
             self.header.ns,
@@ -105,6 +105,17 @@ impl Item {
             self.header.key,
             self.header.chunk,
         )
+    }
+
+    /// Identity for duplicate detection: a key holds one value whatever its type (every write
+    /// erases the key's values of other types), so only a blob's data chunks keep their type
+    /// and chunk index apart.
+    pub fn value_identity(&self) -> (u8, u8, [u8; 16], u8) {
+        if self.kind == ItemType::BlobData {
+            self.identity()
+        } else {
+            (self.header.ns, 0, self.header.key, 0)
+        }
     }
 }
 
@@ -510,18 +521,19 @@ fn remove_items(scan: &mut Scan, mut doomed: Vec<usize>, kind: ProblemKind) {
     }
 }
 
-/// An interrupted overwrite leaves the old copy beside the new one: the newest wins.
+/// An interrupted overwrite leaves the old copy beside the new one, of the same type or not:
+/// the newest wins.
 fn find_duplicates(scan: &mut Scan) {
     let mut order: Vec<usize> = (0..scan.items.len()).collect();
     order.sort_by(|&a, &b| {
         let (ia, ib) = (&scan.items[a], &scan.items[b]);
-        ia.identity()
-            .cmp(&ib.identity())
+        ia.value_identity()
+            .cmp(&ib.value_identity())
             .then(age(scan, ib).cmp(&age(scan, ia)))
     });
     let mut doomed = Vec::new();
     for pair in order.windows(2) {
-        if scan.items[pair[0]].identity() == scan.items[pair[1]].identity() {
+        if scan.items[pair[0]].value_identity() == scan.items[pair[1]].value_identity() {
             doomed.push(pair[1]);
         }
     }
