@@ -68,6 +68,7 @@ mod names;
 pub mod nvs_kv;
 mod report;
 mod secret;
+pub mod slots;
 mod store;
 mod types;
 mod validate;
@@ -82,6 +83,7 @@ pub use material::{DecodeError, PrivateKeyDer, PrivateKeyFormat};
 pub use memory::{MemoryKv, MemoryKvError, MemoryValue};
 pub use report::{CertificateValidation, Check, CheckId, Problem, Status, ValidationReport};
 pub use secret::PrivateKey;
+pub use slots::{Recovery, Slot, SlotError, SlotKv, Slots, CANDIDATE_NAMESPACE};
 pub use store::{CertStore, LoadedIdentity, StoreError};
 pub use types::{CertificateMetadata, DeviceCertificates};
 pub use validate::{

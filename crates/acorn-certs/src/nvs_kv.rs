@@ -13,21 +13,28 @@ use crate::kv::{CertKv, NAMESPACE};
 /// reported without its NUL, and values are read straight into the caller's buffer.
 pub struct NvsCertKv<'a, F> {
     nvs: &'a mut Nvs<F>,
+    name: &'static str,
     ns: Option<Namespace>,
 }
 
 impl<'a, F: NorFlash> NvsCertKv<'a, F> {
     /// Uses the partition's `mqtt_certs` namespace (created on the first write if absent).
     pub fn new(nvs: &'a mut Nvs<F>) -> Self {
-        let ns = nvs.find_namespace(NAMESPACE);
-        NvsCertKv { nvs, ns }
+        Self::in_namespace(nvs, NAMESPACE)
+    }
+
+    /// Uses namespace `name` (e.g. the candidate identity slot's, created on the first write
+    /// if absent).
+    pub fn in_namespace(nvs: &'a mut Nvs<F>, name: &'static str) -> Self {
+        let ns = nvs.find_namespace(name);
+        NvsCertKv { nvs, name, ns }
     }
 
     fn namespace_for_write(&mut self) -> Result<Namespace, acorn_nvs::Error> {
         match self.ns {
             Some(ns) => Ok(ns),
             None => {
-                let ns = self.nvs.namespace(NAMESPACE)?;
+                let ns = self.nvs.namespace(self.name)?;
                 self.ns = Some(ns);
                 Ok(ns)
             }
