@@ -137,6 +137,12 @@ pub enum Error {
         /// Largest allowed length, in bytes.
         max: usize,
     },
+    /// A provisioning API topic, template name or answer is not as AWS documents it.
+    #[error("device provisioning API: {detail}")]
+    Provisioning {
+        /// What is wrong and where.
+        detail: String,
+    },
     /// A settings update names no setting at all.
     #[error("settings update changes nothing; give at least one of soundEnabled, soundVolume, ledBrightness, cooldownMs, heartbeatSeconds")]
     EmptySettings,

@@ -82,6 +82,7 @@ mod error;
 pub mod inbound;
 pub mod limits;
 pub mod messages;
+pub mod provisioning;
 mod queue;
 pub mod session;
 pub mod settings;
