@@ -14,6 +14,7 @@ mod device;
 mod image_file;
 mod nvs;
 mod provision;
+mod sim;
 
 /// Device identity, NVS images and MQTT for Acorn Pups devices.
 #[derive(Parser)]
@@ -39,6 +40,9 @@ enum Command {
     Dev(dev::Command),
     /// Run the whole system on this machine: CA, broker, backend and simulated devices.
     Demo(demo::Args),
+    /// Simulate a fleet of devices (thousands of real mutual-TLS connections) and account
+    /// for every press end to end, optionally under chaos.
+    Sim(Box<sim::Args>),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Command::Device(cmd) => device::run(cmd),
         Command::Dev(cmd) => dev::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Sim(args) => sim::run(*args),
     };
     match result {
         Ok(code) => code,
