@@ -223,3 +223,71 @@ fn a_cut_while_a_key_changes_type_leaves_one_value() {
         }
     }
 }
+
+/// Found by the fuzz target `nvs_ops`: in a small partition where big blobs are rewritten,
+/// garbage collection copies multi-entry chunks to the reserved page; a power cut that tears
+/// one of those copies wastes its room, and the next mount could no longer finish the
+/// collection ("partition is full"), so the partition did not mount at all. Power is cut at
+/// every flash operation of such a workload, torn and clean: the partition always mounts,
+/// every key holds its old or new value, and writing goes on.
+#[test]
+fn a_cut_during_garbage_collection_of_big_chunks_still_mounts() {
+    const PAGES4: u32 = 4 * 4096;
+    let blob = |len: usize, seed: u8| Value::Blob((0..len).map(|i| seed ^ i as u8).collect());
+    let steps: Vec<(&str, Value)> = vec![
+        ("k0", blob(4931, 1)),
+        ("k1", Value::U8(181)),
+        ("k0", blob(5535, 2)),
+        ("k3", blob(5535, 3)),
+        ("k0", blob(2000, 4)),
+        ("k3", blob(5000, 5)),
+        ("k0", blob(5535, 6)),
+    ];
+    let keys = NvsKeys::new([0xA5; 32], [0x5A; 32]);
+    for keys in [None, Some(&keys)] {
+        for torn_bytes in [0, 15, 2000] {
+            let mut checked = 0;
+            for at_op in 0.. {
+                let mut flash = MemFlash::new(PAGES4 as usize);
+                flash.cut_power(PowerCut { at_op, torn_bytes });
+                let mut nvs = Nvs::open_with(flash, 0, PAGES4, keys, Mode::ReadWrite)
+                    .expect("blank flash mounts");
+                let mut before = std::collections::HashMap::new();
+                let mut cut = None;
+                for (key, value) in &steps {
+                    match apply(&mut nvs, key, value) {
+                        Ok(()) => {
+                            before.insert(*key, value.clone());
+                        }
+                        Err(acorn_nvs::Error::NotEnoughSpace { .. }) => {}
+                        Err(_) => {
+                            cut = Some((*key, value.clone()));
+                            break;
+                        }
+                    }
+                }
+                let Some((cut_key, new)) = cut else { break };
+                let bytes = nvs.release().into_bytes();
+                let mut nvs = Nvs::open_with(
+                    MemFlash::from_bytes(bytes),
+                    0,
+                    PAGES4,
+                    keys,
+                    Mode::ReadWrite,
+                )
+                .unwrap_or_else(|e| {
+                    panic!("mount after a cut at op {at_op} (torn {torn_bytes}): {e}")
+                });
+                for key in ["k0", "k1", "k3"] {
+                    let got = read(&mut nvs, key);
+                    let old = before.get(key).cloned();
+                    let ok = got == old || (key == cut_key && got.as_ref() == Some(&new));
+                    assert!(ok, "cut at op {at_op} (torn {torn_bytes}): {key} holds neither old nor new value");
+                }
+                apply(&mut nvs, "k1", &Value::U8(7)).expect("writable after the cut");
+                checked += 1;
+            }
+            assert!(checked > 100, "only {checked} cuts");
+        }
+    }
+}
