@@ -16,7 +16,7 @@ use crate::format::{
 };
 use crate::key::encode_key;
 use crate::partition::Partition;
-use crate::scan::{newest_active, scan, Item, PageInfo, Problem};
+use crate::scan::{newest_active, scan, unfinished_gc_target, Item, PageInfo, Problem};
 use crate::value::{IntValue, Integer, ValueInfo, ValueType};
 
 /// A namespace of the partition, from [`Nvs::namespace`] or [`Nvs::find_namespace`].
@@ -106,7 +106,16 @@ impl<F: NorFlash> Nvs<F> {
         mode: Mode,
     ) -> Result<Self> {
         let mut part = Partition::new(flash, offset, size, keys.map(NvsKeys::cipher))?;
-        let found = scan(&mut part, false)?;
+        let mut found = scan(&mut part, false)?;
+        if mode == Mode::ReadWrite {
+            if let Some(target) = unfinished_gc_target(&found.pages) {
+                // As ESP-IDF does: the page an interrupted garbage collection was copying into
+                // is erased and the collection done again from the start (below). Finishing it
+                // in place could fail for room: a copy cut partway wastes its entries there.
+                part.erase_page(target)?;
+                found = scan(&mut part, false)?;
+            }
+        }
         let (erase, mark_full) = (found.erase, found.mark_full);
         let mut nvs = Nvs::from_scan(part, found.pages, found.items, mode);
         nvs.found = found.problems;

@@ -482,6 +482,17 @@ pub(crate) fn newest_active(pages: &[PageInfo]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// The page an interrupted garbage collection was copying into: the active page newer than
+/// the page being freed (nothing else is written there before the collection ends).
+pub(crate) fn unfinished_gc_target(pages: &[PageInfo]) -> Option<usize> {
+    let freeing = pages
+        .iter()
+        .filter(|p| p.state == PageState::Freeing)
+        .map(|p| p.seq)
+        .max()?;
+    newest_active(pages).filter(|&t| pages[t].seq > freeing)
+}
+
 fn find_extra_active_pages(scan: &mut Scan) {
     let newest = newest_active(&scan.pages);
     for (i, page) in scan.pages.iter().enumerate() {
