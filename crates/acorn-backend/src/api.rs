@@ -1,7 +1,9 @@
 //! The HTTP API (axum): routes, request/response bodies, and the JSON error format
 //! `{"error": {"code": "...", "message": "..."}}`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -13,11 +15,13 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::ca::{CheckedCsr, KeyType, LocalCa};
 use crate::error::{BackendError, CsrError};
+use crate::metrics::Metrics;
 use crate::registry::{
     DeviceRecord, NewDevice, RegisterError, Registry, Reservation, TokenBinding, TokenClaim,
     RESERVATION_SECONDS,
 };
 use crate::server::{CrlEvent, CrlHook, Revocation};
+use crate::signer::{IssueRequest, Signer, SignerError};
 use crate::stats::{Count, Counters};
 use crate::{fields, files};
 use secrecy::{ExposeSecret, SecretString};
@@ -31,7 +35,9 @@ pub const MAX_TOKENS_PER_REQUEST: u32 = 100;
 
 /// Shared state of the handlers.
 pub(crate) struct AppState {
-    pub(crate) ca: LocalCa,
+    pub(crate) ca: Arc<LocalCa>,
+    /// Who issues device certificates: the local CA or AWS IoT Core.
+    pub(crate) signer: Signer,
     pub(crate) service_ca: LocalCa,
     pub(crate) registry: Registry,
     pub(crate) iot_endpoint: String,
@@ -41,19 +47,28 @@ pub(crate) struct AppState {
     pub(crate) crl_validity: std::time::Duration,
     pub(crate) crl_hook: Option<CrlHook>,
     /// Serialises revocations so CRL files are written in CRL-number order.
-    pub(crate) crl_lock: Mutex<()>,
+    pub(crate) crl_lock: tokio::sync::Mutex<()>,
     /// The issue time of the last CRL written (each next one is later).
     pub(crate) last_crl_issued: Mutex<Option<time::OffsetDateTime>>,
     /// Server-side key generations allowed at once.
     pub(crate) keygen_limit: tokio::sync::Semaphore,
     /// What the backend did since start-up.
     pub(crate) counters: Counters,
+    /// The same, and more, for Prometheus.
+    pub(crate) metrics: Metrics,
+    /// Set when the service is shutting down: `/v1/ready` answers 503 so load balancers
+    /// stop sending new requests.
+    pub(crate) draining: AtomicBool,
+    /// The last readiness verdict (to log changes, not every probe).
+    pub(crate) last_ready: AtomicBool,
 }
 
 /// The router with every route of the API.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/v1/devices/register", post(register))
         .route("/v1/tokens", post(mint_tokens))
         .route("/v1/devices", get(list_devices))
@@ -125,6 +140,21 @@ impl IntoResponse for ApiError {
 impl From<BackendError> for ApiError {
     fn from(err: BackendError) -> Self {
         Self::internal(&err)
+    }
+}
+
+impl ApiError {
+    /// A signer's failure: 5xx answers carry only the summary and a request id (the details
+    /// are logged under it), 4xx the summary.
+    fn from_signer(state: &AppState, err: SignerError) -> Self {
+        state.metrics.signer_error(state.signer.name(), err.code);
+        let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        if status.is_server_error() {
+            Self::fault_with_status(status, err.code, &err.summary, &err.detail)
+        } else {
+            tracing::warn!(code = err.code, error = %err.detail, "the signer refused a request");
+            Self::new(status, err.code, err.summary)
+        }
     }
 }
 
@@ -278,21 +308,67 @@ pub(crate) async fn request_deadline(
     }
 }
 
-/// Liveness that means something: the registry answers.
-async fn health(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    let registry = state.registry.clone();
-    blocking(move || {
-        registry.check().map_err(|e| {
-            ApiError::fault_with_status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unhealthy",
-                "the registry does not answer",
-                &e,
-            )
-        })
-    })
-    .await?;
-    Ok(Json(serde_json::json!({ "status": "ok" })))
+/// Liveness: the process serves HTTP. It does not touch the database or the signer (that is
+/// `/v1/ready`), so an outage of either never gets healthy instances restarted.
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// How long `/v1/ready` waits for the database and for the signer.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Readiness: the database answers and the signer can issue; 503 while either fails, and
+/// while the service drains for shutdown. Only `ok`/`unavailable` per check is shown (this
+/// endpoint needs no authentication); the reasons are logged when the verdict changes.
+async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+    if state.draining.load(Ordering::SeqCst) {
+        state.metrics.set_ready(false);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "draining" })),
+        );
+    }
+    let (database, signer) = tokio::join!(state.registry.check(READY_TIMEOUT), async {
+        tokio::time::timeout(READY_TIMEOUT, state.signer.ready())
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {READY_TIMEOUT:?}")))
+    });
+    let ok = database.is_ok() && signer.is_ok();
+    state.metrics.set_ready(ok);
+    if state.last_ready.swap(ok, Ordering::SeqCst) != ok {
+        if ok {
+            tracing::info!("ready: the database and the signer answer");
+        } else {
+            tracing::warn!(
+                database = %database.as_ref().err().map(ToString::to_string).unwrap_or_else(|| "ok".into()),
+                signer = %signer.as_ref().err().cloned().unwrap_or_else(|| "ok".into()),
+                "not ready"
+            );
+        }
+    }
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let body = serde_json::json!({
+        "status": if ok { "ready" } else { "not_ready" },
+        "checks": { "database": word(database.is_ok()), "signer": word(signer.is_ok()) },
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+/// Prometheus metrics (OpenMetrics text format).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -316,11 +392,19 @@ async fn register(
     headers: HeaderMap,
     body: Result<Json<acorn_api::RegisterRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<acorn_api::RegisterResponse>), ApiError> {
+    let started = Instant::now();
     let result = register_checked(&state, &headers, body).await;
+    let seconds = started.elapsed().as_secs_f64();
     match &result {
-        Ok(_) => state.counters.add(Count::Registration),
+        Ok(_) => {
+            state.counters.add(Count::Registration);
+            state.metrics.registration("registered", 201, seconds);
+        }
         Err(e) => {
             state.counters.add(Count::Refusal);
+            state
+                .metrics
+                .registration(e.code, e.status.as_u16(), seconds);
             if e.status.is_client_error() {
                 tracing::warn!(code = e.code, reason = %e.message, "registration refused");
             }
@@ -345,6 +429,14 @@ async fn register_checked(
     );
     let req = json_body(body)?;
     let checked = fields::check_registration(&req)?;
+    state
+        .signer
+        .check_request(
+            &checked.firmware_version,
+            req.key_type.as_deref(),
+            checked.csr.is_some(),
+        )
+        .map_err(|(code, message)| ApiError::bad_request(code, message))?;
     let (csr, key_type) = (checked.csr, checked.key_type);
     let device = NewDevice {
         device_id: checked.device_id,
@@ -354,41 +446,35 @@ async fn register_checked(
         certificate_pem: String::new(),
         certificate_id: String::new(),
         certificate_serial: String::new(),
+        certificate_arn: None,
     };
 
     // Hold the token before any expensive work, so one token costs at most one key
     // generation however many requests race with it.
-    let reservation = {
-        let (st, token, device) = (Arc::clone(state), token.clone(), device.clone());
-        blocking(move || {
-            let claim = TokenClaim {
-                device_id: &device.device_id,
-                serial_number: &device.serial_number,
-                mac_address: &device.mac_address,
-            };
-            st.registry
-                .reserve(token.expose_secret(), &claim, now())
-                .map_err(ApiError::from)
-        })
-        .await?
+    let claim = TokenClaim {
+        device_id: &device.device_id,
+        serial_number: &device.serial_number,
+        mac_address: &device.mac_address,
     };
+    let reservation = state
+        .registry
+        .reserve(token.expose_secret(), &claim, now())
+        .await?;
+    let csr = req.csr.as_deref().zip(csr);
     let outcome = issue_and_record(state, &token, &reservation, device, csr, key_type).await;
     if outcome.is_err() {
-        let (st, token) = (Arc::clone(state), token.clone());
-        let released = blocking(move || {
-            st.registry
-                .release(token.expose_secret(), &reservation)
-                .map_err(ApiError::from)
-        })
-        .await;
+        let released = state
+            .registry
+            .release(token.expose_secret(), &reservation)
+            .await;
         if let Err(e) = released {
             tracing::error!(
-                code = e.code,
+                error = %e,
                 "could not release a reserved token; it frees itself in {RESERVATION_SECONDS} s"
             );
         }
     }
-    let (record, private_key_pem) = outcome?;
+    let (record, private_key_pem, iot_endpoint) = outcome?;
     tracing::info!(device_id = %record.device_id, certificate_id = %record.certificate_id,
         server_keygen = private_key_pem.is_some(), "device registered");
     Ok((
@@ -399,60 +485,71 @@ async fn register_checked(
             private_key_pem: private_key_pem
                 .map(|key| zeroize::Zeroizing::new(key.expose_secret().to_owned())),
             certificate_id: record.certificate_id,
-            iot_endpoint: state.iot_endpoint.clone(),
-            ca_certificate_pem: state.ca.certificate_pem().to_owned(),
+            iot_endpoint,
+            ca_certificate_pem: state.signer.trust_pem(&state.ca).to_owned(),
         }),
     ))
 }
 
-/// Issues the certificate (signing the CSR, or making a key pair under the key-generation
-/// limit) and records the device, using the reserved token.
+/// Issues the certificate through the signer (signing the CSR, or making a key pair under
+/// the key-generation limit; or AWS IoT Core) and records the device, using the reserved
+/// token. When the registry row cannot be written, what the signer made is undone. Returns
+/// the record, the key made for the device (if any) and the endpoint it connects to.
 async fn issue_and_record(
     state: &Arc<AppState>,
     token: &SecretString,
     reservation: &Reservation,
     mut device: NewDevice,
-    csr: Option<CheckedCsr>,
+    csr: Option<(&str, CheckedCsr)>,
     key_type: KeyType,
-) -> Result<(DeviceRecord, Option<SecretString>), ApiError> {
-    // Key generation (RSA-2048 takes ~100 ms of CPU) runs a few at a time.
-    let _permit = match csr {
-        Some(_) => None,
-        None => Some(
-            state
-                .keygen_limit
-                .acquire()
-                .await
-                .map_err(|e| ApiError::internal(&e))?,
-        ),
+) -> Result<(DeviceRecord, Option<SecretString>, String), ApiError> {
+    // Key generation here (RSA-2048 takes ~100 ms of CPU) runs a few at a time.
+    let local_keygen = csr.is_none() && matches!(state.signer, Signer::Local);
+    let _permit = if local_keygen {
+        let permit = state
+            .keygen_limit
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        state.counters.add(Count::KeyGeneration);
+        state.metrics.key_generation();
+        tracing::info!(device_id = %device.device_id, ?key_type, "generating the device's key pair (server-side key generation)");
+        Some(permit)
+    } else {
+        None
     };
-    let st = Arc::clone(state);
-    let device_id = device.device_id.clone();
-    let (cert, key) = blocking(move || -> Result<_, ApiError> {
-        Ok(match &csr {
-            Some(csr) => (st.ca.issue_for_csr(csr)?, None),
-            None => {
-                st.counters.add(Count::KeyGeneration);
-                tracing::info!(%device_id, ?key_type, "generating the device's key pair (server-side key generation)");
-                let issued = st.ca.issue_with_new_key(&device_id, key_type)?;
-                (issued.certificate, Some(issued.private_key_pem))
-            }
-        })
-    })
-    .await?;
-    device.certificate_pem = cert.pem;
-    device.certificate_id = cert.certificate_id;
-    device.certificate_serial = cert.serial_hex;
-    let st = Arc::clone(state);
-    let token = token.clone();
-    let reservation = reservation.clone();
-    let record = blocking(move || {
-        st.registry
-            .register(token.expose_secret(), &reservation, &device, now())
-            .map_err(ApiError::from)
-    })
-    .await?;
-    Ok((record, key))
+    let request = IssueRequest {
+        device_id: &device.device_id,
+        serial_number: &device.serial_number,
+        mac_address: &device.mac_address,
+        firmware_version: &device.firmware_version,
+        csr: csr.as_ref().map(|(pem, checked)| (*pem, checked)),
+        key_type,
+    };
+    let issued = state
+        .signer
+        .issue(&state.ca, &state.iot_endpoint, request)
+        .await
+        .map_err(|e| ApiError::from_signer(state, e))?;
+    device.certificate_pem = issued.certificate_pem.clone();
+    device.certificate_id = issued.certificate_id.clone();
+    device.certificate_serial = issued.certificate_serial.clone();
+    device.certificate_arn = issued.certificate_arn.clone();
+    match state
+        .registry
+        .register(token.expose_secret(), reservation, &device, now())
+        .await
+    {
+        Ok(record) => Ok((
+            record,
+            issued.private_key_pem.clone(),
+            issued.iot_endpoint.clone(),
+        )),
+        Err(e) => {
+            state.signer.undo(&issued).await;
+            Err(e.into())
+        }
+    }
 }
 
 /// Body of `POST /v1/tokens` (every field optional).
@@ -555,15 +652,12 @@ async fn mint_tokens(
             "a token bound to a device registers that one device: mint bound tokens one at a time (count 1)",
         ));
     }
-    let registry = state.registry.clone();
-    let bound = binding.clone();
-    let minted = blocking(move || {
-        registry
-            .mint_bound_tokens(count, ttl, &bound, now())
-            .map_err(ApiError::from)
-    })
-    .await?;
+    let minted = state
+        .registry
+        .mint_bound_tokens(count, ttl, &binding, now())
+        .await?;
     state.counters.add(Count::TokensMinted(u64::from(count)));
+    state.metrics.tokens_minted(u64::from(count));
     tracing::info!(
         count,
         ttl_seconds = ttl,
@@ -627,8 +721,7 @@ async fn list_devices(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&state, &headers)?;
-    let registry = state.registry.clone();
-    let devices = blocking(move || registry.list().map_err(ApiError::from)).await?;
+    let devices = state.registry.list().await?;
     let views: Vec<DeviceView> = devices
         .into_iter()
         .map(|d| DeviceView::new(d, false))
@@ -653,9 +746,7 @@ async fn get_device(
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
     require_admin(&state, &headers)?;
-    let registry = state.registry.clone();
-    let lookup = id.clone();
-    let device = blocking(move || registry.get(&lookup).map_err(ApiError::from)).await?;
+    let device = state.registry.get(&id).await?;
     device
         .map(|d| Json(DeviceView::new(d, true)))
         .ok_or_else(|| device_not_found(&id))
@@ -667,18 +758,34 @@ async fn revoke_device(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&state, &headers)?;
-    let st = Arc::clone(&state);
-    let lookup = id.clone();
-    let revoked = blocking(move || -> Result<_, ApiError> {
-        let Some(device) = st.registry.revoke(&lookup, now())? else {
-            return Ok(None);
-        };
+    let result = revoke(&state, &id).await;
+    state.metrics.revocation(result.is_ok());
+    result
+}
+
+/// Revokes where the signer keeps the certificate (AWS: `REVOKED` and detached), then in the
+/// registry, then (local CA) publishes the CRL and calls the hook.
+async fn revoke(state: &Arc<AppState>, id: &str) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(current) = state.registry.get(id).await? else {
+        return Err(device_not_found(id));
+    };
+    state
+        .signer
+        .revoke(&current)
+        .await
+        .map_err(|e| ApiError::from_signer(state, e))?;
+    let device = state
+        .registry
+        .revoke(id, now())
+        .await?
+        .ok_or_else(|| device_not_found(id))?;
+    let crl_number = if state.signer.uses_crl() {
         let revocation = Revocation {
             device_id: device.device_id.clone(),
             certificate_serial: device.certificate_serial.clone(),
             firmware_version: device.firmware_version.clone(),
         };
-        let crl_number = publish_crl(&st, Some(revocation)).map_err(|e| match e {
+        let number = publish_crl(state, Some(revocation)).await.map_err(|e| match e {
             CrlError::Hook(detail) => ApiError::fault(
                 "revocation_hook_failed",
                 "the device is revoked and the CRL written, but the broker could not be made to apply it; restart the broker",
@@ -686,16 +793,19 @@ async fn revoke_device(
             ),
             CrlError::Backend(e) => ApiError::internal(&e),
         })?;
-        Ok(Some((device, crl_number)))
-    })
-    .await?;
-    let (device, crl_number) = revoked.ok_or_else(|| device_not_found(&id))?;
+        Some(number)
+    } else {
+        None
+    };
     state.counters.add(Count::Revocation);
-    tracing::info!(device_id = %device.device_id, serial = %device.certificate_serial, crl_number, "device revoked");
-    Ok(Json(serde_json::json!({
-        "device": DeviceView::new(device, false),
-        "crlNumber": crl_number,
-    })))
+    tracing::info!(device_id = %device.device_id, serial = %device.certificate_serial,
+        crl_number = crl_number.unwrap_or(0), signer = state.signer.name(), "device revoked");
+    let mut answer = serde_json::json!({ "device": DeviceView::new(device, false) });
+    match crl_number {
+        Some(n) => answer["crlNumber"] = n.into(),
+        None => answer["certificateStatus"] = "REVOKED".into(),
+    }
+    Ok(Json(answer))
 }
 
 /// Why a CRL could not be published.
@@ -711,18 +821,25 @@ pub(crate) enum CrlError {
 
 /// Writes a fresh CRL and calls the CRL hook with it (for `revoked`, or as a renewal).
 /// Serialised, so CRL files and hook calls follow CRL-number order.
-pub(crate) fn publish_crl(state: &AppState, revoked: Option<Revocation>) -> Result<u64, CrlError> {
-    // A poisoned lock only means an earlier publication panicked; the data is in SQLite.
-    let _guard = state.crl_lock.lock().unwrap_or_else(|p| p.into_inner());
-    let crl_number = write_crl(state)?;
+pub(crate) async fn publish_crl(
+    state: &Arc<AppState>,
+    revoked: Option<Revocation>,
+) -> Result<u64, CrlError> {
+    let _guard = state.crl_lock.lock().await;
+    let crl_number = write_crl(state).await?;
     state.counters.add(Count::CrlIssued);
-    if let Some(hook) = &state.crl_hook {
+    state.metrics.crl_issued();
+    if let Some(hook) = state.crl_hook.clone() {
         let event = CrlEvent {
             crl_path: state.crl_path.clone(),
             crl_number,
             revoked,
         };
-        hook(&event).map_err(CrlError::Hook)?;
+        // The hook blocks (it waits for the broker to reload).
+        tokio::task::spawn_blocking(move || hook(&event))
+            .await
+            .map_err(|e| CrlError::Hook(format!("the CRL hook panicked: {e}")))?
+            .map_err(CrlError::Hook)?;
     }
     Ok(crl_number)
 }
@@ -784,19 +901,23 @@ async fn issue_service_identity(
 }
 
 /// Writes a fresh CRL of every revoked serial to the CRL file; returns its number.
-pub(crate) fn write_crl(state: &AppState) -> Result<u64, BackendError> {
-    let revoked = state.registry.revoked_serials()?;
-    let number = state.registry.next_crl_number()?;
+pub(crate) async fn write_crl(state: &Arc<AppState>) -> Result<u64, BackendError> {
+    let revoked = state.registry.revoked_serials().await?;
+    let number = state.registry.next_crl_number().await?;
     let validity = time::Duration::try_from(state.crl_validity)
         .map_err(|e| BackendError::Config(format!("crl_validity: {e}")))?;
-    // Callers hold `crl_lock`, so this read-modify-write is not raced.
-    let mut last = state
-        .last_crl_issued
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let this_update = LocalCa::crl_issue_time(*last);
-    let pem = state.ca.crl_pem(&revoked, number, this_update, validity)?;
-    *last = Some(this_update);
-    files::write_atomic(&state.crl_path, pem.as_bytes(), false)?;
+    let pem = {
+        // Callers hold `crl_lock`, so this read-modify-write is not raced.
+        let mut last = state
+            .last_crl_issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let this_update = LocalCa::crl_issue_time(*last);
+        let pem = state.ca.crl_pem(&revoked, number, this_update, validity)?;
+        *last = Some(this_update);
+        pem
+    };
+    let path = state.crl_path.clone();
+    blocking(move || files::write_atomic(&path, pem.as_bytes(), false)).await?;
     Ok(number)
 }

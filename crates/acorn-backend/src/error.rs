@@ -57,6 +57,27 @@ pub enum BackendError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The PostgreSQL registry failed.
+    #[error("device registry (PostgreSQL at {target}) failed to {what}: {detail}; check that PostgreSQL runs and accepts this service's connections, and that the database URL (ACORN_DATABASE_URL) names the right host, user and database")]
+    Postgres {
+        /// The operation ("reserve the token", ...).
+        what: &'static str,
+        /// The database, without its password (`postgres://user@host:port/db`).
+        target: String,
+        /// PostgreSQL's message and SQLSTATE, or why no connection could be had.
+        detail: String,
+    },
+    /// The registry's schema is newer than this binary knows.
+    #[error("the device registry's schema is version {found}, newer than this acorn knows (up to {known}): run the acorn release that migrated it, or restore the database from the backup taken before that upgrade")]
+    SchemaTooNew {
+        /// The version recorded in the database.
+        found: i64,
+        /// The newest version this binary has migrations for.
+        known: i64,
+    },
+    /// A dependency (the registry, the signer) did not answer in time.
+    #[error("{0}")]
+    Unavailable(String),
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}; pick a free port or use port 0 for any free port")]
     Bind {

@@ -1,6 +1,8 @@
 //! acorn-backend: the registration service for Acorn Pups devices, with its device registry
-//! (SQLite) and a local certificate authority (rcgen). The broker of the dev stack is in
-//! `acorn-devstack`; the API's wire types are in `acorn-api`.
+//! (SQLite, or PostgreSQL for several instances) and a signer: a local certificate authority
+//! (rcgen) or, with the cargo feature `aws`, AWS IoT Core. `acorn backend serve` runs it from
+//! a configuration file and environment variables ([`config`]). The broker of the dev stack is
+//! in `acorn-devstack`; the API's wire types are in `acorn-api`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), acorn_backend::BackendError> {
@@ -26,17 +28,20 @@ pub mod error;
 pub mod fields;
 mod files;
 mod keygen;
+mod metrics;
+pub mod policy;
 pub mod registry;
 pub mod secret;
 mod serve;
 mod server;
+pub mod signer;
 mod stats;
 mod tls;
 
 pub use api::{DEFAULT_TOKEN_TTL_SECONDS, MAX_TOKENS_PER_REQUEST, MAX_TOKEN_TTL_SECONDS};
 pub use ca::{CaRole, IssuedCertificate, IssuedKeyPair, KeyType, LocalCa};
 pub use error::{BackendError, CsrError};
-pub use registry::Registry;
+pub use registry::{DatabaseUrl, PoolOptions, Registry};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use serve::ServeLimits;
 pub use server::{
@@ -44,4 +49,5 @@ pub use server::{
     ADMIN_KEY_FILE, CRL_FILE, DEFAULT_CRL_REFRESH, DEFAULT_CRL_VALIDITY,
     DEFAULT_KEYGEN_CONCURRENCY, REGISTRY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE, SERVICE_CA_DIR,
 };
+pub use signer::{AwsSignerConfig, SignerConfig};
 pub use stats::BackendStats;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,8 +14,9 @@ use crate::api::{self, AppState};
 use crate::ca::{self, CaRole, IssuedKeyPair, KeyType, LocalCa};
 use crate::error::BackendError;
 use crate::files;
-use crate::registry::{MintedToken, Registry};
+use crate::registry::{DatabaseUrl, MintedToken, PoolOptions, Registry};
 use crate::serve::ServeLimits;
+use crate::signer::{Signer, SignerConfig};
 use crate::stats::{BackendStats, Count};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -94,6 +96,13 @@ pub struct BackendConfig {
     /// Serve HTTPS with the data dir's server certificate (`server.pem`, valid for
     /// `localhost`, `127.0.0.1` and `::1`; clients trust `ca.pem`) instead of plain HTTP.
     pub tls: bool,
+    /// The registry: `None` is the data dir's SQLite file ([`REGISTRY_FILE`]); PostgreSQL
+    /// lets several instances share one registry.
+    pub database: Option<DatabaseUrl>,
+    /// The PostgreSQL connection pool (ignored for SQLite).
+    pub pool: PoolOptions,
+    /// Who issues device certificates: the local CA (default) or AWS IoT Core.
+    pub signer: SignerConfig,
 }
 
 impl core::fmt::Debug for BackendConfig {
@@ -110,6 +119,9 @@ impl core::fmt::Debug for BackendConfig {
             .field("keygen_concurrency", &self.keygen_concurrency)
             .field("limits", &self.limits)
             .field("tls", &self.tls)
+            .field("database", &self.database)
+            .field("pool", &self.pool)
+            .field("signer", &self.signer)
             .finish()
     }
 }
@@ -131,6 +143,9 @@ impl BackendConfig {
             keygen_concurrency: DEFAULT_KEYGEN_CONCURRENCY,
             limits: ServeLimits::default(),
             tls: false,
+            database: None,
+            pool: PoolOptions::default(),
+            signer: SignerConfig::Local,
         }
     }
 
@@ -173,7 +188,7 @@ pub struct BackendPaths {
     pub server_key: PathBuf,
     /// The CRL (PEM): the broker's `crlfile`.
     pub crl: PathBuf,
-    /// The SQLite registry.
+    /// The SQLite registry (when no other database is configured).
     pub registry: PathBuf,
 }
 
@@ -205,9 +220,7 @@ impl Backend {
         let tls = config.tls;
         let limits = config.limits;
         let crl_refresh = config.crl_refresh;
-        let (state, paths) = tokio::task::spawn_blocking(move || prepare(config))
-            .await
-            .map_err(|e| BackendError::Task(e.to_string()))??;
+        let (state, paths) = prepare(config).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| BackendError::Bind {
@@ -236,8 +249,14 @@ impl Backend {
             limits,
             stop_rx.clone(),
         ));
-        let renewals = tokio::spawn(renew_crl_forever(Arc::clone(&state), crl_refresh, stop_rx));
-        tracing::info!(%local_addr, tls, data_dir = %paths.data_dir.display(), "registration backend listening");
+        let renewals = if state.signer.uses_crl() {
+            tokio::spawn(renew_crl_forever(Arc::clone(&state), crl_refresh, stop_rx))
+        } else {
+            tokio::spawn(async {})
+        };
+        tracing::info!(%local_addr, tls, data_dir = %paths.data_dir.display(),
+            registry = %state.registry.describe(), signer = state.signer.name(),
+            "registration backend listening");
         Ok(BackendHandle {
             local_addr,
             tls,
@@ -261,21 +280,65 @@ async fn renew_crl_forever(
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(refresh) => {}
         }
-        let st = Arc::clone(&state);
-        let renewed = tokio::task::spawn_blocking(move || api::publish_crl(&st, None)).await;
-        match renewed {
-            Ok(Ok(number)) => tracing::info!(crl_number = number, "CRL renewed"),
-            Ok(Err(e)) => {
+        match api::publish_crl(&state, None).await {
+            Ok(number) => tracing::info!(crl_number = number, "CRL renewed"),
+            Err(e) => {
                 tracing::error!(error = %e, "CRL renewal failed; retrying at the next interval")
             }
-            Err(e) => tracing::error!(error = %e, "CRL renewal task failed"),
         }
     }
 }
 
-/// Everything `start` does before listening; runs on a blocking thread.
-fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths), BackendError> {
-    let dir = config.data_dir.as_path();
+/// The files `start` prepares in the data directory (blocking work).
+struct Prepared {
+    ca: LocalCa,
+    service_ca: LocalCa,
+    paths: BackendPaths,
+    admin_key: SecretString,
+}
+
+/// Everything `start` does before listening: files (blocking thread), registry, signer, CRL.
+async fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths), BackendError> {
+    let dir = config.data_dir.clone();
+    let admin_key = config.admin_key.clone();
+    let files = tokio::task::spawn_blocking(move || prepare_files(&dir, admin_key))
+        .await
+        .map_err(|e| BackendError::Task(e.to_string()))??;
+    let database = config
+        .database
+        .clone()
+        .unwrap_or_else(|| DatabaseUrl::Sqlite(files.paths.registry.clone()));
+    let registry = Registry::connect(&database, &config.pool).await?;
+    let signer = Signer::start(&config.signer).await?;
+    let state = Arc::new(AppState {
+        ca: Arc::new(files.ca),
+        signer,
+        service_ca: files.service_ca,
+        registry,
+        iot_endpoint: config.iot_endpoint,
+        service_endpoint: config.service_endpoint,
+        admin_key: files.admin_key,
+        crl_path: files.paths.crl.clone(),
+        crl_validity: config.crl_validity,
+        crl_hook: config.crl_hook,
+        crl_lock: tokio::sync::Mutex::new(()),
+        last_crl_issued: Mutex::new(None),
+        keygen_limit: tokio::sync::Semaphore::new(config.keygen_concurrency),
+        counters: Default::default(),
+        metrics: Default::default(),
+        draining: AtomicBool::new(false),
+        last_ready: AtomicBool::new(true),
+    });
+    // A fresh CRL at every start: the broker needs the file, and its nextUpdate moves on.
+    if state.signer.uses_crl() {
+        api::write_crl(&state).await?;
+        state.metrics.crl_issued();
+    }
+    Ok((state, files.paths))
+}
+
+/// The CAs, the server certificate and the admin key in `dir`, each made once and reused.
+fn prepare_files(dir: &Path, admin_key: Option<SecretString>) -> Result<Prepared, BackendError> {
     files::create_dir(dir)?;
     let paths = BackendPaths::new(dir);
     let ca = LocalCa::load_or_create(dir)?;
@@ -294,8 +357,7 @@ fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths), Backe
         )?;
         files::write_atomic(&paths.server_cert, server.certificate.pem.as_bytes(), false)?;
     }
-    let registry = Registry::open(&paths.registry)?;
-    let admin_key = match config.admin_key {
+    let admin_key = match admin_key {
         Some(key) if key.expose_secret().trim().is_empty() => {
             return Err(BackendError::Config(
                 "the admin key is empty; set a non-empty key or leave it unset to generate one"
@@ -305,24 +367,12 @@ fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths), Backe
         Some(key) => key,
         None => load_or_make_admin_key(&dir.join(ADMIN_KEY_FILE))?,
     };
-    let state = Arc::new(AppState {
+    Ok(Prepared {
         ca,
         service_ca,
-        registry,
-        iot_endpoint: config.iot_endpoint,
-        service_endpoint: config.service_endpoint,
+        paths,
         admin_key,
-        crl_path: paths.crl.clone(),
-        crl_validity: config.crl_validity,
-        crl_hook: config.crl_hook,
-        crl_lock: Mutex::new(()),
-        last_crl_issued: Mutex::new(None),
-        keygen_limit: tokio::sync::Semaphore::new(config.keygen_concurrency),
-        counters: Default::default(),
-    });
-    // A fresh CRL at every start: the broker needs the file, and its nextUpdate moves on.
-    api::write_crl(&state)?;
-    Ok((state, paths))
+    })
 }
 
 fn load_or_make_admin_key(path: &Path) -> Result<SecretString, BackendError> {
@@ -399,15 +449,35 @@ impl BackendHandle {
         self.state.counters.snapshot()
     }
 
+    /// The registry this backend uses (SQLite or PostgreSQL).
+    pub fn registry(&self) -> &Registry {
+        &self.state.registry
+    }
+
+    /// `local` or `aws`.
+    pub fn signer_name(&self) -> &'static str {
+        self.state.signer.name()
+    }
+
+    /// Starts draining before a shutdown: `/v1/ready` answers 503 `draining` from now on (so
+    /// a load balancer stops sending requests), everything else still works.
+    pub fn begin_drain(&self) {
+        self.state
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!("draining: /v1/ready now answers 503");
+    }
+
     /// Mints one registration token valid for `ttl_seconds` (e.g. for the dev stack to print).
     pub async fn mint_token(&self, ttl_seconds: i64) -> Result<MintedToken, BackendError> {
-        let registry = self.state.registry.clone();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut minted =
-            tokio::task::spawn_blocking(move || registry.mint_tokens(1, ttl_seconds.max(1), now))
-                .await
-                .map_err(|e| BackendError::Task(e.to_string()))??;
+        let mut minted = self
+            .state
+            .registry
+            .mint_tokens(1, ttl_seconds.max(1), now)
+            .await?;
         self.state.counters.add(Count::TokensMinted(1));
+        self.state.metrics.tokens_minted(1);
         tracing::info!(count = 1, ttl_seconds, "registration token minted");
         minted
             .pop()

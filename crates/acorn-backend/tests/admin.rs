@@ -395,15 +395,21 @@ async fn a_server_certificate_from_another_ca_is_replaced_at_start() {
 }
 
 #[tokio::test]
-async fn health_fails_when_the_registry_does_not_answer() {
+async fn ready_fails_when_the_registry_does_not_answer_while_health_stays_up() {
     let b = start().await;
-    let resp = b
-        .client
-        .get(b.url("/v1/health"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 200);
+    let get = |path: &'static str| {
+        let b = &b;
+        async move {
+            let resp = b.client.get(b.url(path)).send().await.expect("send");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.expect("json"))
+        }
+    };
+    assert_eq!(get("/v1/health").await.0, 200);
+    let (status, v) = get("/v1/ready").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["checks"]["database"], "ok");
+    assert_eq!(v["checks"]["signer"], "ok");
     // The registry's file turns into a directory: the database cannot be opened.
     let registry = b.handle.paths().registry.clone();
     std::fs::remove_file(&registry).expect("remove");
@@ -411,17 +417,11 @@ async fn health_fails_when_the_registry_does_not_answer() {
         let _ = std::fs::remove_file(format!("{}{suffix}", registry.display()));
     }
     std::fs::create_dir(&registry).expect("dir in its place");
-    let resp = b
-        .client
-        .get(b.url("/v1/health"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 503);
-    let v: Value = resp.json().await.expect("json");
-    assert_eq!(code(&v), "unhealthy");
-    assert!(v["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("request id"));
+    let (status, v) = get("/v1/ready").await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["status"], "not_ready");
+    assert_eq!(v["checks"]["database"], "unavailable");
+    assert_eq!(v["checks"]["signer"], "ok");
+    // Liveness does not depend on the database: no restart loop during a database outage.
+    assert_eq!(get("/v1/health").await.0, 200);
 }

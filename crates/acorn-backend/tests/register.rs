@@ -207,50 +207,6 @@ async fn a_failed_registration_gives_its_reserved_token_back() {
     }
 }
 
-#[test]
-fn a_reserved_token_is_busy_until_released() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let registry = acorn_backend::Registry::open(&dir.path().join("r.sqlite3")).expect("registry");
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let token = registry.mint_tokens(1, 600, now).expect("mint").remove(0);
-    let claim = acorn_backend::registry::TokenClaim {
-        device_id: "d",
-        serial_number: "SN-1",
-        mac_address: "AA:BB:CC:DD:EE:FF",
-    };
-    let held = registry
-        .reserve(token.token.expose_secret(), &claim, now)
-        .expect("reserve");
-    let busy = registry
-        .reserve(token.token.expose_secret(), &claim, now)
-        .expect_err("busy");
-    assert!(
-        matches!(busy, acorn_backend::registry::RegisterError::TokenBusy),
-        "{busy}"
-    );
-    // A reservation lapses on its own (a crashed request cannot hold a token forever).
-    let later = now + acorn_backend::registry::RESERVATION_SECONDS + 1;
-    let retaken = registry
-        .reserve(token.token.expose_secret(), &claim, later)
-        .expect("lapsed");
-    registry
-        .release(token.token.expose_secret(), &held)
-        .expect("stale release is a no-op");
-    let busy = registry
-        .reserve(token.token.expose_secret(), &claim, later)
-        .expect_err("still held");
-    assert!(
-        matches!(busy, acorn_backend::registry::RegisterError::TokenBusy),
-        "{busy}"
-    );
-    registry
-        .release(token.token.expose_secret(), &retaken)
-        .expect("release");
-    registry
-        .reserve(token.token.expose_secret(), &claim, later)
-        .expect("free again");
-}
-
 #[tokio::test]
 async fn a_bound_token_registers_only_its_device() {
     let b = start().await;
@@ -307,9 +263,14 @@ async fn token_problems_are_refused_with_their_own_codes() {
     let (status, resp) = b.register(Some("not-a-token"), &body("dev-a")).await;
     assert_eq!((status, code(&resp)), (401, "token_unknown"), "{resp}");
     // Expired token: minted directly in the registry with a creation time in the past.
-    let registry = acorn_backend::Registry::open(&b.handle.paths().registry).expect("open");
     let past = time::OffsetDateTime::now_utc().unix_timestamp() - 7200;
-    let expired = registry.mint_tokens(1, 60, past).expect("mint").remove(0);
+    let expired = b
+        .handle
+        .registry()
+        .mint_tokens(1, 60, past)
+        .await
+        .expect("mint")
+        .remove(0);
     let (status, resp) = b
         .register(Some(expired.token.expose_secret()), &body("dev-a"))
         .await;
@@ -510,88 +471,6 @@ async fn duplicate_device_is_refused_and_leaves_the_new_token_unused() {
     let (status, _) = b.register(Some(&tokens[1]), &body("dup-2")).await;
     assert_eq!(status, 201);
     assert_eq!(b.counts(), (2, 2));
-}
-
-#[tokio::test]
-async fn registry_rolls_back_the_token_when_the_device_insert_fails() {
-    // Drive the registry directly: the token UPDATE succeeds, then the INSERT hits the
-    // primary key; the transaction must leave the token unused.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let registry = acorn_backend::Registry::open(&dir.path().join("r.sqlite3")).expect("registry");
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let tokens = registry.mint_tokens(2, 600, now).expect("mint");
-    let device = acorn_backend::registry::NewDevice {
-        device_id: "d1".into(),
-        serial_number: "SN-1".into(),
-        mac_address: "AA:BB:CC:DD:EE:FF".into(),
-        firmware_version: "1.0".into(),
-        certificate_pem: "pem".into(),
-        certificate_id: "id-1".into(),
-        certificate_serial: "01".into(),
-    };
-    let claim = |d: &acorn_backend::registry::NewDevice| {
-        (
-            d.device_id.clone(),
-            d.serial_number.clone(),
-            d.mac_address.clone(),
-        )
-    };
-    let reserve = |token: &str, d: &acorn_backend::registry::NewDevice| {
-        let (id, serial, mac) = claim(d);
-        registry
-            .reserve(
-                token,
-                &acorn_backend::registry::TokenClaim {
-                    device_id: &id,
-                    serial_number: &serial,
-                    mac_address: &mac,
-                },
-                now,
-            )
-            .expect("reserve")
-    };
-    // Both tokens are reserved while `d1` is still free; the second then loses the race.
-    let first = reserve(tokens[0].token.expose_secret(), &device);
-    let second = reserve(tokens[1].token.expose_secret(), &device);
-    registry
-        .register(tokens[0].token.expose_secret(), &first, &device, now)
-        .expect("first registration");
-    let again = acorn_backend::registry::NewDevice {
-        certificate_id: "id-2".into(),
-        certificate_serial: "02".into(),
-        ..device.clone()
-    };
-    let err = registry
-        .register(tokens[1].token.expose_secret(), &second, &again, now)
-        .expect_err("duplicate");
-    assert!(
-        matches!(err, acorn_backend::registry::RegisterError::DeviceExists),
-        "{err}"
-    );
-    // A certificate-id collision (a UNIQUE column, not the key) is a fault, still atomic.
-    let collide = acorn_backend::registry::NewDevice {
-        device_id: "d2".into(),
-        ..device.clone()
-    };
-    let err = registry
-        .register(tokens[1].token.expose_secret(), &second, &collide, now)
-        .expect_err("unique violation");
-    assert!(
-        matches!(err, acorn_backend::registry::RegisterError::Backend(_)),
-        "{err}"
-    );
-    let conn = rusqlite::Connection::open(registry.path()).expect("open");
-    let used: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM tokens WHERE used_at IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
-    let devices: i64 = conn
-        .query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0))
-        .expect("count");
-    assert_eq!((devices, used), (1, 1));
 }
 
 /// A CSR made by the `openssl` CLI with `-newkey <newkey>` and subject CN = `cn`.

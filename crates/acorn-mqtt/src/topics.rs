@@ -83,6 +83,47 @@ pub const DEVICE_POLICY: [(&str, Access); 4] = [
     (TOPIC_COMMANDS, Access::Subscribe),
 ];
 
+/// The AWS IoT fleet provisioning template of Acorn Pups devices
+/// (`policies/provisioning-template.json`), whose name is part of its MQTT topics.
+pub const FLEET_PROVISIONING_TEMPLATE: &str = "acorn-pups";
+
+/// Prefix of the client ids a device uses while it provisions itself with the shared claim
+/// certificate (`claim:<device id>`). `:` is outside the device-id alphabet, so a claim
+/// connection can never take over a registered device's session.
+pub const CLAIM_CLIENT_PREFIX: &str = "claim:";
+
+/// AWS IoT's fleet-provisioning topic that turns a CSR into a certificate (the device keeps
+/// its key); answers arrive on `…/accepted` and `…/rejected`.
+pub const TOPIC_CREATE_CERTIFICATE_FROM_CSR: &str = "$aws/certificates/create-from-csr/json";
+
+/// AWS IoT's fleet-provisioning topic that registers the device through
+/// [`FLEET_PROVISIONING_TEMPLATE`]; answers arrive on `…/accepted` and `…/rejected`.
+pub const TOPIC_PROVISION: &str = "$aws/provisioning-templates/acorn-pups/provision/json";
+
+/// The claim policy: every right of a connection made with the claim certificate, each on
+/// one exact topic (AWS's fleet-provisioning MQTT API, CSR flow only), and nothing on any
+/// device topic. `policies/claim-policy.json` is rendered from this table.
+pub const CLAIM_POLICY: [(&str, Access); 6] = [
+    (TOPIC_CREATE_CERTIFICATE_FROM_CSR, Access::Publish),
+    (
+        "$aws/certificates/create-from-csr/json/accepted",
+        Access::Subscribe,
+    ),
+    (
+        "$aws/certificates/create-from-csr/json/rejected",
+        Access::Subscribe,
+    ),
+    (TOPIC_PROVISION, Access::Publish),
+    (
+        "$aws/provisioning-templates/acorn-pups/provision/json/accepted",
+        Access::Subscribe,
+    ),
+    (
+        "$aws/provisioning-templates/acorn-pups/provision/json/rejected",
+        Access::Subscribe,
+    ),
+];
+
 /// Prefix of the client ids (and certificate CNs) of service identities: the backend, the
 /// demo's cloud client, a fleet observer. `:` is outside the device-id alphabet, so no
 /// registered device can ever hold one of these names (or take over their sessions).
@@ -171,6 +212,33 @@ impl Topics {
             Err(Error::UnexpectedTopic {
                 topic: topic.to_string(),
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::*;
+
+    #[test]
+    fn the_claim_topics_follow_aws_fleet_provisioning_names() {
+        assert_eq!(
+            TOPIC_PROVISION,
+            format!("$aws/provisioning-templates/{FLEET_PROVISIONING_TEMPLATE}/provision/json")
+        );
+        for request in [TOPIC_CREATE_CERTIFICATE_FROM_CSR, TOPIC_PROVISION] {
+            for answer in ["accepted", "rejected"] {
+                let topic = format!("{request}/{answer}");
+                assert!(
+                    CLAIM_POLICY.contains(&(topic.as_str(), Access::Subscribe)),
+                    "{topic}"
+                );
+            }
+            assert!(CLAIM_POLICY.contains(&(request, Access::Publish)));
+        }
+        assert!(check_device_id(&format!("{CLAIM_CLIENT_PREFIX}acorn-0001")).is_err());
+        for (topic, _) in CLAIM_POLICY {
+            check_topic(topic).expect("within AWS limits");
         }
     }
 }

@@ -1,53 +1,26 @@
-//! The device registry: devices and registration tokens in SQLite.
+//! The SQLite store of the registry (blocking; [`super::Registry`] runs it on tokio's
+//! blocking pool).
 //!
 //! Every operation opens its own connection (WAL mode, 10 s busy timeout), so concurrent
 //! requests really run concurrently and SQLite's locking, not a process mutex, guarantees
-//! correctness. A registration consumes its token with one conditional `UPDATE` (`... WHERE
-//! used_at IS NULL AND expires_at > now`, checking that exactly one row changed) and inserts the
-//! device in the same `BEGIN IMMEDIATE` transaction: a token is used at most once, and a failed
-//! registration leaves no row behind and the token still unused.
+//! correctness. Writers that read first use `BEGIN IMMEDIATE`, so two of them never both
+//! read the same token as free.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
-use sha2::{Digest, Sha256};
 
-use crate::ca::RevokedSerial;
+use super::migrate::{self, MIGRATIONS_TABLE};
+use super::{
+    token_hash, DeviceRecord, NewDevice, RegisterError, RegistrationStatus, Reservation,
+    TokenBinding, TokenClaim, TokenRow, RESERVATION_SECONDS,
+};
 use crate::error::BackendError;
-use secrecy::{ExposeSecret, SecretString};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS devices (
-    device_id          TEXT PRIMARY KEY NOT NULL,
-    serial_number      TEXT NOT NULL,
-    mac_address        TEXT NOT NULL,
-    firmware_version   TEXT NOT NULL,
-    certificate_pem    TEXT NOT NULL,
-    certificate_id     TEXT NOT NULL UNIQUE,
-    certificate_serial TEXT NOT NULL UNIQUE,
-    status             TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
-    created_at         INTEGER NOT NULL,
-    updated_at         INTEGER NOT NULL,
-    revoked_at         INTEGER
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    token_hash TEXT PRIMARY KEY NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    used_at    INTEGER,
-    used_by    TEXT
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY NOT NULL,
-    value INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('crl_number', 0);
-";
-
-/// Columns added to `tokens` after the first release, applied to older databases at open:
-/// a reservation (held while a registration does its expensive work) and a binding.
-const TOKEN_COLUMNS: [(&str, &str); 5] = [
+/// Columns the token table gained in releases before migrations existed; a legacy database
+/// gets the missing ones before it is adopted as version 1.
+const LEGACY_TOKEN_COLUMNS: [(&str, &str); 5] = [
     ("reservation", "TEXT"),
     ("reserved_until", "INTEGER"),
     ("bound_device_id", "TEXT"),
@@ -55,199 +28,30 @@ const TOKEN_COLUMNS: [(&str, &str); 5] = [
     ("bound_mac", "TEXT"),
 ];
 
-/// How long a reservation holds a token when its request dies without releasing it.
-pub const RESERVATION_SECONDS: i64 = 120;
-
-/// The state of a device's registration (its certificate): active or revoked. Not the
-/// device's online status, which `acorn_mqtt::DeviceStatus` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegistrationStatus {
-    /// Registered and allowed to connect.
-    Active,
-    /// Revoked: its certificate serial is in the CRL.
-    Revoked,
-}
-
-impl RegistrationStatus {
-    /// The name used in the database and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Revoked => "revoked",
-        }
-    }
-}
-
-/// A device as stored in the registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceRecord {
-    /// The device id (also the certificate's CN and the MQTT client id).
-    pub device_id: String,
-    /// The hardware serial number.
-    pub serial_number: String,
-    /// The MAC address, normalised to `AA:BB:CC:DD:EE:FF`.
-    pub mac_address: String,
-    /// The firmware version reported at registration.
-    pub firmware_version: String,
-    /// The issued certificate, PEM.
-    pub certificate_pem: String,
-    /// SHA-256 of the certificate DER, lowercase hex.
-    pub certificate_id: String,
-    /// The certificate serial number, lowercase hex.
-    pub certificate_serial: String,
-    /// Active or revoked.
-    pub status: RegistrationStatus,
-    /// Registration time, Unix seconds.
-    pub created_at: i64,
-    /// Last change, Unix seconds.
-    pub updated_at: i64,
-    /// Revocation time, Unix seconds.
-    pub revoked_at: Option<i64>,
-}
-
-/// The fields of a device to insert at registration.
-#[derive(Debug, Clone)]
-pub struct NewDevice {
-    /// The device id.
-    pub device_id: String,
-    /// The hardware serial number.
-    pub serial_number: String,
-    /// The normalised MAC address.
-    pub mac_address: String,
-    /// The firmware version.
-    pub firmware_version: String,
-    /// The issued certificate, PEM.
-    pub certificate_pem: String,
-    /// SHA-256 of the certificate DER, lowercase hex.
-    pub certificate_id: String,
-    /// The certificate serial, lowercase hex.
-    pub certificate_serial: String,
-}
-
-/// A freshly minted registration token. The registry keeps only its SHA-256.
-#[derive(Debug, Clone)]
-pub struct MintedToken {
-    /// The token to hand to a device (shown once).
-    pub token: SecretString,
-    /// Expiry, Unix seconds.
-    pub expires_at: i64,
-}
-
-/// What a token may register: each field set must equal the registration's. The default
-/// (nothing set) admits any device.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TokenBinding {
-    /// The only device id the token registers.
-    pub device_id: Option<String>,
-    /// The only hardware serial number the token registers.
-    pub serial_number: Option<String>,
-    /// The only MAC address (normalised `AA:BB:CC:DD:EE:FF`) the token registers.
-    pub mac_address: Option<String>,
-}
-
-impl TokenBinding {
-    /// Whether nothing is bound.
-    pub fn is_empty(&self) -> bool {
-        self.device_id.is_none() && self.serial_number.is_none() && self.mac_address.is_none()
-    }
-
-    fn admits(&self, claim: &TokenClaim<'_>) -> bool {
-        let ok = |bound: &Option<String>, value: &str| bound.as_deref().is_none_or(|b| b == value);
-        ok(&self.device_id, claim.device_id)
-            && ok(&self.serial_number, claim.serial_number)
-            && ok(&self.mac_address, claim.mac_address)
-    }
-}
-
-/// The identity a registration claims, checked against a token's [`TokenBinding`].
-#[derive(Debug, Clone, Copy)]
-pub struct TokenClaim<'a> {
-    /// The device id asked for.
-    pub device_id: &'a str,
-    /// The serial number sent.
-    pub serial_number: &'a str,
-    /// The normalised MAC address sent.
-    pub mac_address: &'a str,
-}
-
-/// A token held by one registration in flight (see [`Registry::reserve`]).
-#[derive(Debug, Clone)]
-pub struct Reservation(String);
-
-/// Why a registration was refused by the registry.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RegisterError {
-    /// No such token was ever minted.
-    #[error("the registration token is not known to this backend")]
-    TokenUnknown,
-    /// The token expired.
-    #[error("the registration token expired at {expires_at} (Unix seconds)")]
-    TokenExpired {
-        /// When it expired.
-        expires_at: i64,
-    },
-    /// The token was already used.
-    #[error("the registration token was already used")]
-    TokenUsed,
-    /// Another registration with this token is in progress.
-    #[error("another registration with this token is in progress")]
-    TokenBusy,
-    /// The token is bound to another device (id, serial number or MAC address).
-    #[error("the registration token is bound to another device")]
-    TokenBound,
-    /// A device with this id exists.
-    #[error("a device with this id is already registered")]
-    DeviceExists,
-    /// The database failed.
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-}
-
-/// The SQLite device registry. Cheap to clone (it holds only the database path).
-#[derive(Debug, Clone)]
-pub struct Registry {
-    path: PathBuf,
-}
-
 fn db(what: &'static str) -> impl FnOnce(rusqlite::Error) -> BackendError {
     move |source| BackendError::Database { what, source }
 }
 
-/// SHA-256 of a token, lowercase hex: what the registry stores instead of the token.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+/// The SQLite registry file.
+#[derive(Debug, Clone)]
+pub(super) struct SqliteStore {
+    path: PathBuf,
 }
 
-impl Registry {
-    /// Opens (creating if needed) the registry database at `path`.
-    pub fn open(path: &Path) -> Result<Self, BackendError> {
-        let registry = Self {
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies the migrations.
+    pub(super) fn open(path: &Path) -> Result<Self, BackendError> {
+        let store = Self {
             path: path.to_path_buf(),
         };
-        let conn = registry.connect()?;
+        let mut conn = store.connect()?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db("switch the registry to WAL mode"))?;
-        conn.execute_batch(SCHEMA)
-            .map_err(db("create the registry tables"))?;
-        add_missing_token_columns(&conn)?;
-        Ok(registry)
+        migrate_sqlite(&mut conn)?;
+        Ok(store)
     }
 
-    /// Checks that the database answers (opens it and runs a trivial query on each table).
-    pub fn check(&self) -> Result<(), BackendError> {
-        let conn = self.connect()?;
-        conn.query_row(
-            "SELECT (SELECT COUNT(*) FROM devices) + (SELECT COUNT(*) FROM tokens)",
-            [],
-            |row| row.get::<_, i64>(0),
-        )
-        .map_err(db("read the registry"))?;
-        Ok(())
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -258,38 +62,38 @@ impl Registry {
         Ok(conn)
     }
 
-    /// Mints `count` single-use tokens valid until `now + ttl_seconds`.
-    pub fn mint_tokens(
-        &self,
-        count: u32,
-        ttl_seconds: i64,
-        now: i64,
-    ) -> Result<Vec<MintedToken>, BackendError> {
-        self.mint_bound_tokens(count, ttl_seconds, &TokenBinding::default(), now)
+    pub(super) fn schema_version(&self) -> Result<i64, BackendError> {
+        current_version(&self.connect()?)
     }
 
-    /// Mints `count` single-use tokens valid until `now + ttl_seconds`, each usable only by a
-    /// registration that matches `binding` (an empty binding matches every device).
-    pub fn mint_bound_tokens(
+    pub(super) fn check(&self) -> Result<(), BackendError> {
+        let conn = self.connect()?;
+        conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM devices) + (SELECT COUNT(*) FROM tokens)",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .map_err(db("read the registry"))?;
+        Ok(())
+    }
+
+    pub(super) fn insert_tokens(
         &self,
-        count: u32,
-        ttl_seconds: i64,
-        binding: &TokenBinding,
+        hashes: &[String],
         now: i64,
-    ) -> Result<Vec<MintedToken>, BackendError> {
+        expires_at: i64,
+        binding: &TokenBinding,
+    ) -> Result<(), BackendError> {
         let mut conn = self.connect()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db("begin a transaction"))?;
-        let expires_at = now.saturating_add(ttl_seconds);
-        let mut minted = Vec::new();
-        for _ in 0..count {
-            let token = SecretString::from(hex::encode(rand::random::<[u8; 32]>()));
+        for hash in hashes {
             tx.execute(
                 "INSERT INTO tokens (token_hash, created_at, expires_at, bound_device_id,
                      bound_serial, bound_mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
-                    token_hash(token.expose_secret()),
+                    hash,
                     now,
                     expires_at,
                     binding.device_id,
@@ -298,20 +102,11 @@ impl Registry {
                 ],
             )
             .map_err(db("store a new token"))?;
-            minted.push(MintedToken { token, expires_at });
         }
-        tx.commit().map_err(db("commit the new tokens"))?;
-        Ok(minted)
+        tx.commit().map_err(db("commit the new tokens"))
     }
 
-    /// Reserves `token` for one registration of `claim` before any expensive work (key
-    /// generation, signing): checks, in one transaction, that the token is known, unused,
-    /// unexpired, not reserved by another request in flight, and bound (if at all) to this
-    /// device, and that the device id is free; then holds the token for
-    /// [`RESERVATION_SECONDS`]. A parallel request with the same token gets
-    /// [`RegisterError::TokenBusy`]. Finish with [`Registry::register`] or give the token
-    /// back with [`Registry::release`].
-    pub fn reserve(
+    pub(super) fn reserve(
         &self,
         token: &str,
         claim: &TokenClaim<'_>,
@@ -322,17 +117,11 @@ impl Registry {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db("begin the reservation transaction"))?;
         let row = token_row(&tx, token)?.ok_or(RegisterError::TokenUnknown)?;
-        row.usable(now)?;
-        if row.reserved_until.is_some_and(|until| until > now) {
-            return Err(RegisterError::TokenBusy);
-        }
-        if !row.binding.admits(claim) {
-            return Err(RegisterError::TokenBound);
-        }
+        row.reservable(claim, now)?;
         if device_exists(&tx, claim.device_id)? {
             return Err(RegisterError::DeviceExists);
         }
-        let reservation = Reservation(hex::encode(rand::random::<[u8; 16]>()));
+        let reservation = Reservation::new();
         tx.execute(
             "UPDATE tokens SET reservation = ?1, reserved_until = ?2 WHERE token_hash = ?3",
             params![
@@ -346,9 +135,11 @@ impl Registry {
         Ok(reservation)
     }
 
-    /// Gives a reserved token back (the registration failed before it was used). A no-op
-    /// when the reservation is no longer the token's.
-    pub fn release(&self, token: &str, reservation: &Reservation) -> Result<(), BackendError> {
+    pub(super) fn release(
+        &self,
+        token: &str,
+        reservation: &Reservation,
+    ) -> Result<(), BackendError> {
         let conn = self.connect()?;
         conn.execute(
             "UPDATE tokens SET reservation = NULL, reserved_until = NULL
@@ -359,9 +150,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Uses the token reserved by `reservation` and inserts `device`, in one transaction:
-    /// both happen or neither. The token must still be held by this reservation.
-    pub fn register(
+    pub(super) fn register(
         &self,
         token: &str,
         reservation: &Reservation,
@@ -390,9 +179,9 @@ impl Registry {
         }
         let inserted = tx.execute(
             "INSERT INTO devices (device_id, serial_number, mac_address, firmware_version,
-                 certificate_pem, certificate_id, certificate_serial, status, created_at,
-                 updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'active', ?8, ?8)",
+                 certificate_pem, certificate_id, certificate_serial, certificate_arn, status,
+                 created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9, ?9)",
             params![
                 device.device_id,
                 device.serial_number,
@@ -401,6 +190,7 @@ impl Registry {
                 device.certificate_pem,
                 device.certificate_id,
                 device.certificate_serial,
+                device.certificate_arn,
                 now
             ],
         );
@@ -420,16 +210,18 @@ impl Registry {
                 .into())
             }
         }
+        let record = tx
+            .query_row(
+                &format!("{SELECT_DEVICE} WHERE device_id = ?1"),
+                [&device.device_id],
+                row_to_device,
+            )
+            .map_err(db("read the registered device back"))?;
         tx.commit().map_err(db("commit the registration"))?;
-        self.get(&device.device_id)?
-            .ok_or_else(|| {
-                BackendError::Task("the registered device vanished before it was read back".into())
-            })
-            .map_err(RegisterError::from)
+        Ok(record)
     }
 
-    /// The device `device_id`, if registered.
-    pub fn get(&self, device_id: &str) -> Result<Option<DeviceRecord>, BackendError> {
+    pub(super) fn get(&self, device_id: &str) -> Result<Option<DeviceRecord>, BackendError> {
         let conn = self.connect()?;
         conn.query_row(
             &format!("{SELECT_DEVICE} WHERE device_id = ?1"),
@@ -440,8 +232,7 @@ impl Registry {
         .map_err(db("read a device"))
     }
 
-    /// Every registered device, by id.
-    pub fn list(&self) -> Result<Vec<DeviceRecord>, BackendError> {
+    pub(super) fn list(&self) -> Result<Vec<DeviceRecord>, BackendError> {
         let conn = self.connect()?;
         let mut stmt = conn
             .prepare(&format!("{SELECT_DEVICE} ORDER BY device_id"))
@@ -453,9 +244,11 @@ impl Registry {
             .map_err(db("list devices"))
     }
 
-    /// Marks `device_id` revoked (idempotent: the first revocation time is kept).
-    /// `None` if no such device.
-    pub fn revoke(&self, device_id: &str, now: i64) -> Result<Option<DeviceRecord>, BackendError> {
+    pub(super) fn revoke(
+        &self,
+        device_id: &str,
+        now: i64,
+    ) -> Result<Option<DeviceRecord>, BackendError> {
         let conn = self.connect()?;
         let changed = conn
             .execute(
@@ -470,8 +263,7 @@ impl Registry {
         self.get(device_id)
     }
 
-    /// Serial numbers of all revoked certificates, for the CRL.
-    pub fn revoked_serials(&self) -> Result<Vec<RevokedSerial>, BackendError> {
+    pub(super) fn revoked_serials(&self) -> Result<Vec<(String, Option<i64>)>, BackendError> {
         let conn = self.connect()?;
         let mut stmt = conn
             .prepare(
@@ -480,43 +272,29 @@ impl Registry {
             )
             .map_err(db("list revoked certificates"))?;
         let rows = stmt
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?))
-            })
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(db("list revoked certificates"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (serial_hex, at) = row.map_err(db("list revoked certificates"))?;
-            let revoked_at = time::OffsetDateTime::from_unix_timestamp(at.unwrap_or(0))
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-            out.push(RevokedSerial {
-                serial_hex,
-                revoked_at,
-            });
-        }
-        Ok(out)
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(db("list revoked certificates"))
     }
 
-    /// The next CRL number (1, 2, ...), persisted so numbers only grow across restarts.
-    pub fn next_crl_number(&self) -> Result<u64, BackendError> {
+    pub(super) fn next_crl_number(&self) -> Result<i64, BackendError> {
         let conn = self.connect()?;
-        let n: i64 = conn
-            .query_row(
-                "UPDATE meta SET value = value + 1 WHERE key = 'crl_number' RETURNING value",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(db("advance the CRL number"))?;
-        Ok(u64::try_from(n).unwrap_or(1))
+        conn.query_row(
+            "UPDATE meta SET value = value + 1 WHERE key = 'crl_number' RETURNING value",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(db("advance the CRL number"))
     }
 }
 
 const SELECT_DEVICE: &str = "SELECT device_id, serial_number, mac_address, firmware_version,
-    certificate_pem, certificate_id, certificate_serial, status, created_at, updated_at,
-    revoked_at FROM devices";
+    certificate_pem, certificate_id, certificate_serial, certificate_arn, status, created_at,
+    updated_at, revoked_at FROM devices";
 
 fn row_to_device(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
-    let status: String = row.get(7)?;
+    let status: String = row.get(8)?;
     Ok(DeviceRecord {
         device_id: row.get(0)?,
         serial_number: row.get(1)?,
@@ -525,14 +303,11 @@ fn row_to_device(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
         certificate_pem: row.get(4)?,
         certificate_id: row.get(5)?,
         certificate_serial: row.get(6)?,
-        status: if status == "revoked" {
-            RegistrationStatus::Revoked
-        } else {
-            RegistrationStatus::Active
-        },
-        created_at: row.get(8)?,
-        updated_at: row.get(9)?,
-        revoked_at: row.get(10)?,
+        certificate_arn: row.get(7)?,
+        status: RegistrationStatus::from_db(&status),
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+        revoked_at: row.get(11)?,
     })
 }
 
@@ -545,27 +320,6 @@ fn device_exists(conn: &Connection, device_id: &str) -> Result<bool, BackendErro
     .optional()
     .map(|found| found.is_some())
     .map_err(db("look up a device"))
-}
-
-/// What the registry knows of one token.
-struct TokenRow {
-    expires_at: i64,
-    used_at: Option<i64>,
-    reserved_until: Option<i64>,
-    binding: TokenBinding,
-}
-
-impl TokenRow {
-    /// `Ok` if the token is unused and unexpired at `now`, else why not.
-    fn usable(&self, now: i64) -> Result<(), RegisterError> {
-        match (self.used_at, self.expires_at) {
-            (Some(_), _) => Err(RegisterError::TokenUsed),
-            (None, expires_at) if expires_at <= now => {
-                Err(RegisterError::TokenExpired { expires_at })
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 fn token_row(conn: &Connection, token: &str) -> Result<Option<TokenRow>, BackendError> {
@@ -590,8 +344,78 @@ fn token_row(conn: &Connection, token: &str) -> Result<Option<TokenRow>, Backend
     .map_err(db("look up a token"))
 }
 
-/// Adds the [`TOKEN_COLUMNS`] a database made by an older release lacks.
-fn add_missing_token_columns(conn: &Connection) -> Result<(), BackendError> {
+fn table_exists(conn: &Connection, name: &str) -> Result<bool, BackendError> {
+    conn.query_row(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|found| found.is_some())
+    .map_err(db("read the registry's tables"))
+}
+
+fn current_version(conn: &Connection) -> Result<i64, BackendError> {
+    if !table_exists(conn, MIGRATIONS_TABLE)? {
+        return Ok(0);
+    }
+    conn.query_row(
+        &format!("SELECT COALESCE(MAX(version), 0) FROM {MIGRATIONS_TABLE}"),
+        [],
+        |row| row.get(0),
+    )
+    .map_err(db("read the registry's schema version"))
+}
+
+/// Applies the missing migrations in one `BEGIN IMMEDIATE` transaction.
+fn migrate_sqlite(conn: &mut Connection) -> Result<(), BackendError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db("begin the migration transaction"))?;
+    let fresh = !table_exists(&tx, MIGRATIONS_TABLE)?;
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+             version    INTEGER PRIMARY KEY NOT NULL,
+             name       TEXT NOT NULL,
+             applied_at INTEGER NOT NULL
+         )"
+    ))
+    .map_err(db("create the migrations table"))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if fresh && table_exists(&tx, "devices")? {
+        // A registry made before migrations existed: bring it to version 1 and adopt it.
+        add_legacy_token_columns(&tx)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {MIGRATIONS_TABLE} (version, name, applied_at) VALUES (1, 'initial (adopted)', ?1)"
+            ),
+            [now],
+        )
+        .map_err(db("record the adopted schema"))?;
+        tracing::info!("adopted an SQLite registry made before schema migrations as version 1");
+    }
+    let current = current_version(&tx)?;
+    for m in migrate::pending(migrate::SQLITE, current)? {
+        tx.execute_batch(m.sql)
+            .map_err(db("apply a schema migration"))?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {MIGRATIONS_TABLE} (version, name, applied_at) VALUES (?1, ?2, ?3)"
+            ),
+            params![m.version, m.name, now],
+        )
+        .map_err(db("record a schema migration"))?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "registry migrated (sqlite)"
+        );
+    }
+    tx.commit().map_err(db("commit the migrations"))
+}
+
+/// Adds the [`LEGACY_TOKEN_COLUMNS`] a database made by an early release lacks.
+fn add_legacy_token_columns(conn: &Connection) -> Result<(), BackendError> {
     let mut stmt = conn
         .prepare("SELECT name FROM pragma_table_info('tokens')")
         .map_err(db("read the token table's columns"))?;
@@ -600,7 +424,7 @@ fn add_missing_token_columns(conn: &Connection) -> Result<(), BackendError> {
         .map_err(db("read the token table's columns"))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db("read the token table's columns"))?;
-    for (name, kind) in TOKEN_COLUMNS {
+    for (name, kind) in LEGACY_TOKEN_COLUMNS {
         if !present.iter().any(|p| p == name) {
             conn.execute_batch(&format!("ALTER TABLE tokens ADD COLUMN {name} {kind}"))
                 .map_err(db("add a column to the token table"))?;
