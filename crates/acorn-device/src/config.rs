@@ -102,6 +102,9 @@ pub struct DeviceConfig {
     /// A heartbeat interval (ms) that replaces the `heartbeatSeconds` setting until a
     /// settings update names one (`acorn device run --heartbeat`); `None` = the setting.
     pub heartbeat_override_ms: Option<u64>,
+    /// Certificate rotation (AWS IoT's provisioning API); `None` = this device does not
+    /// rotate (the `rotate-certificate` command is answered with an error).
+    pub rotation: Option<crate::rotation::RotationConfig>,
 }
 
 impl DeviceConfig {
@@ -121,6 +124,7 @@ impl DeviceConfig {
             press_queue_capacity: crate::presses::PRESS_QUEUE_CAPACITY,
             press_window: PRESS_WINDOW,
             heartbeat_override_ms: None,
+            rotation: None,
         })
     }
 

@@ -45,6 +45,9 @@ pub enum Tag {
     Offline,
     /// A heartbeat status (never re-sent: the next one is due soon enough).
     Heartbeat,
+    /// A request of AWS IoT's provisioning API (certificate rotation): never re-sent on
+    /// another connection (AWS answers the requesting connection only; the core asks again).
+    Rotation,
 }
 
 impl Tag {
@@ -179,6 +182,10 @@ pub enum Action {
     /// Shutdown is over: the `offline` status was sent (and acknowledged, or the bound ran
     /// out), the connection closed. Stop driving.
     ShutdownComplete,
+    /// A certificate rotation step for the driver (key, candidate identity); answer with
+    /// [`crate::Device::rotation`]. Drivers without rotation support never see it (the core
+    /// only rotates with [`crate::DeviceConfig::rotation`] set).
+    Rotation(crate::rotation::RotationRequest),
 }
 
 /// What a press became.

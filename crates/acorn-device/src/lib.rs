@@ -137,6 +137,7 @@ mod error;
 pub mod io;
 pub mod notice;
 pub mod presses;
+pub mod rotation;
 pub mod store;
 
 pub use config::{CertificateFacts, DeviceConfig, HostFacts};

@@ -77,6 +77,33 @@ pub enum Notice {
         /// How many.
         count: usize,
     },
+    /// A certificate rotation began.
+    RotationStarted {
+        /// What started it.
+        trigger: crate::rotation::RotationTrigger,
+    },
+    /// The new certificate was accepted by `RegisterThing`: the trial connection begins.
+    RotationTrial,
+    /// The new certificate is the active one.
+    RotationCommitted {
+        /// Its id.
+        certificate_id: String,
+    },
+    /// The new certificate was dropped; the old one is in use.
+    RotationRolledBack {
+        /// Why.
+        reason: String,
+    },
+    /// A rotation failed before a new certificate was stored; it is retried later.
+    RotationFailed {
+        /// Why.
+        reason: String,
+    },
+    /// An answer or input the rotation did not wait for (ignored).
+    RotationIgnored {
+        /// What it was.
+        what: String,
+    },
     /// A heartbeat status went out.
     HeartbeatSent {
         /// Presses waiting in the queue.
@@ -162,6 +189,9 @@ impl Notice {
             | Notice::PressDropped { .. }
             | Notice::PressNotStored { .. }
             | Notice::PressNotRemoved { .. }
+            | Notice::RotationRolledBack { .. }
+            | Notice::RotationFailed { .. }
+            | Notice::RotationIgnored { .. }
             | Notice::OfflineNotAcknowledged => Level::Warn,
             Notice::Status(ConnectionStatus::Connecting)
             | Notice::NextAttempt { .. }
@@ -173,6 +203,9 @@ impl Notice {
             Notice::Status(_)
             | Notice::PressQueued { .. }
             | Notice::PressesRecovered { .. }
+            | Notice::RotationStarted { .. }
+            | Notice::RotationTrial
+            | Notice::RotationCommitted { .. }
             | Notice::SettingsApplied { .. }
             | Notice::Answered { .. }
             | Notice::Health(_)
@@ -234,6 +267,36 @@ impl fmt::Display for Notice {
                 f,
                 "{count} queued presses from before the restart are delivered first"
             ),
+            Notice::RotationStarted { trigger } => {
+                f.write_str("certificate rotation started (")?;
+                match trigger {
+                    crate::rotation::RotationTrigger::Command { request_id } => {
+                        write!(f, "rotate-certificate command, requestId {request_id}")?
+                    }
+                    crate::rotation::RotationTrigger::Expiry { days_left } => {
+                        write!(f, "the certificate has {days_left} days left")?
+                    }
+                    crate::rotation::RotationTrigger::Local => f.write_str("asked locally")?,
+                }
+                f.write_str("): making a new key")
+            }
+            Notice::RotationTrial => f.write_str(
+                "certificate rotation: the new certificate is registered; trying a connection with it",
+            ),
+            Notice::RotationCommitted { certificate_id } => write!(
+                f,
+                "certificate rotation committed: certificate {certificate_id} is in use"
+            ),
+            Notice::RotationRolledBack { reason } => write!(
+                f,
+                "certificate rotation rolled back, the old certificate is in use: {reason}"
+            ),
+            Notice::RotationFailed { reason } => {
+                write!(f, "certificate rotation failed (retried later): {reason}")
+            }
+            Notice::RotationIgnored { what } => {
+                write!(f, "certificate rotation: ignored {what}")
+            }
             Notice::HeartbeatSent { queued_presses } => {
                 write!(f, "heartbeat sent ({queued_presses} presses queued)")
             }

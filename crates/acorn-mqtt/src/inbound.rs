@@ -26,6 +26,9 @@ pub enum CommandKind {
     GetStatus,
     /// Drop the connection and reconnect (still at most one CONNECT per second).
     Reconnect,
+    /// Replace the device's key and certificate (AWS IoT's `CreateCertificateFromCsr` and
+    /// `RegisterThing`), trying the new one before committing to it.
+    RotateCertificate,
 }
 
 impl CommandKind {
@@ -35,6 +38,7 @@ impl CommandKind {
             CommandKind::Ping => "ping",
             CommandKind::GetStatus => "get-status",
             CommandKind::Reconnect => "reconnect",
+            CommandKind::RotateCertificate => "rotate-certificate",
         }
     }
 }

@@ -97,6 +97,7 @@ pub use inbound::{parse_inbound, request_id_of, CommandKind, CommandMessage, Inb
 pub use limits::QoS;
 pub use messages::{
     ButtonPressMessage, CommandResult, DeviceStatus, DeviceStatusMessage, Diagnostics, Heartbeat,
+    RotationState,
 };
 pub use queue::{OutgoingMessage, PublishId};
 pub use session::{

@@ -156,6 +156,22 @@ pub enum CommandResult {
     Error,
 }
 
+/// Where a certificate rotation stands, in the answers to `rotate-certificate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RotationState {
+    /// A new key is made and its certificate requested.
+    Started,
+    /// The new certificate is in use (`certificateId`).
+    Committed,
+    /// The new certificate was refused or failed its trial; the old one is in use (`error`).
+    RolledBack,
+    /// A rotation is under way already.
+    AlreadyRotating,
+    /// The rotation could not start or was abandoned (`error`); it is retried later.
+    Failed,
+}
+
 /// Optional diagnostic counters, sent in reply to `get-status` and on request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -263,6 +279,17 @@ pub struct DeviceStatusMessage {
     /// Diagnostic counters (reply to `get-status`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnostics: Option<Diagnostics>,
+    /// The device certificate's id (SHA-256 of its DER, hex): in heartbeats and rotation
+    /// answers.
+    #[serde(
+        rename = "certificateId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub certificate_id: Option<String>,
+    /// In an answer to `rotate-certificate`: where the rotation stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationState>,
     /// In a heartbeat: how the device is doing (fields at the top level of the message).
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Heartbeat>,
@@ -287,6 +314,8 @@ impl DeviceStatusMessage {
             error: None,
             settings: None,
             diagnostics: None,
+            certificate_id: None,
+            rotation: None,
             heartbeat: None,
         }
     }

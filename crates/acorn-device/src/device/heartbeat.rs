@@ -109,6 +109,7 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
         }
         let mut message = self.status_message(DeviceStatus::Online);
         message.heartbeat = Some(self.heartbeat_fields());
+        message.certificate_id = self.certificate.fingerprint.clone();
         match message.to_json() {
             Ok(payload) => {
                 self.emit(Action::Publish(Publish {

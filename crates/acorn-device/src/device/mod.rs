@@ -2,6 +2,7 @@
 
 mod heartbeat;
 mod ledger;
+mod rotate;
 mod status;
 
 use alloc::collections::VecDeque;
@@ -24,6 +25,7 @@ use crate::Error;
 
 use heartbeat::HeartbeatClock;
 use ledger::Ledger;
+use rotate::Rotator;
 
 /// Where the device is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,7 @@ pub struct Device<R, S, Q = MemoryPresses> {
     presses: Q,
     ledger: Ledger,
     heartbeat: HeartbeatClock,
+    rotator: Rotator,
     host: HostFacts,
     topics: Topics,
     firmware_version: String,
@@ -129,6 +132,7 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
             presses,
             ledger,
             heartbeat: HeartbeatClock::new(config.heartbeat_override_ms),
+            rotator: Rotator::new(config.rotation),
             host: HostFacts::default(),
             topics,
             firmware_version: config.firmware_version,
@@ -223,12 +227,15 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
                 self.session.handle(t, Event::ConnAck { session_present });
             }
             TransportEvent::ConnectRefused { code } => {
+                self.rotation_connection_failed(acorn_mqtt::connack_meaning(code));
                 self.session.handle(t, Event::ConnectRefused { code });
             }
             TransportEvent::ConnectFailed { diagnosis } => {
+                self.rotation_connection_failed(&diagnosis);
                 self.session.handle(t, Event::ConnectFailed { diagnosis });
             }
             TransportEvent::CredentialsRefused { diagnosis } => {
+                self.rotation_connection_failed(&diagnosis);
                 self.session
                     .handle(t, Event::CredentialsRefused { diagnosis });
             }
@@ -236,6 +243,7 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
                 if matches!(self.phase, Phase::Stopping { .. }) {
                     self.offline_lost = true;
                 }
+                self.rotation_connection_failed(&diagnosis);
                 self.session
                     .handle(t, Event::Disconnected { cause, diagnosis });
             }
@@ -254,6 +262,12 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
             TransportEvent::PubAck(_) | TransportEvent::Activity => {
                 self.session.handle(t, Event::MessageReceived);
             }
+            TransportEvent::SubAck { granted }
+                if !self.subscribing && self.rotator.takes_suback() =>
+            {
+                self.session.handle(t, Event::MessageReceived);
+                self.rotation_suback(granted);
+            }
             TransportEvent::SubAck { granted } => {
                 if !granted {
                     self.notice(Notice::SubscribeRefused);
@@ -263,7 +277,9 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
             }
             TransportEvent::Message { topic, payload } => {
                 self.session.handle(t, Event::MessageReceived);
-                self.on_inbound(topic, payload);
+                if !self.rotation_message(topic, payload) {
+                    self.on_inbound(topic, payload);
+                }
             }
         }
         self.pump();
@@ -284,7 +300,9 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
                 }
                 self.session.handle(self.mono_ms, Event::Tick);
                 self.pump();
+                self.rotation_tick();
                 self.beat_if_due();
+                self.pump();
             }
             Phase::Stopping { deadline } if self.mono_ms >= deadline => {
                 self.finish(Some(Notice::OfflineNotAcknowledged));
@@ -338,6 +356,7 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
                     self.session.poll_timeout(),
                     reconnect,
                     self.heartbeat.due_at(),
+                    self.rotator.next_timer(),
                 ]
                 .into_iter()
                 .flatten()
@@ -522,6 +541,9 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
             self.publish_presence(DeviceStatus::Online, Tag::Online);
             let interval = self.heartbeat_interval_ms();
             self.heartbeat.schedule(self.mono_ms, interval);
+            self.rotation_online();
+            // What the rotation queued goes out in this same turn.
+            self.drain_session();
         }
     }
 
@@ -575,6 +597,7 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
                     self.reconnect_after = None;
                     self.online_pending = false;
                     self.heartbeat.disconnected();
+                    self.rotator.connection_lost();
                 }
                 self.actions
                     .push_back(Action::Notice(Notice::Status(status)));

@@ -92,6 +92,11 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
                     command: name,
                     request_id: command.request_id.clone(),
                 });
+                if command.command == CommandKind::RotateCertificate {
+                    // Answered by the rotation (started, already rotating, or why not).
+                    self.rotate_command(&command.request_id);
+                    return;
+                }
                 if command.command == CommandKind::Reconnect {
                     // Reply first; reconnect once its PUBACK arrives (or the wait runs out).
                     if let Some(id) = self.send_reply(&reply) {
@@ -157,6 +162,11 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
                 reply
             }
         }
+    }
+
+    /// Queues a reply, dropping its id (the caller waits for no PUBACK).
+    pub(super) fn queue_reply(&mut self, reply: &DeviceStatusMessage) {
+        let _ = self.send_reply(reply);
     }
 
     /// Queues a reply on the status topic (QoS 1, through the session's ordered queue).

@@ -13,4 +13,5 @@ mod persistence;
 mod presses;
 mod properties;
 mod queue;
+mod rotation;
 mod shutdown;
