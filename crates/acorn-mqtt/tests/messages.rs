@@ -185,6 +185,7 @@ fn commands_are_validated() {
         ("ping", CommandKind::Ping),
         ("get-status", CommandKind::GetStatus),
         ("reconnect", CommandKind::Reconnect),
+        ("rotate-certificate", CommandKind::RotateCertificate),
     ] {
         let payload = format!(r#"{{"requestId":"r1","command":"{text}"}}"#);
         assert_eq!(
