@@ -24,7 +24,7 @@ bash bench/firmware_size.sh
 # a config named acorn-mosquitto.conf (a killed one may take a moment to be reaped).
 # The same holds for the `acorn` processes the CLI tests start (dev up, device run).
 for _ in $(seq 20); do
-  survivors=$(pgrep -a -f 'acorn-mosquitto[.]conf|target/[a-z]+/acorn (dev|device|demo) ' || true)
+  survivors=$(pgrep -a -f 'acorn-mosquitto[.]conf|target/[a-z]+/acorn (dev|device|demo|sim) ' || true)
   [ -z "$survivors" ] && break
   sleep 0.1
 done

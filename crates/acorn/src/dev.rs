@@ -134,6 +134,16 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         broker_config.port = Some(mqtt_port);
         broker_config.service_ca_file = Some(paths.service_ca_cert.clone());
         broker_config.service_port = Some(service_port);
+        // Room for a simulated fleet (`acorn sim --backend`): the open-files limit raised to
+        // the hard limit (mosquitto inherits it) and mosquitto told to use it.
+        let open_files = crate::sim::raise_open_files(0);
+        let max_connections =
+            u32::try_from(open_files.saturating_sub(64).max(64)).unwrap_or(u32::MAX);
+        broker_config.max_connections = Some(max_connections);
+        let limits = format!(
+            "open files {open_files} (soft limit raised to the hard limit), mosquitto \
+             max_connections {max_connections} per listener"
+        );
         broker_config.service_identities = SERVICE_NAMES
             .iter()
             .map(|name| acorn_mqtt::service_client_id(name))
@@ -178,6 +188,7 @@ fn up(args: UpArgs) -> Result<ExitCode> {
             broker_log: &log_path,
             token_file: &token_file,
             ttl: args.token_ttl.max(1),
+            limits: &limits,
         });
         stop.wait().await;
         println!("stopping: registration backend and mosquitto");
@@ -202,6 +213,7 @@ struct Banner<'a> {
     broker_log: &'a Path,
     token_file: &'a Path,
     ttl: i64,
+    limits: &'a str,
 }
 
 /// Prints where everything is. Secrets (the admin key, the token) stay in their 0600 files:
@@ -221,6 +233,7 @@ fn print_banner(b: &Banner<'_>) {
         b.service_port
     );
     println!("  broker log: {}", b.broker_log.display());
+    println!("  limits:    {}", b.limits);
     println!("  CA:        {ca}");
     println!(
         "  admin key: {} (Authorization: Bearer for /v1/tokens, /v1/devices)",

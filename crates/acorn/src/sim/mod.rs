@@ -474,7 +474,9 @@ async fn simulate(args: &Args, plan: Vec<chaos::Step>) -> Result<Report> {
         } else {
             ledger.sent.load(Ordering::Relaxed) - ledger.acked.load(Ordering::Relaxed)
         };
-        if waiting == 0 {
+        // Devices still coming back from the last fault are waited for too.
+        let away = n as u64 - ledger.connected.load(Ordering::Relaxed).min(n as u64);
+        if waiting == 0 && away == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

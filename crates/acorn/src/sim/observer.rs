@@ -127,6 +127,27 @@ impl Observer {
     }
 }
 
+/// Polls the event loop in a task of its own (a poll is never cancelled halfway) until the
+/// receiver is gone or the observer disconnected; after an error it waits a little (the
+/// broker is down or restarting) and polls again, which reconnects.
+fn drive(mut eventloop: EventLoop) -> (mpsc::Receiver<Result<Event, String>>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(4096);
+    let task = tokio::spawn(async move {
+        loop {
+            let event = eventloop.poll().await;
+            let failed = event.is_err();
+            let done = matches!(event, Ok(Event::Outgoing(Outgoing::Disconnect)));
+            if tx.send(event.map_err(|e| e.to_string())).await.is_err() || done {
+                return;
+            }
+            if failed {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    (rx, task)
+}
+
 fn subscribe(client: &AsyncClient) {
     for filter in [
         format!("{TOPIC_BUTTON_PRESS}/+"),
@@ -141,7 +162,7 @@ fn subscribe(client: &AsyncClient) {
 async fn run(
     options: SessionOptions,
     mut client: AsyncClient,
-    mut eventloop: EventLoop,
+    eventloop: EventLoop,
     setup: ObserverSetup,
     subscribed: watch::Sender<u64>,
     mut control: mpsc::Receiver<Control>,
@@ -157,10 +178,12 @@ async fn run(
     let mut sent_commands = 0u64;
     let mut subacks_wanted = 0usize;
     let mut back_at: Option<tokio::time::Instant> = None;
+    let (mut events, mut driver) = drive(eventloop);
     loop {
         tokio::select! {
-            event = eventloop.poll(), if back_at.is_none() => match event {
+            Some(event) = events.recv(), if back_at.is_none() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    tracing::info!(session_present = ack.session_present, "observer connected");
                     if ack.session_present {
                         subscribed.send_modify(|n| *n += 1);
                     } else {
@@ -168,7 +191,8 @@ async fn run(
                         subscribe(&client);
                     }
                 }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    tracing::info!(?ack, "observer subscribed");
                     subacks_wanted = subacks_wanted.saturating_sub(1);
                     if subacks_wanted == 0 {
                         subscribed.send_modify(|n| *n += 1);
@@ -200,10 +224,9 @@ async fn run(
                     if *stop.borrow() {
                         return;
                     }
+                    // The broker is down or restarting: the driver polls again shortly, which
+                    // reconnects.
                     tracing::debug!("observer connection: {e}");
-                    // The broker is down or restarting: try again shortly (the next poll
-                    // reconnects).
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
             _ = async {
@@ -216,7 +239,8 @@ async fn run(
                 match options.connect() {
                     Ok((c, e)) => {
                         client = c;
-                        eventloop = e;
+                        driver.abort();
+                        (events, driver) = drive(e);
                     }
                     Err(e) => tracing::warn!("observer: {e}"),
                 }
@@ -224,15 +248,8 @@ async fn run(
             Some(Control::Away(away)) = control.recv() => {
                 // A clean DISCONNECT: the broker keeps the persistent session.
                 let _ = client.try_disconnect();
-                let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                    loop {
-                        match eventloop.poll().await {
-                            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                    }
-                })
-                .await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut driver).await;
+                driver.abort();
                 back_at = Some(tokio::time::Instant::now() + away);
             }
             _ = async {
@@ -271,15 +288,8 @@ async fn run(
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     let _ = client.try_disconnect();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                        loop {
-                            match eventloop.poll().await {
-                                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
-                                Ok(_) => {}
-                            }
-                        }
-                    })
-                    .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut driver).await;
+                    driver.abort();
                     return;
                 }
             }

@@ -190,15 +190,20 @@ fn buckets(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, u64)> {
     out
 }
 
+/// A fault's start (not its end: `clear`, `restart`).
+fn is_fault(f: &FaultRecord) -> bool {
+    !matches!(f.kind.as_str(), "clear" | "restart")
+}
+
 fn storms(faults: &[FaultRecord], samples: &[Sample], n: u64) -> Vec<Storm> {
     let starts: Vec<f64> = faults
         .iter()
-        .filter(|f| matches!(f.kind.as_str(), "kill" | "reset" | "blackhole" | "stall"))
+        .filter(|f| is_fault(f))
         .map(|f| f.at_seconds)
         .collect();
     faults
         .iter()
-        .filter(|f| matches!(f.kind.as_str(), "kill" | "reset" | "blackhole" | "stall"))
+        .filter(|f| is_fault(f))
         .map(|fault| {
             let from = fault.at_seconds;
             let until = starts
