@@ -217,6 +217,11 @@ impl From<RegisterError> for ApiError {
                 "device_exists",
                 "a device with this deviceId is already registered; use another deviceId, or ask an administrator to look it up (GET /v1/devices/{id})",
             ),
+            RegisterError::DeviceBusy => Self::new(
+                StatusCode::CONFLICT,
+                "device_registration_in_progress",
+                "another registration for this deviceId (with another token) is in progress; wait for its answer",
+            ),
             RegisterError::Backend(e) => Self::internal(&e),
         }
     }

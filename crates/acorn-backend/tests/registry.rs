@@ -258,26 +258,43 @@ async fn a_reserved_token_is_busy_until_released_or_lapsed(registry: Registry) {
         .expect("free again");
 }
 
-both!(a_failed_insert_rolls_back_the_token);
-async fn a_failed_insert_rolls_back_the_token(registry: Registry) {
+both!(one_device_id_is_reserved_by_one_token_and_a_failed_insert_rolls_back);
+async fn one_device_id_is_reserved_by_one_token_and_a_failed_insert_rolls_back(registry: Registry) {
     let t = now();
-    let tokens = registry.mint_tokens(2, 600, t).await.expect("mint");
-    let (t0, t1) = (
+    let tokens = registry.mint_tokens(3, 600, t).await.expect("mint");
+    let (t0, t1, t2) = (
         tokens[0].token.expose_secret(),
         tokens[1].token.expose_secret(),
+        tokens[2].token.expose_secret(),
     );
     let d = device("d1", 1);
-    // Both tokens are reserved while `d1` is still free; the second then loses the race.
+    // While one token holds `d1`, another cannot reserve it; once that reservation lapses
+    // (its request died), another can.
     let first = registry.reserve(t0, &claim(&d), t).await.expect("reserve");
-    let second = registry.reserve(t1, &claim(&d), t).await.expect("reserve");
+    let busy = registry
+        .reserve(t1, &claim(&d), t)
+        .await
+        .expect_err("device busy");
+    assert!(matches!(busy, RegisterError::DeviceBusy), "{busy}");
+    let later = t + RESERVATION_SECONDS + 1;
+    let other = registry
+        .reserve(t2, &claim(&d), later)
+        .await
+        .expect("lapsed");
+    registry.release(t2, &other).await.expect("release");
     registry.register(t0, &first, &d, t).await.expect("first");
-    let again = NewDevice {
+    // The insert refuses a device id taken after the reservation: the token stays unused.
+    let second = registry
+        .reserve(t1, &claim(&device("d2", 2)), t)
+        .await
+        .expect("reserve d2");
+    let taken = NewDevice {
         certificate_id: "id-2".into(),
         certificate_serial: "02".into(),
         ..d.clone()
     };
     let err = registry
-        .register(t1, &second, &again, t)
+        .register(t1, &second, &taken, t)
         .await
         .expect_err("duplicate id");
     assert!(matches!(err, RegisterError::DeviceExists), "{err}");
@@ -292,10 +309,9 @@ async fn a_failed_insert_rolls_back_the_token(registry: Registry) {
         .expect_err("unique");
     assert!(matches!(err, RegisterError::Backend(_)), "{err}");
     assert_eq!(registry.list().await.expect("list").len(), 1);
-    // The second token is still usable, by its reservation, for a proper device.
-    let d3 = device("d3", 3);
+    // The token is still usable, by its reservation, for a proper device.
     registry
-        .register(t1, &second, &d3, t)
+        .register(t1, &second, &device("d2", 3), t)
         .await
         .expect("token kept");
 }
@@ -390,7 +406,7 @@ async fn migrations_are_applied_once_and_recorded(registry: Registry) {
         "sqlite" => migrate::latest(migrate::SQLITE),
         _ => migrate::latest(migrate::POSTGRES),
     };
-    assert_eq!(latest, 2);
+    assert_eq!(latest, 3);
     assert_eq!(registry.schema_version().await.expect("version"), latest);
 }
 
@@ -417,7 +433,7 @@ async fn sqlite_an_old_registry_is_adopted_and_migrated_with_its_data() {
     .expect("old schema");
     drop(conn);
     let registry = Registry::open(&path).expect("adopted");
-    assert_eq!(registry.schema_version().await.expect("version"), 2);
+    assert_eq!(registry.schema_version().await.expect("version"), 3);
     let old = registry.get("old-1").await.expect("get").expect("kept");
     assert_eq!(
         (old.status, old.certificate_arn),
@@ -446,14 +462,14 @@ async fn sqlite_an_old_registry_is_adopted_and_migrated_with_its_data() {
         .expect("register");
     // Opening again applies nothing more.
     let again = Registry::open(&path).expect("reopen");
-    assert_eq!(again.schema_version().await.expect("version"), 2);
+    assert_eq!(again.schema_version().await.expect("version"), 3);
     let conn = rusqlite::Connection::open(&path).expect("open");
     let rows: i64 = conn
         .query_row("SELECT COUNT(*) FROM acorn_schema_migrations", [], |r| {
             r.get(0)
         })
         .expect("count");
-    assert_eq!(rows, 2);
+    assert_eq!(rows, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -475,18 +491,18 @@ async fn postgres_instances_starting_together_migrate_once_and_a_newer_schema_is
     }
     assert_eq!(
         pg.psql("acorn", "SELECT COUNT(*) FROM acorn_schema_migrations"),
-        "2"
+        "3"
     );
     pg.psql(
         "acorn",
-        "INSERT INTO acorn_schema_migrations VALUES (3, 'from the future', 0)",
+        "INSERT INTO acorn_schema_migrations VALUES (4, 'from the future', 0)",
     );
     let err = Registry::connect(&url, &PoolOptions::default())
         .await
         .expect_err("too new");
     let text = err.to_string();
     assert!(
-        text.contains("version 3") && text.contains("up to 2"),
+        text.contains("version 4") && text.contains("up to 3"),
         "{text}"
     );
 }

@@ -38,6 +38,11 @@ pub const SQLITE: &[Migration] = &[
         name: "certificate_arn",
         sql: include_str!("../../migrations/sqlite/0002_certificate_arn.sql"),
     },
+    Migration {
+        version: 3,
+        name: "reserved_for",
+        sql: include_str!("../../migrations/sqlite/0003_reserved_for.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations (the same versions and names as [`SQLITE`]).
@@ -51,6 +56,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 2,
         name: "certificate_arn",
         sql: include_str!("../../migrations/postgres/0002_certificate_arn.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "reserved_for",
+        sql: include_str!("../../migrations/postgres/0003_reserved_for.sql"),
     },
 ];
 

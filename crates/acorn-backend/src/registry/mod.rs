@@ -218,6 +218,9 @@ pub enum RegisterError {
     /// A device with this id exists.
     #[error("a device with this id is already registered")]
     DeviceExists,
+    /// Another registration (with another token) for this device id is in progress.
+    #[error("another registration for this device id is in progress")]
+    DeviceBusy,
     /// The database failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -464,9 +467,11 @@ impl Registry {
     /// Reserves `token` for one registration of `claim` before any expensive work (key
     /// generation, signing, AWS calls): checks, in one transaction, that the token is known,
     /// unused, unexpired, not reserved by another request in flight, and bound (if at all) to
-    /// this device, and that the device id is free; then holds the token for
-    /// [`RESERVATION_SECONDS`]. A parallel request with the same token — in this process or
-    /// another instance on the same database — gets [`RegisterError::TokenBusy`]. Finish
+    /// this device, and that the device id is free and not being registered with another
+    /// token; then holds the token (and the device id) for [`RESERVATION_SECONDS`]. A
+    /// parallel request with the same token — in this process or another instance on the same
+    /// database — gets [`RegisterError::TokenBusy`]; one for the same device id with another
+    /// token gets [`RegisterError::DeviceBusy`]. Finish
     /// with [`Registry::register`] or give the token back with [`Registry::release`].
     pub async fn reserve(
         &self,

@@ -315,6 +315,14 @@ impl PgStore {
             .transaction()
             .await
             .map_err(self.err("begin the reservation transaction"))?;
+        // Reservations of one device id are serialised (then the token's row is locked):
+        // two tokens cannot both find the device id free.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&claim.device_id],
+        )
+        .await
+        .map_err(self.err("lock the device id"))?;
         let hash = token_hash(token);
         let row = token_row(&tx, &hash, true)
             .await
@@ -327,12 +335,25 @@ impl PgStore {
         {
             return Err(RegisterError::DeviceExists);
         }
+        let other = tx
+            .query_opt(
+                "SELECT 1 FROM tokens WHERE reserved_for = $1 AND reserved_until > $2
+                     AND used_at IS NULL AND token_hash <> $3",
+                &[&claim.device_id, &now, &hash],
+            )
+            .await
+            .map_err(self.err("look up reservations of the device id"))?;
+        if other.is_some() {
+            return Err(RegisterError::DeviceBusy);
+        }
         let reservation = Reservation::new();
         tx.execute(
-            "UPDATE tokens SET reservation = $1, reserved_until = $2 WHERE token_hash = $3",
+            "UPDATE tokens SET reservation = $1, reserved_until = $2, reserved_for = $3
+             WHERE token_hash = $4",
             &[
                 &reservation.0,
                 &now.saturating_add(RESERVATION_SECONDS),
+                &claim.device_id,
                 &hash,
             ],
         )
@@ -352,7 +373,7 @@ impl PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE tokens SET reservation = NULL, reserved_until = NULL
+                "UPDATE tokens SET reservation = NULL, reserved_until = NULL, reserved_for = NULL
                  WHERE token_hash = $1 AND reservation = $2 AND used_at IS NULL",
                 &[&token_hash(token), &reservation.0],
             )
@@ -377,7 +398,7 @@ impl PgStore {
         let used = tx
             .execute(
                 "UPDATE tokens SET used_at = $1, used_by = $2, reservation = NULL,
-                     reserved_until = NULL
+                     reserved_until = NULL, reserved_for = NULL
                  WHERE token_hash = $3 AND used_at IS NULL AND expires_at > $1
                      AND reservation = $4",
                 &[&now, &device.device_id, &hash, &reservation.0],

@@ -121,13 +121,28 @@ impl SqliteStore {
         if device_exists(&tx, claim.device_id)? {
             return Err(RegisterError::DeviceExists);
         }
+        let hash = token_hash(token);
+        let other: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM tokens WHERE reserved_for = ?1 AND reserved_until > ?2
+                     AND used_at IS NULL AND token_hash <> ?3",
+                params![claim.device_id, now, hash],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db("look up reservations of the device id"))?;
+        if other.is_some() {
+            return Err(RegisterError::DeviceBusy);
+        }
         let reservation = Reservation::new();
         tx.execute(
-            "UPDATE tokens SET reservation = ?1, reserved_until = ?2 WHERE token_hash = ?3",
+            "UPDATE tokens SET reservation = ?1, reserved_until = ?2, reserved_for = ?3
+             WHERE token_hash = ?4",
             params![
                 reservation.0,
                 now.saturating_add(RESERVATION_SECONDS),
-                token_hash(token)
+                claim.device_id,
+                hash
             ],
         )
         .map_err(db("reserve the token"))?;
@@ -142,7 +157,7 @@ impl SqliteStore {
     ) -> Result<(), BackendError> {
         let conn = self.connect()?;
         conn.execute(
-            "UPDATE tokens SET reservation = NULL, reserved_until = NULL
+            "UPDATE tokens SET reservation = NULL, reserved_until = NULL, reserved_for = NULL
              WHERE token_hash = ?1 AND reservation = ?2 AND used_at IS NULL",
             params![token_hash(token), reservation.0],
         )
@@ -164,7 +179,7 @@ impl SqliteStore {
         let used = tx
             .execute(
                 "UPDATE tokens SET used_at = ?1, used_by = ?2, reservation = NULL,
-                     reserved_until = NULL
+                     reserved_until = NULL, reserved_for = NULL
                  WHERE token_hash = ?3 AND used_at IS NULL AND expires_at > ?1
                      AND reservation = ?4",
                 params![now, device.device_id, token_hash(token), reservation.0],
