@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use acorn_certs::nvs_kv::NvsCertKv;
 use acorn_certs::{
     CertStore, CertificateMetadata, CertificateValidation, DeviceCertificates, PrivateKeyFormat,
-    Problem, Status, StoreError, ValidationReport,
+    Problem, Recovery, Slots, Status, StoreError, ValidationReport,
 };
 use acorn_device::{CertificateFacts, NvsSettingsError, SettingsStore};
 use acorn_mqtt::DeviceSettings;
@@ -98,6 +98,9 @@ pub struct LoadedDevice {
     pub warnings: Vec<String>,
     /// What the device core is told of the certificate (validity, fingerprint).
     pub certificate: CertificateFacts,
+    /// The certificate's issuer (a rotated certificate must have the same, unless a CA is
+    /// given).
+    pub issuer: String,
 }
 
 /// An NVS partition image used as a device's flash.
@@ -230,7 +233,14 @@ impl<F: NorFlash> DeviceImage<F> {
             .map(|info| CertificateFacts::new(info.not_before, info.not_after))
             .unwrap_or_default();
         certificate.fingerprint = Some(loaded.metadata.certificate_fingerprint.clone());
+        let issuer = loaded
+            .report
+            .certificate
+            .as_ref()
+            .map(|info| info.issuer.clone())
+            .unwrap_or_default();
         Ok(LoadedDevice {
+            issuer,
             device_id: loaded.metadata.device_id.clone(),
             endpoint: loaded.certificates.iot_endpoint.clone(),
             identity,
@@ -238,6 +248,34 @@ impl<F: NorFlash> DeviceImage<F> {
             warnings,
             certificate,
         })
+    }
+
+    /// Finishes or drops what an interrupted certificate rotation left (at every start,
+    /// before the identity is loaded); a note for the log when there was something.
+    pub fn recover_rotation(&mut self) -> Result<Option<String>, ImageError> {
+        let path = self.path.clone();
+        let err = |e: acorn_certs::SlotError<acorn_nvs::Error>| slot_error(&path, &e);
+        let mut slots = Slots::new(&mut self.nvs).allow_custom_endpoint(true);
+        let note = match slots.recover().map_err(err)? {
+            Recovery::Clean => None,
+            Recovery::CommitFinished => {
+                Some("a certificate rotation's commit was interrupted and is now finished: the new certificate is in use".to_owned())
+            }
+            Recovery::PartialCandidateErased => Some(
+                "an unfinished certificate rotation left part of a new identity: erased (the old one is in use)"
+                    .to_owned(),
+            ),
+            Recovery::CandidatePending => {
+                slots.discard().map_err(err)?;
+                Some("a certificate rotation was interrupted before its trial ended: the new certificate was dropped, the old one is in use".to_owned())
+            }
+        };
+        Ok(note)
+    }
+
+    /// The two identity slots of the image (certificate rotation).
+    pub fn slots(&mut self) -> Slots<&mut Nvs<F>> {
+        Slots::new(&mut self.nvs).allow_custom_endpoint(true)
     }
 
     /// The stored settings; `Ok(None)` when none were ever stored. Read by the device
@@ -307,8 +345,17 @@ fn identity_error<E: core::fmt::Display>(path: &Path, err: &StoreError<E>) -> Im
     }
 }
 
+/// A slot operation's failure, as an identity error of the image at `path`.
+fn slot_error(path: &Path, e: &acorn_certs::SlotError<acorn_nvs::Error>) -> ImageError {
+    ImageError::Identity {
+        path: path.to_owned(),
+        detail: e.to_string(),
+        verdict: CertificateValidation::InvalidFormat,
+    }
+}
+
 /// PEM text when both items are PEM (keeps any intermediate certificates), else DER.
-fn client_identity(certs: &DeviceCertificates) -> Result<ClientIdentity, String> {
+pub(crate) fn client_identity(certs: &DeviceCertificates) -> Result<ClientIdentity, String> {
     let pem_text = |bytes: &[u8]| {
         std::str::from_utf8(bytes)
             .ok()

@@ -68,6 +68,19 @@ pub trait SlotKv {
     fn slot(&mut self, slot: Slot) -> Self::Kv<'_>;
 }
 
+/// A borrowed store holds the same slots.
+impl<T: SlotKv + ?Sized> SlotKv for &mut T {
+    type Error = T::Error;
+    type Kv<'a>
+        = T::Kv<'a>
+    where
+        Self: 'a;
+
+    fn slot(&mut self, slot: Slot) -> Self::Kv<'_> {
+        (**self).slot(slot)
+    }
+}
+
 #[cfg(feature = "nvs")]
 impl<F: embedded_storage::nor_flash::NorFlash> SlotKv for acorn_nvs::Nvs<F> {
     type Error = acorn_nvs::Error;

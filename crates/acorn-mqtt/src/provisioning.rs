@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// `CreateCertificateFromCsr` request topic.
-pub const CREATE_FROM_CSR: &str = "$aws/certificates/create-from-csr/json";
+/// `CreateCertificateFromCsr` request topic (the device policy's, [`crate::topics`]).
+pub const CREATE_FROM_CSR: &str = crate::topics::TOPIC_CREATE_CERTIFICATE_FROM_CSR;
 /// Its answer topic on success.
 pub const CREATE_FROM_CSR_ACCEPTED: &str = "$aws/certificates/create-from-csr/json/accepted";
 /// Its answer topic on failure.

@@ -102,6 +102,19 @@ fn the_documented_answers_parse() {
 fn topics_follow_aws_and_refuse_wildcards_in_template_names() {
     assert_eq!(CREATE_FROM_CSR, "$aws/certificates/create-from-csr/json");
     assert_eq!(
+        CREATE_FROM_CSR_ACCEPTED,
+        format!("{CREATE_FROM_CSR}/accepted")
+    );
+    assert_eq!(
+        CREATE_FROM_CSR_REJECTED,
+        format!("{CREATE_FROM_CSR}/rejected")
+    );
+    // The template the device policy names has the topic the policy names.
+    assert_eq!(
+        register_thing_topics(acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE).unwrap()[0],
+        acorn_mqtt::topics::TOPIC_PROVISION
+    );
+    assert_eq!(
         register_thing_topics("AcornPups").unwrap()[0],
         "$aws/provisioning-templates/AcornPups/provision/json"
     );

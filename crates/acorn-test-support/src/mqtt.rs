@@ -152,6 +152,8 @@ pub struct BrokerSetup {
     pub tls11_only: bool,
     /// Serial numbers the CA revokes in a CRL given to the broker (`crlfile`).
     pub revoked_serials: Vec<u64>,
+    /// Extra `pattern` lines for the device listener's ACL.
+    pub extra_acl_lines: Vec<String>,
 }
 
 /// OpenSSL configuration for a TLS 1.0/1.1-only server.
@@ -175,6 +177,7 @@ impl Default for BrokerSetup {
             tls_version: None,
             tls11_only: false,
             revoked_serials: Vec::new(),
+            extra_acl_lines: Vec::new(),
         }
     }
 }
@@ -238,6 +241,7 @@ impl Env {
         write(dir.path(), "server.key", &server_key);
         let mut config = broker_config(dir.path());
         config.tls_version = setup.tls_version;
+        config.extra_acl_lines = setup.extra_acl_lines;
         if !setup.revoked_serials.is_empty() {
             write(dir.path(), "crl.pem", &ca.crl(&setup.revoked_serials));
             config.crl_file = Some(dir.path().join("crl.pem"));

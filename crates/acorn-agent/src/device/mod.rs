@@ -31,6 +31,7 @@
 //! ```
 
 mod link;
+mod rotate;
 mod runtime;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,8 @@ use acorn_transport::TrustRoots;
 
 pub use runtime::host_facts;
 
+/// Why a rotation did not start.
+pub use acorn_device::rotation::{RotateError, RotationConfig};
 /// What a press became (the device core's answer).
 pub use acorn_device::PressOutcome;
 /// A snapshot of the running device: status, counters, settings, uptime.
@@ -121,6 +124,12 @@ pub struct DeviceOptions {
     /// time before 2024 is taken as a clock that is not synced: certificate dates are then
     /// not checked, and [`Device::warnings`] says so.
     pub now_unix: Option<u64>,
+    /// Certificate rotation over AWS IoT's provisioning API (`rotate-certificate`, expiry,
+    /// [`DeviceHandle::rotate`]); `None` = no rotation.
+    pub rotation: Option<acorn_device::rotation::RotationConfig>,
+    /// The CA (PEM or DER) a rotated certificate must chain to; `None` = it must have the
+    /// same issuer as the certificate it replaces.
+    pub rotation_ca: Option<Vec<u8>>,
 }
 
 impl DeviceOptions {
@@ -138,6 +147,8 @@ impl DeviceOptions {
             firmware_version: AGENT_VERSION.to_owned(),
             tune: None,
             now_unix: None,
+            rotation: None,
+            rotation_ca: None,
         }
     }
 }
@@ -205,6 +216,9 @@ enum Request {
     PressQueue {
         reply: oneshot::Sender<PressQueue>,
     },
+    Rotate {
+        reply: oneshot::Sender<Result<(), RotateError>>,
+    },
     Shutdown,
 }
 
@@ -223,6 +237,7 @@ pub struct Device {
     session_options: SessionOptions,
     mqtt_options: rumqttc::MqttOptions,
     notes: Vec<String>,
+    rotation: rotate::RotationDriver,
 }
 
 impl Device {
@@ -232,6 +247,9 @@ impl Device {
     /// is sent).
     pub fn open(options: DeviceOptions) -> Result<Self, DeviceError> {
         let mut image = DeviceImage::open(&options.image, options.nvs_keys.as_ref())?;
+        // A rotation a crash or power cut interrupted: finish its commit, or drop a candidate
+        // whose trial never ended (the rotation starts again when it is triggered again).
+        let rotation_note = image.recover_rotation()?;
         let loaded = image.load_identity(options.now_unix.unwrap_or_else(unix_now))?;
         let queue_path = options
             .queue_image
@@ -266,8 +284,15 @@ impl Device {
         config.heartbeat_override_ms = options
             .heartbeat
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        config.rotation = options.rotation.clone();
+        let rotation = rotate::RotationDriver::new(
+            loaded.endpoint.clone(),
+            loaded.issuer.clone(),
+            options.rotation_ca.clone(),
+        );
         let core = Core::with_press_store(config, image, queue, StdRng::from_entropy())?;
         let mut notes = loaded.warnings;
+        notes.extend(rotation_note);
         notes.extend(core.settings_warning().map(str::to_owned));
         notes.extend(core.press_queue_warnings().iter().cloned());
         Ok(Self {
@@ -275,6 +300,7 @@ impl Device {
             session_options,
             mqtt_options,
             notes,
+            rotation,
         })
     }
 
@@ -375,6 +401,17 @@ impl DeviceHandle {
         let (reply, rx) = oneshot::channel();
         self.requests
             .send(Request::PressQueue { reply })
+            .await
+            .map_err(|_| DeviceError::Stopped)?;
+        rx.await.map_err(|_| DeviceError::Stopped)
+    }
+
+    /// Starts a certificate rotation (it waits for the connection when offline); the outcome
+    /// is answered on the status topic and logged.
+    pub async fn rotate(&self) -> Result<Result<(), RotateError>, DeviceError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Rotate { reply })
             .await
             .map_err(|_| DeviceError::Stopped)?;
         rx.await.map_err(|_| DeviceError::Stopped)

@@ -84,9 +84,11 @@ fn rss_bytes(status: &str) -> Option<u64> {
 }
 
 pub(super) struct Runtime {
-    device: Core,
+    pub(super) device: Core,
     start: Instant,
-    mqtt: MqttOptions,
+    pub(super) mqtt: MqttOptions,
+    pub(super) session_options: acorn_transport::SessionOptions,
+    pub(super) rotation: super::rotate::RotationDriver,
     network: NetworkOptions,
     capacity: usize,
     address: String,
@@ -109,6 +111,8 @@ impl Runtime {
             capacity: device.session_options.channel_capacity,
             address: device.session_options.address(),
             mqtt: device.mqtt_options,
+            session_options: device.session_options,
+            rotation: device.rotation,
             device: device.core,
             start: Instant::now(),
             link: None,
@@ -120,7 +124,7 @@ impl Runtime {
         }
     }
 
-    fn now(&self) -> Now {
+    pub(super) fn now(&self) -> Now {
         let mono = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         Now::new(mono, unix_ms())
     }
@@ -148,6 +152,10 @@ impl Runtime {
                     }
                     Some(Request::PressQueue { reply }) => {
                         let _ = reply.send(press_queue(&self.device));
+                    }
+                    Some(Request::Rotate { reply }) => {
+                        let now = self.now();
+                        let _ = reply.send(self.device.rotate(now));
                     }
                     Some(Request::Shutdown) => self.device.shutdown(self.now()),
                     None => {
@@ -214,6 +222,7 @@ impl Runtime {
             }
             Action::Notice(notice) => self.notice(&notice),
             Action::ShutdownComplete => return ControlFlow::Break(()),
+            Action::Rotation(request) => self.rotation_step(request),
             // A newer core's action this runtime does not know: nothing to carry out.
             _ => {}
         }
