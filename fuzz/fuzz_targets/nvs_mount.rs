@@ -8,9 +8,17 @@ use libfuzzer_sys::fuzz_target;
 fn exercise(bytes: Vec<u8>, keys: Option<&NvsKeys>) {
     let size = bytes.len() as u32;
     let _ = Nvs::check(MemFlash::from_bytes(bytes.clone()), 0, size, keys);
-    if let Ok(mut nvs) = Nvs::open_with(MemFlash::from_bytes(bytes.clone()), 0, size, keys, Mode::ReadOnly) {
+    if let Ok(mut nvs) = Nvs::open_with(
+        MemFlash::from_bytes(bytes.clone()),
+        0,
+        size,
+        keys,
+        Mode::ReadOnly,
+    ) {
         for entry in nvs.entries() {
-            let Some(ns) = nvs.find_namespace(&entry.namespace) else { continue };
+            let Some(ns) = nvs.find_namespace(&entry.namespace) else {
+                continue;
+            };
             let mut buf = vec![0u8; entry.info.len.min(1 << 20)];
             match entry.info.value_type {
                 ValueType::Str | ValueType::Blob => {
@@ -23,7 +31,8 @@ fn exercise(bytes: Vec<u8>, keys: Option<&NvsKeys>) {
         }
         let _ = nvs.stats();
     }
-    if let Ok(mut nvs) = Nvs::open_with(MemFlash::from_bytes(bytes), 0, size, keys, Mode::ReadWrite) {
+    if let Ok(mut nvs) = Nvs::open_with(MemFlash::from_bytes(bytes), 0, size, keys, Mode::ReadWrite)
+    {
         if let Ok(ns) = nvs.namespace("mqtt_certs") {
             let _ = nvs.set_blob(ns, "device_cert", &[0x42; 1300]);
             let _ = nvs.set::<u8>(ns, "cert_valid", 1);
