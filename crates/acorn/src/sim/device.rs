@@ -212,6 +212,7 @@ struct SimDevice {
     rng: SplitMix,
     connected: bool,
     stopping: bool,
+    last_mono: u64,
     summary: DeviceSummary,
 }
 
@@ -266,6 +267,7 @@ pub async fn run(index: u32, identity: DeviceIdentity, env: Arc<DeviceEnv>) -> D
         rng,
         connected: false,
         stopping: false,
+        last_mono: 0,
         summary: DeviceSummary::default(),
     };
     device.run().await;
@@ -299,15 +301,19 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 impl SimDevice {
-    fn now(&self) -> Now {
+    /// The time of an input to the core (remembered: a CONNECT the core asks for is dated by
+    /// the input that made it ask, the time its one-per-second floor counts from).
+    fn now(&mut self) -> Now {
         let mono = u64::try_from(self.env.ledger.start().elapsed().as_millis()).unwrap_or(0);
+        self.last_mono = mono;
         Now::new(mono, unix_ms())
     }
 
     async fn run(&mut self) {
         let mut stop_pressing = self.env.stop_pressing.clone();
         let mut shutdown = self.env.shutdown.clone();
-        self.core.start(self.now());
+        let now = self.now();
+        self.core.start(now);
         loop {
             if self.carry_out().await.is_break() {
                 break;
@@ -427,8 +433,7 @@ impl SimDevice {
 
     fn connect(&mut self, connect: Connect) {
         self.drop_conn();
-        let now = self.now();
-        self.summary.attempts_ms.push(now.mono_ms);
+        self.summary.attempts_ms.push(self.last_mono);
         self.env.ledger.attempts.fetch_add(1, Ordering::Relaxed);
         self.attempt_started = Instant::now();
         self.keep_alive = Duration::from_secs(connect.keep_alive_secs.into());
