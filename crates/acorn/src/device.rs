@@ -29,9 +29,19 @@ pub enum Command {
     /// they go first, oldest first, at the next start. A heartbeat status goes out every `heartbeatSeconds`
     /// (setting, default 300 s; --heartbeat overrides it until a settings update names one).
     ///
-    /// Commands on stdin: `press <buttonRfId> [battery]`, `status`, `quit`. Answers are JSON
-    /// lines on stdout; logs go to stderr (level from RUST_LOG, default `info`).
+    /// With --rotation-template the device rotates its certificate over AWS IoT's
+    /// provisioning MQTT API (CreateCertificateFromCsr, RegisterThing with that template) on
+    /// the `rotate-certificate` command, on the console's `rotate`, and by itself 30 days
+    /// before the certificate ends; the new certificate is tried on a new connection before it
+    /// replaces the old one in the image, or rolled back.
+    ///
+    /// Commands on stdin: `press <buttonRfId> [battery]`, `status`, `rotate`, `quit`. Answers
+    /// are JSON lines on stdout; logs go to stderr (level from RUST_LOG, default `info`).
     Run(RunArgs),
+    /// Run the device until one certificate rotation ends (as `device run --rotation-template`
+    /// with `rotate` at start): exit 0 when the new certificate is in use, 1 when the rotation
+    /// failed or was rolled back (the old certificate stays).
+    Rotate(RotateArgs),
     /// Connect once, publish one status at QoS 1, disconnect: the time of every step (DNS,
     /// TCP, TLS, CONNACK, SUBACK, PUBACK) or the diagnosis of the one that failed (exit 1).
     Ping(PingArgs),
@@ -108,6 +118,50 @@ pub struct RunArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    #[command(flatten)]
+    rotation: RotationArgs,
+}
+
+/// Certificate rotation options.
+#[derive(clap::Args)]
+pub struct RotationArgs {
+    /// The AWS IoT provisioning template RegisterThing uses (e.g. `acorn-pups`): turns
+    /// certificate rotation on.
+    #[arg(long)]
+    rotation_template: Option<String>,
+    /// The CA (PEM) a new certificate must chain to (default: the issuer of the current one).
+    #[arg(long, requires = "rotation_template")]
+    rotation_ca: Option<PathBuf>,
+}
+
+impl RotationArgs {
+    fn apply(&self, options: &mut DeviceOptions) -> Result<()> {
+        if let Some(template) = &self.rotation_template {
+            options.rotation = Some(
+                acorn_agent::device::RotationConfig::new(template)
+                    .map_err(|e| anyhow::anyhow!("--rotation-template: {e}"))?,
+            );
+        }
+        if let Some(path) = &self.rotation_ca {
+            options.rotation_ca = Some(
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read --rotation-ca {}", path.display()))?,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Arguments of `acorn device rotate`.
+#[derive(clap::Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    #[command(flatten)]
+    rotation: RotationArgs,
+    /// Give up (exit 1) when the rotation has not ended after this long.
+    #[arg(long, default_value = "5m", value_parser = crate::cli::parse_positive_duration)]
+    timeout: Duration,
 }
 
 /// `--queue-capacity`: 2 ..= 256 presses (what a queue image made here holds).
@@ -135,6 +189,7 @@ pub struct PingArgs {
 pub fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Run(args) => run_device(args),
+        Command::Rotate(args) => rotate_device(args),
         Command::Ping(args) => run_ping(args),
         Command::Register(args) => register::register(args, |plan| {
             run_device(RunArgs {
@@ -151,6 +206,10 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
                 queue_image: None,
                 queue_capacity: acorn_agent::device::DEFAULT_QUEUE_CAPACITY,
                 log_format: LogFormat::Text,
+                rotation: RotationArgs {
+                    rotation_template: None,
+                    rotation_ca: None,
+                },
             })
         }),
     }
@@ -215,6 +274,7 @@ fn run_device(args: RunArgs) -> Result<ExitCode> {
     options.broker = broker(&args.connection)?;
     options.alpn = args.connection.alpn;
     options.roots = roots(args.connection.ca.as_deref())?;
+    args.rotation.apply(&mut options)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -230,6 +290,64 @@ fn run_device(args: RunArgs) -> Result<ExitCode> {
     // The stdin reader may be blocked in a read: do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// `acorn device rotate`: runs the device until one rotation ends.
+fn rotate_device(args: RotateArgs) -> Result<ExitCode> {
+    init_logging(LogFormat::Text);
+    if args.rotation.rotation_template.is_none() {
+        anyhow::bail!(
+            "give --rotation-template NAME: the AWS IoT provisioning template RegisterThing uses (e.g. acorn-pups)"
+        );
+    }
+    let mut options = DeviceOptions::new(&args.connection.image);
+    options.nvs_keys = crate::image_file::maybe_keys(args.connection.nvs_keys.as_deref())?;
+    options.broker = broker(&args.connection)?;
+    options.alpn = args.connection.alpn;
+    options.roots = roots(args.connection.ca.as_deref())?;
+    args.rotation.apply(&mut options)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome = runtime.block_on(async move {
+        let device = Device::open(options)?;
+        let handle = device.spawn();
+        let mut events = handle.events();
+        handle
+            .rotate()
+            .await?
+            .map_err(|e| anyhow::anyhow!("the rotation did not start: {e}"))?;
+        let ended = tokio::time::timeout(args.timeout, async {
+            loop {
+                match events.recv().await {
+                    Ok(acorn_agent::device::DeviceEvent::RotationEnded { committed, detail }) => {
+                        return Some((committed, detail));
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .await;
+        handle.shutdown().await?;
+        Ok::<_, anyhow::Error>(ended)
+    })?;
+    match outcome {
+        Ok(Some((true, id))) => {
+            println!("{}", serde_json::json!({"rotation": "committed", "certificateId": id}));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Some((false, why))) => {
+            println!("{}", serde_json::json!({"rotation": "failed", "error": why}));
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(None) => anyhow::bail!("the device stopped before the rotation ended"),
+        Err(_) => anyhow::bail!(
+            "the rotation did not end within {:?}: check that the broker answers AWS IoT's provisioning API",
+            args.timeout
+        ),
+    }
 }
 
 /// The start line about presses from before this start (none: nothing), as a JSON line on
@@ -311,13 +429,18 @@ async fn command(handle: &DeviceHandle, line: &str) -> bool {
             ),
             Err(e) => eprintln!("status: {e}"),
         },
+        ["rotate"] => match handle.rotate().await {
+            Ok(Ok(())) => println!("{}", serde_json::json!({"rotate": "started"})),
+            Ok(Err(e)) => eprintln!("rotate: {e}"),
+            Err(e) => eprintln!("rotate: {e}"),
+        },
         ["press", button] => print_press(handle, button, None).await,
         ["press", button, battery] => match battery.parse::<u8>() {
             Ok(level) if level <= 100 => print_press(handle, button, Some(level)).await,
             _ => eprintln!("press: battery level must be 0..=100, got '{battery}'"),
         },
         _ => eprintln!(
-            "unknown command '{}': use `press <buttonRfId> [battery]`, `status` or `quit`",
+            "unknown command '{}': use `press <buttonRfId> [battery]`, `status`, `rotate` or `quit`",
             line.trim()
         ),
     }

@@ -61,3 +61,34 @@ fn durations_read_the_same_in_every_command_and_zero_only_where_it_means_somethi
         }
     }
 }
+
+#[test]
+fn rotation_options_are_checked_before_anything_runs() {
+    // `device rotate` needs the provisioning template.
+    let out = acorn(&["device", "rotate", "--image", "/nonexistent"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--rotation-template"), "{err}");
+    // A template name that could put a wildcard into a topic is refused.
+    let out = acorn(&[
+        "device",
+        "rotate",
+        "--image",
+        "/nonexistent",
+        "--rotation-template",
+        "a/#",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1..=36"), "{err}");
+    // --rotation-ca without a template is a usage error.
+    let out = acorn(&[
+        "device",
+        "run",
+        "--image",
+        "/nonexistent",
+        "--rotation-ca",
+        "ca.pem",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}

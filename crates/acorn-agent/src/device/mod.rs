@@ -178,6 +178,13 @@ pub enum DeviceEvent {
         /// Presses waiting in the queue.
         queued_presses: usize,
     },
+    /// A certificate rotation ended.
+    RotationEnded {
+        /// Whether the new certificate is in use.
+        committed: bool,
+        /// The new certificate's id, or why the rotation failed or was rolled back.
+        detail: String,
+    },
     /// A queued message was dropped.
     Dropped {
         /// The message.

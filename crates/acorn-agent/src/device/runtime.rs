@@ -45,6 +45,16 @@ fn device_event(notice: &Notice) -> Option<DeviceEvent> {
         Notice::HeartbeatSent { queued_presses } => DeviceEvent::HeartbeatSent {
             queued_presses: *queued_presses,
         },
+        Notice::RotationCommitted { certificate_id } => DeviceEvent::RotationEnded {
+            committed: true,
+            detail: certificate_id.clone(),
+        },
+        Notice::RotationRolledBack { reason } | Notice::RotationFailed { reason } => {
+            DeviceEvent::RotationEnded {
+                committed: false,
+                detail: reason.clone(),
+            }
+        }
         Notice::Dropped { id, reason } => DeviceEvent::Dropped {
             id: *id,
             reason: *reason,

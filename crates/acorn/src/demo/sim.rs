@@ -187,6 +187,10 @@ fn on_event(
             log.tally(id, |t| t.errors += 1);
             log.line(id, format!("press {press_id} kept in RAM only: {reason}"));
         }
+        DeviceEvent::RotationEnded { committed, detail } => {
+            let what = if committed { "committed" } else { "failed" };
+            log.line(id, format!("certificate rotation {what}: {detail}"));
+        }
         // A reply given up (a press given up by the session is handed to it again).
         DeviceEvent::Dropped { id: mid, reason } => {
             log.tally(id, |t| t.errors += 1);
