@@ -473,3 +473,41 @@ async fn large_and_oversized_inbound_messages_are_answered_without_dropping_the_
     assert_eq!(snapshot.stats.connects, 1, "the connection stayed up");
     handle.shutdown().await.unwrap();
 }
+
+/// Regression: `device ping` made the broker keep a persistent session subscribed to the
+/// commands topic only; the device that connected next found its session present, did not
+/// subscribe again, and never received settings.
+#[tokio::test]
+async fn a_ping_before_the_first_run_leaves_the_device_subscribed_to_settings_too() {
+    let env = Env::start();
+    let mut backend = env.backend("acorn-pups/status/#").await;
+    let (image, _) = device_image(env.dir.path(), &env.ca, "dev-p");
+    let mut image_file = acorn_agent::DeviceImage::open(&image, None).unwrap();
+    let loaded = image_file
+        .load_identity(acorn_agent::device_image::unix_now())
+        .unwrap();
+    drop(image_file);
+    let options = acorn_transport::ping::PingOptions::new(
+        env.target(),
+        loaded.identity.clone(),
+        env.roots(),
+        "dev-p",
+        "1.0.0-test",
+    );
+    acorn_transport::ping::ping(&options)
+        .await
+        .expect("the ping succeeds");
+
+    let handle = Device::open(env.device_options(&image)).unwrap().spawn();
+    let status = status_topic("dev-p");
+    wait_json(&mut backend, &status, |v| v["status"] == "online").await;
+    backend
+        .publish(
+            "acorn-pups/settings/dev-p",
+            br#"{"requestId":"req-p","soundVolume":3}"#,
+        )
+        .await;
+    let reply = wait_json(&mut backend, &status, |v| v["requestId"] == "req-p").await;
+    assert_eq!(reply["settings"]["soundVolume"], 3);
+    handle.shutdown().await.unwrap();
+}
