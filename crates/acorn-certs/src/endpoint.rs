@@ -98,6 +98,14 @@ fn aws_parts(endpoint: &str) -> Option<(&str, &str)> {
     (region_ok && !prefix.is_empty() && !prefix.contains('.')).then_some((prefix, region))
 }
 
+/// Whether `host` is an AWS IoT Core ATS data endpoint
+/// (`<prefix>-ats.iot.<region>.amazonaws.com`, any case): the one rule, used by the endpoint
+/// check and by the registration client (an answer naming such an endpoint carries a
+/// certificate AWS IoT Core issued).
+pub fn is_aws_iot_endpoint(host: &str) -> bool {
+    is_aws_iot(&host.to_ascii_lowercase())
+}
+
 fn is_aws_iot(endpoint: &str) -> bool {
     aws_parts(endpoint).is_some_and(|(prefix, _)| {
         prefix.strip_suffix("-ats").is_some_and(|p| {

@@ -73,6 +73,7 @@ mod store;
 mod types;
 mod validate;
 
+pub use endpoint::is_aws_iot_endpoint;
 pub use info::{fingerprint, CertificateInfo};
 pub use keys::KeyKind;
 pub use kv::{

@@ -46,6 +46,7 @@ pub(crate) fn check(
             answer.device_id
         ));
     }
+    let server_keygen = device_key.is_none();
     let key = match (device_key, answer.private_key_pem) {
         (Some(own), None) => own,
         (Some(_), Some(_)) => {
@@ -61,6 +62,13 @@ pub(crate) fn check(
         }
     };
     let (endpoint_host, endpoint_port) = split_endpoint(&answer.iot_endpoint)?;
+    // AWS IoT Core issues its device certificates from an Amazon CA it does not publish (the
+    // answer's CA is then Amazon's root for the endpoint's server certificate), and a
+    // certificate it makes with the key (CreateKeysAndCertificate) is for CN "AWS IoT
+    // Certificate" (the thing is bound by AttachThingPrincipal, not by name). So for an AWS
+    // endpoint the chain is not checked here, nor the CN of a server-made key; the key match,
+    // validity, key type and certificate id still are, and AWS checks the rest at connect.
+    let aws = acorn_certs::is_aws_iot_endpoint(&endpoint_host);
     let certs = DeviceCertificates {
         device_certificate: answer.certificate_pem.into_bytes(),
         private_key: PrivateKey::new(key.expose_secret().as_bytes().to_vec()),
@@ -68,9 +76,10 @@ pub(crate) fn check(
         device_id: device_id.to_owned(),
     };
     drop(key);
-    let options = ValidationOptions::new(now)
-        .with_ca(answer.ca_certificate_pem.as_bytes())
-        .allow_custom_endpoint(allow_custom_endpoint);
+    let mut options = ValidationOptions::new(now).allow_custom_endpoint(allow_custom_endpoint);
+    if !aws {
+        options = options.with_ca(answer.ca_certificate_pem.as_bytes());
+    }
     let report = validate(&certs, &options);
     if !report.is_valid() {
         let failures: Vec<String> = report
@@ -85,7 +94,8 @@ pub(crate) fn check(
         return bad("the certificate could not be read".into());
     };
     let cn = format!("CN={device_id}");
-    if !info.subject.split([',', '/']).any(|part| part.trim() == cn) {
+    let check_cn = !(aws && server_keygen);
+    if check_cn && !info.subject.split([',', '/']).any(|part| part.trim() == cn) {
         return bad(format!(
             "the certificate's subject is `{}`, expected `{cn}`",
             info.subject
@@ -240,6 +250,41 @@ mod tests {
             Some(key.serialize_pem()),
         );
         assert!(check(a, "dev-1", None, true, NOW).is_ok());
+    }
+
+    /// An answer as the aws signer gives it: an AWS endpoint, Amazon's root as the CA.
+    fn aws_answer(id: &str, cert: (String, String), key: Option<String>) -> RegisterResponse {
+        let amazon = ca("Amazon Root CA 1 (stand-in)");
+        RegisterResponse {
+            iot_endpoint: "a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com".into(),
+            ..answer(id, cert, &amazon, key)
+        }
+    }
+
+    #[test]
+    fn an_aws_answer_is_not_chained_to_the_returned_ca_but_its_key_must_match() {
+        // AWS IoT's issuing CA is not published: the chain is not checked for an AWS
+        // endpoint, and a server-made key's certificate is AWS's "AWS IoT Certificate".
+        let aws_ca = ca("Amazon (unpublished issuer)");
+        let key = KeyPair::generate().unwrap();
+        let a = aws_answer("dev-1", device_cert(&aws_ca, "dev-1", &key), None);
+        let checked = check(a, "dev-1", own(&key), false, NOW).expect("CSR flow on AWS");
+        assert_eq!(checked.endpoint_port, None);
+        let a = aws_answer(
+            "dev-1",
+            device_cert(&aws_ca, "AWS IoT Certificate", &key),
+            Some(key.serialize_pem()),
+        );
+        check(a, "dev-1", None, false, NOW).expect("server keys on AWS");
+        // With a CSR, AWS keeps the CSR's subject: another CN is still refused.
+        let a = aws_answer("dev-1", device_cert(&aws_ca, "dev-2", &key), None);
+        assert!(bad(check(a, "dev-1", own(&key), false, NOW)).contains("CN=dev-1"));
+        // The key check stays: a certificate for a key the device does not hold is refused
+        // (what moto's CreateCertificateFromCsr returns).
+        let other = KeyPair::generate().unwrap();
+        let a = aws_answer("dev-1", device_cert(&aws_ca, "dev-1", &other), None);
+        let why = bad(check(a, "dev-1", own(&key), false, NOW));
+        assert!(why.contains("does not belong"), "{why}");
     }
 
     #[test]

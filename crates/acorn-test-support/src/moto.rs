@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -36,74 +36,69 @@ pub fn venv() -> PathBuf {
     venv
 }
 
-/// A running moto server.
+/// A running moto server of one test, stopped on drop.
 pub struct Moto {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
-    child: Mutex<Option<Child>>,
+    child: Option<Child>,
+    /// Dropping it ends the thread that spawned moto (its parent-death signal then fires).
+    keeper: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        drop(self.keeper.take());
     }
 }
 
-/// The moto server this test process shares (started on first use; it dies with the process
-/// through its parent-death signal). Tests keep apart by using their own device ids.
-pub fn shared() -> &'static Moto {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
-    MOTO.get_or_init(Moto::start)
-}
-
 impl Moto {
-    /// Starts a moto server on a free loopback port and waits until it answers (at most 60 s);
-    /// certificate ids are then SHA-256 of the DER, as in AWS.
+    /// Starts a moto server on a free loopback port and waits until it accepts connections
+    /// (at most 60 s); its certificate ids are SHA-256 of the DER, as in AWS.
     pub fn start() -> Self {
         let venv = venv();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
-        let program = venv.join("bin/moto_server");
-        // Spawned from a thread that lives as long as the process: the parent-death signal
-        // fires only when the test process dies.
+        let python = venv.join("bin/python");
+        // moto's server with certificate ids computed as AWS does (SHA-256 of the DER, not
+        // of the PEM text); its HTTP config API cannot set that, so set it before the server
+        // starts.
+        let script = format!(
+            "from moto.core.config import default_user_config\n\
+             default_user_config['iot'] = {{'use_valid_cert': True}}\n\
+             from moto.server import main\n\
+             main(['-H', '127.0.0.1', '-p', '{port}'])\n"
+        );
+        // Spawned from a thread that lives as long as this server: the parent-death signal
+        // fires only when the test process dies (or the server is dropped).
         let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
             let child = Command::new("setpriv")
                 .args(["--pdeathsig", "SIGKILL", "--"])
-                .arg(program)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .arg(python)
+                .args(["-c", &script])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn();
             let _ = tx.send(child);
-            loop {
-                std::thread::park();
-            }
+            let _ = stop_rx.recv();
         });
         let child = rx.recv().expect("spawner").expect("moto_server starts");
         let moto = Self {
             endpoint: format!("http://127.0.0.1:{port}"),
-            child: Mutex::new(Some(child)),
+            child: Some(child),
+            keeper: Some(stop_tx),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && moto
-                    .python(&format!(
-                        "import urllib.request, json\n\
-                         req = urllib.request.Request('{}/moto-api/config', method='POST',\n\
-                             data=json.dumps({{'iot': {{'use_valid_cert': True}}}}).encode(),\n\
-                             headers={{'Content-Type': 'application/json'}})\n\
-                         urllib.request.urlopen(req, timeout=5).read()\nprint('{{}}')",
-                        moto.endpoint
-                    ))
-                    .is_ok();
+            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
             if up {
                 return moto;
             }
@@ -148,61 +143,35 @@ impl Moto {
             .unwrap_or_else(|e| panic!("boto3 iot.{method}: {e}"))
     }
 
-    /// The state of one thing as AWS IoT holds it, read with boto3: `attributes`,
-    /// `principals` (certificate ARNs), and for each principal its `status` and `policies`;
-    /// `null` when the thing does not exist.
-    pub fn thing_state(&self, thing: &str) -> Value {
-        let described = self.boto3("describe_thing", &serde_json::json!({ "thingName": thing }));
-        if described.get("error").is_some() {
-            return Value::Null;
-        }
-        let principals = self.boto3(
-            "list_thing_principals",
-            &serde_json::json!({ "thingName": thing }),
-        )["principals"]
-            .clone();
-        let mut certs = serde_json::Map::new();
-        for arn in principals.as_array().into_iter().flatten() {
-            let arn = arn.as_str().expect("arn");
-            certs.insert(arn.into(), self.certificate_state(arn));
-        }
-        serde_json::json!({
-            "attributes": described["attributes"],
-            "principals": principals,
-            "certificates": certs,
-        })
+    /// The account as AWS IoT holds it, read with boto3 in one go: `things` (name →
+    /// `attributes`, `principals`), `certificates` (ARN → `status`, `policies`, `things`) and
+    /// `policies` (name → document).
+    pub fn state(&self) -> Value {
+        const SCRIPT: &str = r#"
+import boto3, json
+iot = boto3.client('iot')
+things = {}
+for t in iot.list_things(maxResults=250)['things']:
+    name = t['thingName']
+    things[name] = {
+        'attributes': t.get('attributes', {}),
+        'principals': iot.list_thing_principals(thingName=name)['principals'],
     }
-
-    /// A certificate's `status` and attached `policies` (names), read with boto3; `null`
-    /// when it does not exist.
-    pub fn certificate_state(&self, arn: &str) -> Value {
-        let id = arn.rsplit('/').next().expect("id");
-        let described = self.boto3(
-            "describe_certificate",
-            &serde_json::json!({ "certificateId": id }),
-        );
-        if described.get("error").is_some() {
-            return Value::Null;
-        }
-        let policies = self.boto3(
-            "list_attached_policies",
-            &serde_json::json!({ "target": arn }),
-        );
-        let names: Vec<Value> = policies["policies"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| p["policyName"].clone())
-            .collect();
-        let things = self.boto3(
-            "list_principal_things",
-            &serde_json::json!({ "principal": arn }),
-        );
-        serde_json::json!({
-            "status": described["certificateDescription"]["status"],
-            "policies": names,
-            "things": things["things"],
-        })
+certs = {}
+for c in iot.list_certificates(pageSize=250)['certificates']:
+    arn = c['certificateArn']
+    certs[arn] = {
+        'status': c['status'],
+        'policies': [p['policyName'] for p in iot.list_attached_policies(target=arn)['policies']],
+        'things': iot.list_principal_things(principal=arn)['things'],
+    }
+policies = {}
+for p in iot.list_policies()['policies']:
+    policies[p['policyName']] = iot.get_policy(policyName=p['policyName'])['policyDocument']
+print(json.dumps({'things': things, 'certificates': certs, 'policies': policies}))
+"#;
+        self.python(SCRIPT)
+            .unwrap_or_else(|e| panic!("reading moto's state with boto3: {e}"))
     }
 
     /// Every certificate in the account: ARN → status.
@@ -275,9 +244,33 @@ impl Fault {
     }
 }
 
+/// A request held by the [`FaultProxy`] until the test releases it.
+#[derive(Clone)]
+pub struct Hold {
+    method: &'static str,
+    path_prefix: String,
+    arrived: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl Hold {
+    /// Waits until the held request has arrived (at most 30 s).
+    pub async fn arrived(&self) {
+        tokio::time::timeout(Duration::from_secs(30), self.arrived.notified())
+            .await
+            .expect("the held request did not arrive within 30 s");
+    }
+
+    /// Lets the held request go on to moto.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+}
+
 #[derive(Default)]
 struct ProxyState {
     faults: Vec<Fault>,
+    holds: Vec<Hold>,
     /// Every request seen: (method, path).
     seen: Vec<(String, String)>,
 }
@@ -330,10 +323,23 @@ impl FaultProxy {
         self.state.lock().expect("lock").faults.push(fault);
     }
 
-    /// Removes every fault rule and forgets the requests seen.
+    /// Holds the next request `method path_prefix*` until [`Hold::release`].
+    pub fn hold(&self, method: &'static str, path_prefix: &str) -> Hold {
+        let hold = Hold {
+            method,
+            path_prefix: path_prefix.into(),
+            arrived: Arc::new(tokio::sync::Notify::new()),
+            release: Arc::new(tokio::sync::Notify::new()),
+        };
+        self.state.lock().expect("lock").holds.push(hold.clone());
+        hold
+    }
+
+    /// Removes every fault and hold rule and forgets the requests seen.
     pub fn reset(&self) {
         let mut st = self.state.lock().expect("lock");
         st.faults.clear();
+        st.holds.clear();
         st.seen.clear();
     }
 
@@ -363,6 +369,18 @@ async fn forward(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
     let path = req.uri().path().to_owned();
+    let held = {
+        let mut st = state.lock().expect("lock");
+        let found = st
+            .holds
+            .iter()
+            .position(|h| h.method == method && path.starts_with(&h.path_prefix));
+        found.map(|i| st.holds.remove(i))
+    };
+    if let Some(hold) = held {
+        hold.arrived.notify_one();
+        hold.release.notified().await;
+    }
     let injected = {
         let mut st = state.lock().expect("lock");
         st.seen.push((method.clone(), path.clone()));

@@ -248,12 +248,17 @@ impl AwsSigner {
             .connect_timeout(Duration::from_secs(5))
             .operation_timeout(config.operation_timeout)
             .build();
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http)
             .retry_config(retry)
-            .timeout_config(timeouts)
-            .load()
-            .await;
+            .timeout_config(timeouts);
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
         if sdk.region().is_none() {
             return Err(BackendError::Config(
                 "the aws signer needs an AWS region: set AWS_REGION (or a region in the AWS profile)".into(),

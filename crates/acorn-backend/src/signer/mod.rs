@@ -49,6 +49,11 @@ impl SignerConfig {
 /// is honoured).
 #[derive(Debug, Clone)]
 pub struct AwsSignerConfig {
+    /// The AWS region; `None` takes it from the SDK's chain (`AWS_REGION`, the profile).
+    pub region: Option<String>,
+    /// The AWS IoT API endpoint; `None` uses the SDK's (which honours `AWS_ENDPOINT_URL`).
+    /// For VPC endpoints and local emulators.
+    pub endpoint_url: Option<String>,
     /// The AWS IoT policy attached to each device certificate (`policies/device-policy.json`).
     pub policy_name: String,
     /// Create the policy from `policies/device-policy.json` at start-up when it does not exist
@@ -75,6 +80,8 @@ impl Default for AwsSignerConfig {
     /// up to 5 s, 20 s per call, readiness re-probed every 30 s.
     fn default() -> Self {
         Self {
+            region: None,
+            endpoint_url: None,
             policy_name: DEFAULT_AWS_POLICY_NAME.into(),
             create_policy: false,
             requests_per_second: 10.0,

@@ -1,0 +1,512 @@
+//! The `aws` signer against a local AWS IoT Core: moto's server (PyPI `moto[server]`), started
+//! by each test on a free loopback port. What the signer made is read back through moto's own
+//! API with boto3 (a second client, not our code); failures are injected by a proxy between
+//! the signer and moto. Run with `cargo test -p acorn-backend --features aws`.
+#![cfg(feature = "aws")]
+
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use acorn_backend::{AwsSignerConfig, BackendConfig, SignerConfig};
+use acorn_test_support::backend::{body, csr, der, start_with, TestBackend};
+use acorn_test_support::moto::{Fault, FaultProxy, Moto, REGION};
+use serde_json::{json, Value};
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<no code>")
+}
+
+/// Fake credentials for moto, set once before any test of this binary touches the SDK (each
+/// test calls this first, so no thread reads the environment while it is written).
+fn fake_credentials() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::remove_var("AWS_PROFILE");
+    });
+}
+
+fn aws_config(endpoint: &str) -> AwsSignerConfig {
+    AwsSignerConfig {
+        region: Some(REGION.into()),
+        endpoint_url: Some(endpoint.into()),
+        create_policy: true,
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        ready_cache: Duration::ZERO,
+        ..AwsSignerConfig::default()
+    }
+}
+
+async fn moto() -> Arc<Moto> {
+    fake_credentials();
+    Arc::new(
+        tokio::task::spawn_blocking(Moto::start)
+            .await
+            .expect("moto starts"),
+    )
+}
+
+async fn backend(
+    endpoint: &str,
+    adjust: impl FnOnce(&mut AwsSignerConfig, &mut BackendConfig),
+) -> TestBackend {
+    let mut aws = aws_config(endpoint);
+    start_with(|config| {
+        adjust(&mut aws, config);
+        config.signer = SignerConfig::Aws(aws);
+    })
+    .await
+}
+
+/// Reads moto's state with boto3 (a child process), off the runtime.
+async fn state(moto: &Arc<Moto>) -> Value {
+    let moto = Arc::clone(moto);
+    tokio::task::spawn_blocking(move || moto.state())
+        .await
+        .expect("state")
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    acorn_backend::ca::certificate_id(der)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_create_the_thing_certificate_and_attachments_and_revocation_revokes() {
+    let moto = moto().await;
+    let b = backend(&moto.endpoint, |_, _| {}).await;
+    let before = state(&moto).await;
+    // The policy was created from policies/device-policy.json at start-up.
+    let document: Value = serde_json::from_str(
+        before["policies"]["acorn-device"]
+            .as_str()
+            .expect("policy created"),
+    )
+    .expect("json");
+    assert_eq!(document, acorn_backend::policy::device_policy());
+
+    // Server-side keys: AWS makes an RSA-2048 key (PKCS#1, as AWS returns it).
+    let mut req = body("aws-keys-1");
+    req["serialNumber"] = json!("SN-AWS-1");
+    let (status, keys) = b.register(Some(&b.token().await), &req).await;
+    assert_eq!(status, 201, "{keys}");
+    let key_pem = keys["privateKeyPem"].as_str().expect("key");
+    assert!(
+        key_pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+        "{key_pem}"
+    );
+    let cert_pem = keys["certificatePem"].as_str().expect("cert");
+    assert_eq!(keys["certificateId"], sha256_hex(&der(cert_pem)));
+    let endpoint = keys["iotEndpoint"].as_str().expect("endpoint");
+    assert!(
+        acorn_certs::is_aws_iot_endpoint(endpoint),
+        "an iot:Data-ATS endpoint: {endpoint}"
+    );
+    assert!(keys["caCertificatePem"]
+        .as_str()
+        .expect("ca")
+        .contains("BEGIN CERTIFICATE"));
+
+    // With a CSR: CreateCertificateFromCsr (the same endpoint, cached).
+    let (_, csr_pem) = csr("aws-csr-1");
+    let mut req = body("aws-csr-1");
+    req["csr"] = json!(csr_pem);
+    let (status, with_csr) = b.register(Some(&b.token().await), &req).await;
+    assert_eq!(status, 201, "{with_csr}");
+    assert!(with_csr.get("privateKeyPem").is_none());
+    assert_eq!(with_csr["iotEndpoint"], endpoint);
+
+    // What AWS IoT now holds, read through moto's API with boto3.
+    let after = state(&moto).await;
+    for (id, serial, answer) in [
+        ("aws-keys-1", "SN-AWS-1", &keys),
+        ("aws-csr-1", "SN-0001", &with_csr),
+    ] {
+        let thing = &after["things"][id];
+        assert_eq!(
+            thing["attributes"],
+            json!({ "serialNumber": serial, "macAddress": "AA:BB:CC:DD:EE:FF", "firmwareVersion": "1.0.0" }),
+            "{id}"
+        );
+        let principals = thing["principals"].as_array().expect("principals");
+        assert_eq!(principals.len(), 1, "{id}: {thing}");
+        let arn = principals[0].as_str().expect("arn");
+        assert!(
+            arn.ends_with(answer["certificateId"].as_str().expect("id")),
+            "{arn}"
+        );
+        let cert = &after["certificates"][arn];
+        assert_eq!(cert["status"], "ACTIVE", "{id}");
+        assert_eq!(cert["policies"], json!(["acorn-device"]), "{id}");
+        assert_eq!(cert["things"], json!([id]), "{id}");
+        // The registry keeps the ARN (for revocation).
+        let record = b
+            .handle
+            .registry()
+            .get(id)
+            .await
+            .expect("get")
+            .expect("registered");
+        assert_eq!(record.certificate_arn.as_deref(), Some(arn));
+    }
+
+    // Revocation: REVOKED in AWS IoT and detached from the thing and the policy.
+    let (status, revoked) = b.admin_post("/v1/devices/aws-keys-1/revoke").await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["certificateStatus"], "REVOKED");
+    assert_eq!(revoked["device"]["status"], "revoked");
+    assert!(
+        revoked.get("crlNumber").is_none(),
+        "no local CRL for AWS certificates"
+    );
+    let arn = after["things"]["aws-keys-1"]["principals"][0]
+        .as_str()
+        .expect("arn")
+        .to_owned();
+    let now = state(&moto).await;
+    assert_eq!(now["certificates"][&arn]["status"], "REVOKED");
+    assert_eq!(now["certificates"][&arn]["policies"], json!([]));
+    assert_eq!(now["things"]["aws-keys-1"]["principals"], json!([]));
+    // Revoking again is harmless; the other device is untouched.
+    let (status, again) = b.admin_post("/v1/devices/aws-keys-1/revoke").await;
+    assert_eq!(status, 200, "{again}");
+    let csr_arn = after["things"]["aws-csr-1"]["principals"][0]
+        .as_str()
+        .expect("arn");
+    assert_eq!(now["certificates"][csr_arn]["status"], "ACTIVE");
+
+    // /v1/ready asks AWS IoT (GetPolicy) and the registry.
+    let resp = b
+        .client
+        .get(b.url("/v1/ready"))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(resp.status(), 200);
+}
+
+/// Every certificate is INACTIVE or gone and no thing exists but `keep`.
+fn nothing_half_made(state: &Value, keep: &[&str], step: &str) {
+    let things: Vec<&String> = state["things"]
+        .as_object()
+        .expect("things")
+        .keys()
+        .collect();
+    assert_eq!(
+        things.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        keep,
+        "{step}: things left behind: {state}"
+    );
+    for (arn, cert) in state["certificates"].as_object().expect("certificates") {
+        let owned_by_kept = cert["things"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| keep.contains(&t.as_str().unwrap_or(""))));
+        if !owned_by_kept {
+            assert_ne!(
+                cert["status"], "ACTIVE",
+                "{step}: orphan ACTIVE certificate {arn}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_at_each_aws_step_leaves_nothing_half_made_and_answers_502() {
+    let moto = moto().await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let b = backend(&proxy.endpoint, |_, _| {}).await;
+    let steps = [
+        (
+            "CreateThing",
+            Fault::internal("POST", "/things/", 3),
+            false,
+            "aws_create_thing_failed",
+        ),
+        (
+            "CreateKeysAndCertificate",
+            Fault::internal("POST", "/keys-and-certificate", 3),
+            false,
+            "aws_create_certificate_failed",
+        ),
+        (
+            "CreateCertificateFromCsr",
+            Fault::internal("POST", "/certificates", 3),
+            true,
+            "aws_create_certificate_failed",
+        ),
+        (
+            "AttachPolicy",
+            Fault::internal("PUT", "/target-policies/", 3),
+            false,
+            "aws_attach_policy_failed",
+        ),
+        (
+            "AttachThingPrincipal",
+            Fault::internal("PUT", "/things/step-", 3),
+            true,
+            "aws_attach_thing_principal_failed",
+        ),
+    ];
+    let mut registered = Vec::new();
+    for (i, (step, fault, with_csr, expected)) in steps.into_iter().enumerate() {
+        let id = format!("step-{i}");
+        let mut req = body(&id);
+        if with_csr {
+            req["csr"] = json!(csr(&id).1);
+        }
+        let token = b.token().await;
+        proxy.fail(fault);
+        let (status, v) = b.register(Some(&token), &req).await;
+        proxy.reset();
+        assert_eq!((status, code(&v)), (502, expected), "{step}: {v}");
+        let message = v["error"]["message"].as_str().expect("message");
+        assert!(
+            message.contains(step) && message.contains("nothing was left"),
+            "{step}: {message}"
+        );
+        assert!(message.contains("request id"), "{step}: {message}");
+        let now = state(&moto).await;
+        let keep: Vec<&str> = registered.iter().map(String::as_str).collect();
+        nothing_half_made(&now, &keep, step);
+        assert!(
+            b.handle.registry().get(&id).await.expect("get").is_none(),
+            "{step}"
+        );
+        // The token was given back: the same registration now succeeds.
+        let (status, v) = b.register(Some(&token), &req).await;
+        assert_eq!(status, 201, "{step}, retried: {v}");
+        registered.push(id);
+    }
+    // Metrics count the signer's failures by code.
+    let metrics = b
+        .client
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            r#"acorn_signer_errors_total{signer="aws",code="aws_attach_policy_failed"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_failure_after_the_aws_steps_undoes_them() {
+    let moto = moto().await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let b = Arc::new(backend(&proxy.endpoint, |_, _| {}).await);
+    let token = b.token().await;
+    // Hold the last AWS step, break the registry meanwhile, then let it go on.
+    let hold = proxy.hold("PUT", "/things/late-1/principals");
+    let task = {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move { b.register(Some(&token), &body("late-1")).await })
+    };
+    hold.arrived().await;
+    let registry = b.handle.paths().registry.clone();
+    std::fs::remove_file(&registry).expect("remove");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", registry.display()));
+    }
+    std::fs::create_dir(&registry).expect("dir in its place");
+    hold.release();
+    let (status, v) = task.await.expect("task");
+    assert_eq!((status, code(&v)), (500, "internal_error"), "{v}");
+    let now = state(&moto).await;
+    nothing_half_made(&now, &[], "registry insert");
+    assert_eq!(
+        now["certificates"].as_object().expect("certs").len(),
+        0,
+        "the certificate was deleted: {now}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_with_backoff() {
+    let moto = moto().await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let b = backend(&proxy.endpoint, |aws, _| {
+        aws.max_attempts = 4;
+    })
+    .await;
+    // Throttled twice, then through: the registration succeeds after three CreateThing calls.
+    proxy.fail(Fault::throttle("POST", "/things/slow-1", 2));
+    let started = std::time::Instant::now();
+    let (status, v) = b.register(Some(&b.token().await), &body("slow-1")).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(proxy.count("POST", "/things/slow-1"), 3);
+    assert!(started.elapsed() >= Duration::from_millis(20), "backed off");
+    // Throttled on every attempt: 502 naming the throttling, nothing left behind.
+    proxy.fail(Fault::throttle("PUT", "/target-policies/", 4));
+    let (status, v) = b.register(Some(&b.token().await), &body("slow-2")).await;
+    assert_eq!((status, code(&v)), (502, "aws_attach_policy_failed"), "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .expect("message")
+        .contains("ThrottlingException"));
+    assert_eq!(
+        proxy.count("PUT", "/target-policies/"),
+        1 + 4,
+        "slow-1's attachment, then four attempts for slow-2"
+    );
+    let now = state(&moto).await;
+    nothing_half_made(&now, &["slow-1"], "throttled AttachPolicy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_policy_stops_the_start_unless_it_may_be_created_and_ready_follows_aws() {
+    let moto = moto().await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = BackendConfig::new(dir.path());
+    let mut aws = aws_config(&proxy.endpoint);
+    aws.create_policy = false;
+    aws.policy_name = "acorn-missing".into();
+    config.signer = SignerConfig::Aws(aws);
+    let err = acorn_backend::Backend::start(config)
+        .await
+        .expect_err("no policy");
+    let text = err.to_string();
+    assert!(
+        text.contains("acorn-missing")
+            && text.contains("aws iot create-policy")
+            && text.contains("policies/device-policy.json"),
+        "{text}"
+    );
+    // Created on request, then ready; ready fails while AWS IoT does not answer.
+    let b = backend(&proxy.endpoint, |_, _| {}).await;
+    let ready = |b: &TestBackend| {
+        let (client, url) = (b.client.clone(), b.url("/v1/ready"));
+        async move {
+            let resp = client.get(url).send().await.expect("ready");
+            (
+                resp.status().as_u16(),
+                resp.json::<Value>().await.expect("json"),
+            )
+        }
+    };
+    assert_eq!(ready(&b).await.0, 200);
+    proxy.fail(Fault::internal("GET", "/policies/", 3));
+    let (status, v) = ready(&b).await;
+    assert_eq!(
+        (status, &v["checks"]["signer"]),
+        (503, &json!("unavailable")),
+        "{v}"
+    );
+    assert_eq!(v["checks"]["database"], "ok");
+    proxy.reset();
+    assert_eq!(ready(&b).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_signer_refuses_bodies_aws_cannot_take() {
+    let moto = moto().await;
+    let b = backend(&moto.endpoint, |_, _| {}).await;
+    // AWS makes RSA keys only; a firmware version outside AWS's attribute alphabet.
+    let mut req = body("refused-1");
+    req["keyType"] = json!("p256");
+    let (status, v) = b.register(Some(&b.token().await), &req).await;
+    assert_eq!((status, code(&v)), (400, "invalid_key_type"), "{v}");
+    let mut req = body("refused-1");
+    req["firmwareVersion"] = json!("1.0.0+build.7");
+    let (status, v) = b.register(Some(&b.token().await), &req).await;
+    assert_eq!((status, code(&v)), (400, "invalid_firmware_version"), "{v}");
+    assert!(state(&moto).await["things"]
+        .as_object()
+        .expect("things")
+        .is_empty());
+}
+
+fn device_options(
+    b: &TestBackend,
+    token: String,
+    device_id: &str,
+) -> acorn_register::RegistrationOptions {
+    let mut options = acorn_register::RegistrationOptions::new(
+        b.handle.base_url(),
+        secrecy::SecretString::from(token),
+        device_id,
+    );
+    options.retry = acorn_register::RetryPolicy {
+        max_attempts: 1,
+        ..acorn_register::RetryPolicy::default()
+    };
+    options
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_refuses_motos_csr_certificate_and_stores_aws_server_keys() {
+    let moto = moto().await;
+    let b = backend(&moto.endpoint, |_, _| {}).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // moto's CreateCertificateFromCsr certifies a fresh key of its own, not the CSR's (real
+    // AWS IoT certifies the CSR's key): the device's key-match check must refuse it.
+    let mut options = device_options(&b, b.token().await, "moto-csr-1");
+    options.allow_custom_endpoint = false;
+    let image = acorn_register::ImageTarget::new(dir.path().join("csr.bin"));
+    let err = acorn_register::register(&options, &image, &mut acorn_register::HostNetwork)
+        .await
+        .expect_err("a certificate for another key");
+    match &err {
+        acorn_register::RegistrationError::BadAnswer(why) => assert!(
+            why.contains("key_match") || why.contains("does not belong"),
+            "{why}"
+        ),
+        other => panic!("expected BadAnswer, got {other}"),
+    }
+    assert!(
+        image.stored_device(0).ok().flatten().is_none(),
+        "nothing stored"
+    );
+    // Server-side keys (AWS makes RSA-2048): accepted and stored, no chain to check.
+    let mut options = device_options(&b, b.token().await, "moto-keys-1");
+    options.allow_custom_endpoint = false;
+    options.server_keygen = true;
+    options.key_type = acorn_register::KeyType::Rsa2048;
+    let image = acorn_register::ImageTarget::new(dir.path().join("keys.bin"));
+    let done = acorn_register::register(&options, &image, &mut acorn_register::HostNetwork)
+        .await
+        .expect("registered with AWS's key");
+    assert_eq!(done.key_origin, Some(acorn_register::KeyOrigin::Backend));
+    assert!(
+        acorn_certs::is_aws_iot_endpoint(&done.endpoint_host),
+        "{}",
+        done.endpoint_host
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert_eq!(
+        image.stored_device(now).expect("read").as_deref(),
+        Some("moto-keys-1")
+    );
+}
+
+#[tokio::test]
+async fn the_csr_flow_succeeds_end_to_end_against_the_local_signer() {
+    // The happy CSR path moto cannot show: the certificate carries the device's own key.
+    let b = acorn_test_support::backend::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = device_options(&b, b.token().await, "local-csr-1");
+    let image = acorn_register::ImageTarget::new(dir.path().join("local.bin"));
+    let done = acorn_register::register(&options, &image, &mut acorn_register::HostNetwork)
+        .await
+        .expect("registered");
+    assert_eq!(done.key_origin, Some(acorn_register::KeyOrigin::Device));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let certs = image
+        .load(now)
+        .expect("stored identity loads and validates");
+    assert_eq!(certs.device_id, "local-csr-1");
+}
