@@ -27,8 +27,9 @@ pub struct PingOptions {
     pub target: Target,
     /// MQTT client id (= device id).
     pub client_id: String,
-    /// Topic filter subscribed (default `acorn-pups/commands/{client_id}`).
-    pub subscribe_topic: String,
+    /// Topic filters subscribed (default the device's settings and commands topics, so the
+    /// persistent session a ping leaves is the device's own).
+    pub subscribe_topics: Vec<String>,
     /// Topic of the QoS 1 publish (default `acorn-pups/status/{client_id}`).
     pub publish_topic: String,
     /// Payload of the QoS 1 publish.
@@ -40,12 +41,12 @@ pub struct PingOptions {
 }
 
 impl PingOptions {
-    /// Defaults for device `client_id`: subscribe to its commands topic, publish `payload` on
+    /// Defaults for device `client_id`: subscribe to its settings and commands topics, publish `payload` on
     /// its status topic at QoS 1.
     pub fn new(target: Target, client_id: &str, payload: Vec<u8>) -> Self {
         PingOptions {
             target,
-            subscribe_topic: alloc::format!("{}/{client_id}", acorn_mqtt::topics::TOPIC_COMMANDS),
+            subscribe_topics: acorn_mqtt::topics::device_subscription_filters(client_id).to_vec(),
             publish_topic: alloc::format!(
                 "{}/{client_id}",
                 acorn_mqtt::topics::TOPIC_DEVICE_STATUS
@@ -219,7 +220,7 @@ pub async fn ping<C: Connector, K: Clock, G: RngCore + CryptoRng>(
             }
         })
         .await?;
-    let filters = [options.subscribe_topic.clone()];
+    let filters = options.subscribe_topics.clone();
     run.step(Step::Suback, async {
         let bytes = codec::subscribe(1, &filters)
             .map_err(|e| Diagnosis::BadConfiguration(e.to_string()))?;
@@ -231,7 +232,7 @@ pub async fn ping<C: Connector, K: Clock, G: RngCore + CryptoRng>(
                         Ok(())
                     } else {
                         Err(Diagnosis::SubscriptionRefused {
-                            topic: filters[0].clone(),
+                            topic: filters.join(", "),
                         })
                     }
                 }

@@ -242,3 +242,13 @@ mod claim_tests {
         }
     }
 }
+
+/// The two filters a device subscribes to (its settings and commands topics), for any client
+/// id (a ping with a device's identity subscribes to the same, so that the persistent session
+/// it leaves behind is the device's).
+pub fn device_subscription_filters(device_id: &str) -> [String; 2] {
+    [
+        alloc::format!("{TOPIC_SETTINGS}/{device_id}"),
+        alloc::format!("{TOPIC_COMMANDS}/{device_id}"),
+    ]
+}

@@ -22,7 +22,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::diagnosis::{connack_code, DiagnoseHost, Diagnosis, Step};
 use crate::identity::{BrokerTarget, ClientIdentity};
-use crate::presence::{commands_topic, status_json, status_topic};
+use crate::presence::{status_json, status_topic};
 use crate::roots::TrustRoots;
 use crate::tls::{client_config, TlsVersions};
 
@@ -48,8 +48,10 @@ pub struct PingOptions {
     pub keep_alive: Duration,
     /// Clean session flag (default false: the device's persistent session is kept).
     pub clean_session: bool,
-    /// Topic filter subscribed (default `acorn-pups/commands/{client_id}`).
-    pub subscribe_topic: String,
+    /// Topic filters subscribed (default the device's: `acorn-pups/settings/{client_id}` and
+    /// `acorn-pups/commands/{client_id}`, so the persistent session a ping leaves is the
+    /// device's own).
+    pub subscribe_topics: Vec<String>,
     /// Topic of the QoS 1 publish (default `acorn-pups/status/{client_id}`).
     pub publish_topic: String,
     /// Payload of the QoS 1 publish (default an `online` status JSON).
@@ -57,7 +59,7 @@ pub struct PingOptions {
 }
 
 impl PingOptions {
-    /// Defaults for device `client_id`: subscribe to its commands topic, publish an `online`
+    /// Defaults for device `client_id`: subscribe to its settings and commands topics, publish an `online`
     /// status with firmware version `firmware_version` at QoS 1.
     pub fn new(
         target: BrokerTarget,
@@ -71,7 +73,7 @@ impl PingOptions {
             target,
             identity,
             roots,
-            subscribe_topic: commands_topic(&client_id),
+            subscribe_topics: acorn_mqtt::topics::device_subscription_filters(&client_id).to_vec(),
             publish_topic: status_topic(&client_id),
             payload: status_json(
                 &client_id,
@@ -286,9 +288,12 @@ pub async fn ping(options: &PingOptions) -> Result<PingReport, PingFailure> {
         })
         .await?;
 
-    let topic = options.subscribe_topic.clone();
+    let topic = options.subscribe_topics.join(", ");
     run.step(Step::Suback, async {
-        let mut subscribe = Subscribe::new(topic.clone(), QoS::AtLeastOnce);
+        let mut subscribe =
+            Subscribe::new_many(options.subscribe_topics.iter().map(|t| {
+                rumqttc::mqttbytes::v4::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)
+            }));
         subscribe.pkid = 1;
         send(
             &mut tls,
