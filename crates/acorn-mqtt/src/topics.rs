@@ -216,6 +216,16 @@ impl Topics {
     }
 }
 
+/// The two filters a device subscribes to (its settings and commands topics), for any client
+/// id (a ping with a device's identity subscribes to the same, so that the persistent session
+/// it leaves behind is the device's).
+pub fn device_subscription_filters(device_id: &str) -> [String; 2] {
+    [
+        alloc::format!("{TOPIC_SETTINGS}/{device_id}"),
+        alloc::format!("{TOPIC_COMMANDS}/{device_id}"),
+    ]
+}
+
 #[cfg(test)]
 mod claim_tests {
     use super::*;
@@ -241,14 +251,4 @@ mod claim_tests {
             check_topic(topic).expect("within AWS limits");
         }
     }
-}
-
-/// The two filters a device subscribes to (its settings and commands topics), for any client
-/// id (a ping with a device's identity subscribes to the same, so that the persistent session
-/// it leaves behind is the device's).
-pub fn device_subscription_filters(device_id: &str) -> [String; 2] {
-    [
-        alloc::format!("{TOPIC_SETTINGS}/{device_id}"),
-        alloc::format!("{TOPIC_COMMANDS}/{device_id}"),
-    ]
 }
