@@ -14,6 +14,9 @@ cargo build -p acorn-device --features nvs --target riscv32imc-unknown-none-elf
 cargo build -p acorn-embedded --no-default-features --target riscv32imc-unknown-none-elf
 cargo build -p acorn-certs --no-default-features --features nvs --target riscv32imc-unknown-none-elf
 cargo test --workspace
+# The aws signer (AWS IoT Core through the AWS SDK, cargo feature `aws`) against moto's
+# emulator: built once here, apart from the default build it would make heavy.
+cargo test -p acorn-backend --features aws --lib --test aws
 # The embedded transport against real mosquitto needs its tokio adapter.
 cargo test -p acorn-embedded --features tokio,device,register
 # The ESP32-C3 firmware: its own cargo project; prints its footprint against the budget.
@@ -22,9 +25,10 @@ bash bench/firmware_size.sh
 # No broker of ours may outlive the suite: each is killed when its Broker is stopped or
 # dropped, or by its parent-death signal when the test process dies. Our brokers all run with
 # a config named acorn-mosquitto.conf (a killed one may take a moment to be reaped).
-# The same holds for the `acorn` processes the CLI tests start (dev up, device run).
+# The same holds for the `acorn` processes the CLI tests start (dev up, device run, backend
+# serve), the PostgreSQL clusters of the registry tests (data in acorn-pg-*) and moto servers.
 for _ in $(seq 20); do
-  survivors=$(pgrep -a -f 'acorn-mosquitto[.]conf|target/[a-z]+/acorn (dev|device|demo|sim) ' || true)
+  survivors=$(pgrep -a -f 'acorn-mosquitto[.]conf|target/[a-z]+/acorn (dev|device|demo|sim|backend) |acorn-pg-[^ ]*/data|moto[.]server import main' || true)
   [ -z "$survivors" ] && break
   sleep 0.1
 done

@@ -24,6 +24,7 @@
 
 mod api;
 pub mod ca;
+pub mod config;
 pub mod error;
 pub mod fields;
 mod files;

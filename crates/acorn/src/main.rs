@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backend;
 mod certs;
 mod cli;
 mod demo;
@@ -40,6 +41,9 @@ enum Command {
     Dev(dev::Command),
     /// Run the whole system on this machine: CA, broker, backend and simulated devices.
     Demo(demo::Args),
+    /// The registration service in production: `acorn backend serve [--config FILE]`.
+    #[command(subcommand)]
+    Backend(backend::Command),
     /// Simulate a fleet of devices (thousands of real mutual-TLS connections) and account
     /// for every press end to end, optionally under chaos.
     Sim(Box<sim::Args>),
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Device(cmd) => device::run(cmd),
         Command::Dev(cmd) => dev::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Backend(cmd) => backend::run(cmd),
         Command::Sim(args) => sim::run(*args),
     };
     match result {

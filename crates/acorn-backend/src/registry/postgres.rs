@@ -30,7 +30,7 @@ use crate::error::BackendError;
 const MIGRATION_LOCK: i64 = 0x61_636f_726e;
 
 /// The pool of PostgreSQL connections.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PoolOptions {
     /// Most connections open at once (per instance).
     pub max_connections: usize,
@@ -39,15 +39,29 @@ pub struct PoolOptions {
     /// A PEM file of the CA(s) that sign the server's certificate: connect with TLS (the
     /// server's name is checked). Without it the URL's `sslmode` must not be `require`.
     pub ca_file: Option<PathBuf>,
+    /// The password, when it is not in the URL (read from a 0600 file).
+    pub password: Option<secrecy::SecretString>,
+}
+
+impl core::fmt::Debug for PoolOptions {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PoolOptions")
+            .field("max_connections", &self.max_connections)
+            .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for PoolOptions {
-    /// 16 connections, 5 s, no TLS.
+    /// 16 connections, 5 s, no TLS, the password (if any) from the URL.
     fn default() -> Self {
         Self {
             max_connections: 16,
             timeout: Duration::from_secs(5),
             ca_file: None,
+            password: None,
         }
     }
 }
@@ -145,6 +159,10 @@ impl PgStore {
     pub(super) async fn connect(url: &str, options: &PoolOptions) -> Result<Self, BackendError> {
         let mut config = parse_config(url)?;
         let target: Arc<str> = redacted(url).into();
+        if let Some(password) = &options.password {
+            use secrecy::ExposeSecret as _;
+            config.password(password.expose_secret());
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.timeout);
         }
