@@ -21,6 +21,9 @@ pub const THING_NAME_VARIABLE: &str = "${iot:Connection.Thing.ThingName}";
 pub const DEVICE_POLICY_FILE: &str = include_str!("../../../policies/device-policy.json");
 /// `policies/claim-policy.json`.
 pub const CLAIM_POLICY_FILE: &str = include_str!("../../../policies/claim-policy.json");
+/// `policies/iam-service-policy.json`: the IAM permissions the service's role needs for the
+/// `aws` signer (exactly [`crate::signer::AWS_ACTIONS`]).
+pub const IAM_SERVICE_POLICY_FILE: &str = include_str!("../../../policies/iam-service-policy.json");
 /// `policies/provisioning-template.json`.
 pub const PROVISIONING_TEMPLATE_FILE: &str =
     include_str!("../../../policies/provisioning-template.json");

@@ -302,3 +302,41 @@ fn the_glob_matches_like_aws_wildcards() {
     ));
     assert!(!glob("x", "xy"));
 }
+
+#[test]
+fn the_iam_policy_grants_exactly_the_aws_calls_the_signer_makes() {
+    let document: Value = serde_json::from_str(policy::IAM_SERVICE_POLICY_FILE).expect("JSON");
+    let mut granted: Vec<&str> = document["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .flat_map(|st| {
+            assert_eq!(st["Effect"], "Allow");
+            st["Action"]
+                .as_array()
+                .expect("actions")
+                .iter()
+                .filter_map(Value::as_str)
+        })
+        .collect();
+    granted.sort_unstable();
+    let mut used = acorn_backend::signer::AWS_ACTIONS.to_vec();
+    used.sort_unstable();
+    assert_eq!(granted, used);
+    // The signer's source calls exactly these operations (snake_case SDK calls).
+    let source = include_str!("../src/signer/aws.rs");
+    for action in acorn_backend::signer::AWS_ACTIONS {
+        let op = action.trim_start_matches("iot:");
+        let mut snake = String::new();
+        for (i, c) in op.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                snake.push('_');
+            }
+            snake.push(c.to_ascii_lowercase());
+        }
+        assert!(
+            source.contains(&format!(".{snake}()")),
+            "{action} is listed but never called"
+        );
+    }
+}

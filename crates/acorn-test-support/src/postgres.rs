@@ -109,14 +109,26 @@ pub struct Postgres {
     bin: PathBuf,
     run_as: Option<(u32, u32)>,
     port: u16,
+    durable: bool,
     child: Option<Child>,
     keeper: Option<std::thread::JoinHandle<()>>,
     stop_tx: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl Postgres {
-    /// Makes a cluster in a temporary directory and starts it on a free loopback port.
+    /// Makes a cluster in a temporary directory and starts it on a free loopback port, with
+    /// fsync and synchronous commit off (fast; tests do not need durability).
     pub fn start() -> Self {
+        Self::start_as(false)
+    }
+
+    /// As [`Postgres::start`] but durable (fsync and synchronous commit on, as in
+    /// production): for benchmarks.
+    pub fn start_durable() -> Self {
+        Self::start_as(true)
+    }
+
+    fn start_as(durable: bool) -> Self {
         let bin = bindir();
         let run_as = run_as();
         let dir = tempfile::Builder::new()
@@ -145,6 +157,7 @@ impl Postgres {
             bin,
             run_as,
             port: 0,
+            durable,
             child: None,
             keeper: None,
             stop_tx: None,
@@ -180,10 +193,13 @@ impl Postgres {
         cmd.arg("-D")
             .arg(self.dir.path().join("data"))
             .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k", ""])
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .args(["-c", "max_connections=200"])
+            .stdin(Stdio::null());
+        if !self.durable {
+            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+                .args(["-c", "full_page_writes=off"]);
+        }
+        cmd.stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);
         // The child is spawned by a thread that lives until the cluster is stopped, so its
         // parent-death signal fires only when the test process dies.

@@ -23,6 +23,26 @@ pub const DEFAULT_AWS_POLICY_NAME: &str = "acorn-device";
 /// template in `policies/provisioning-template.json`).
 pub const THING_ATTRIBUTES: [&str; 3] = ["serialNumber", "macAddress", "firmwareVersion"];
 
+/// Every AWS IoT action the `aws` signer calls (registration, undo, revocation, readiness,
+/// start-up): the IAM permissions of `policies/iam-service-policy.json` (a test keeps them
+/// equal).
+pub const AWS_ACTIONS: [&str; 14] = [
+    "iot:DescribeEndpoint",
+    "iot:CreateCertificateFromCsr",
+    "iot:CreateKeysAndCertificate",
+    "iot:CreateThing",
+    "iot:DeleteThing",
+    "iot:AttachThingPrincipal",
+    "iot:DetachThingPrincipal",
+    "iot:UpdateCertificate",
+    "iot:DeleteCertificate",
+    "iot:AttachPolicy",
+    "iot:DetachPolicy",
+    "iot:ListAttachedPolicies",
+    "iot:GetPolicy",
+    "iot:CreatePolicy",
+];
+
 /// Which signer a backend uses, and its settings.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
