@@ -227,51 +227,40 @@ impl Flash {
         })
     }
 
-    /// The settings store: the `nvs` partition, opened read-write. A partition that does not
-    /// open is never formatted or written (it may hold something else): the settings then
-    /// live in RAM, and the log says how to fix it.
-    pub fn settings(&self) -> Settings<'_> {
-        let Some((offset, size)) = self.settings else {
-            warn!("no `{SETTINGS_LABEL}` partition: settings are kept in RAM only");
-            return Settings::Memory(MemorySettings::default());
+    /// A plain NVS partition (`label`, found at `at`), opened read-write; `None` (and the log
+    /// says why, and how to fix it) when there is none or it does not open. A partition that
+    /// does not open is never formatted or written: it may hold something else.
+    fn open_plain(&self, label: &str, at: Option<(u32, u32)>, what: &str) -> Option<Nvs<Part<'_>>> {
+        let Some((offset, size)) = at else {
+            warn!("no `{label}` partition: {what} are kept in RAM only (a reset loses them)");
+            return None;
         };
-        let Some(part) = self.part((offset, size)) else {
-            return Settings::Memory(MemorySettings::default());
-        };
+        let part = self.part((offset, size))?;
         match Nvs::open_with(part, 0, size, None, Mode::ReadWrite) {
-            Ok(nvs) => Settings::Nvs(nvs),
+            Ok(nvs) => Some(nvs),
             Err(e) => {
                 warn!(
-                    "the `{SETTINGS_LABEL}` partition cannot be opened ({e}); settings are kept \
-                     in RAM only. Erase it to start afresh: `espflash erase-region {offset:#x} {size:#x}`"
+                    "the `{label}` partition cannot be opened ({e}); {what} are kept in RAM \
+                     only. Erase it to start afresh: `espflash erase-region {offset:#x} {size:#x}`"
                 );
-                Settings::Memory(MemorySettings::default())
+                None
             }
         }
     }
 
-    /// The press store: the `presses` partition, opened read-write (a blank one is formatted
-    /// as NVS; one that holds something else is never written: the presses then live in RAM
-    /// and the log says how to fix it).
+    /// The settings store: the `nvs` partition (plain NVS: settings are not secret), or RAM.
+    pub fn settings(&self) -> Settings<'_> {
+        match self.open_plain(SETTINGS_LABEL, self.settings, "settings") {
+            Some(nvs) => Settings::Nvs(nvs),
+            None => Settings::Memory(MemorySettings::default()),
+        }
+    }
+
+    /// The press store: the `presses` partition (a blank one is formatted as NVS), or RAM.
     pub fn presses(&self) -> Presses<'_> {
-        let Some((offset, size)) = self.presses else {
-            warn!(
-                "no `{PRESSES_LABEL}` partition: presses are kept in RAM only (a reset loses them)"
-            );
-            return Presses::Memory(MemoryPresses::default());
-        };
-        let Some(part) = self.part((offset, size)) else {
-            return Presses::Memory(MemoryPresses::default());
-        };
-        match Nvs::open_with(part, 0, size, None, Mode::ReadWrite) {
-            Ok(nvs) => Presses::Nvs(nvs),
-            Err(e) => {
-                warn!(
-                    "the `{PRESSES_LABEL}` partition cannot be opened ({e}); presses are kept \
-                     in RAM only. Erase it to start afresh: `espflash erase-region {offset:#x} {size:#x}`"
-                );
-                Presses::Memory(MemoryPresses::default())
-            }
+        match self.open_plain(PRESSES_LABEL, self.presses, "presses") {
+            Some(nvs) => Presses::Nvs(nvs),
+            None => Presses::Memory(MemoryPresses::default()),
         }
     }
 

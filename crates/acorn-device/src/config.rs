@@ -171,6 +171,8 @@ impl DeviceConfig {
             "press_window must be >= 1 and below both press_queue_capacity and the session's queue_capacity (default 8, of 256 and 100)"
         } else if self.heartbeat_override_ms == Some(0) {
             "heartbeat_override_ms must be > 0 (use None for the heartbeatSeconds setting)"
+        } else if cfg!(not(feature = "rotation")) && self.rotation.is_some() {
+            "rotation is set, but acorn-device was built without its `rotation` feature"
         } else {
             return Ok(topics);
         };

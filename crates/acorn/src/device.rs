@@ -266,19 +266,11 @@ fn run_device(args: RunArgs) -> Result<ExitCode> {
         let queue = QueueImage::open_or_create(&queue_path, keys.as_ref())?;
         return embedded::run(image, queue, &loaded, &target, conn.ca.as_deref(), &args);
     }
-    let mut options = DeviceOptions::new(&args.connection.image);
-    options.nvs_keys = crate::image_file::maybe_keys(args.connection.nvs_keys.as_deref())?;
+    let mut options = device_options(&args.connection, &args.rotation)?;
     options.queue_image = args.queue_image.clone();
     options.queue_capacity = args.queue_capacity;
     options.heartbeat = args.heartbeat;
-    options.broker = broker(&args.connection)?;
-    options.alpn = args.connection.alpn;
-    options.roots = roots(args.connection.ca.as_deref())?;
-    args.rotation.apply(&mut options)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = current_thread_runtime()?;
     let result = runtime.block_on(async move {
         let device = Device::open(options)?;
         print_recovered(device.recovered_presses());
@@ -292,6 +284,25 @@ fn run_device(args: RunArgs) -> Result<ExitCode> {
     result.map(|()| ExitCode::SUCCESS)
 }
 
+/// The device options every command that runs the device shares: the image, its keys, where
+/// to connect, the roots, and rotation.
+fn device_options(conn: &ConnectionArgs, rotation: &RotationArgs) -> Result<DeviceOptions> {
+    let mut options = DeviceOptions::new(&conn.image);
+    options.nvs_keys = crate::image_file::maybe_keys(conn.nvs_keys.as_deref())?;
+    options.broker = broker(conn)?;
+    options.alpn = conn.alpn;
+    options.roots = roots(conn.ca.as_deref())?;
+    rotation.apply(&mut options)?;
+    Ok(options)
+}
+
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// `acorn device rotate`: runs the device until one rotation ends.
 fn rotate_device(args: RotateArgs) -> Result<ExitCode> {
     init_logging(LogFormat::Text);
@@ -300,16 +311,8 @@ fn rotate_device(args: RotateArgs) -> Result<ExitCode> {
             "give --rotation-template NAME: the AWS IoT provisioning template RegisterThing uses (e.g. acorn-pups)"
         );
     }
-    let mut options = DeviceOptions::new(&args.connection.image);
-    options.nvs_keys = crate::image_file::maybe_keys(args.connection.nvs_keys.as_deref())?;
-    options.broker = broker(&args.connection)?;
-    options.alpn = args.connection.alpn;
-    options.roots = roots(args.connection.ca.as_deref())?;
-    args.rotation.apply(&mut options)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let options = device_options(&args.connection, &args.rotation)?;
+    let runtime = current_thread_runtime()?;
     let outcome = runtime.block_on(async move {
         let device = Device::open(options)?;
         let handle = device.spawn();

@@ -92,7 +92,12 @@ impl Ledger {
     }
 
     pub(super) fn is_handed(&self, id: PublishId) -> bool {
-        self.handed.iter().any(|(p, _)| *p == id)
+        self.handed_index(id).is_some()
+    }
+
+    /// Where the press the session knows as `id` is (in `handed`, and so in `pending`).
+    fn handed_index(&self, id: PublishId) -> Option<usize> {
+        self.handed.iter().position(|(p, _)| *p == id)
     }
 
     fn next_id(&mut self) -> PressId {
@@ -195,12 +200,7 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
 
     /// The PUBACK of a press: it leaves the store; the next one is handed over.
     pub(super) fn press_delivered(&mut self, publish_id: PublishId) {
-        let Some(index) = self
-            .ledger
-            .handed
-            .iter()
-            .position(|(p, _)| *p == publish_id)
-        else {
+        let Some(index) = self.ledger.handed_index(publish_id) else {
             return;
         };
         let (_, press_id) = self.ledger.handed.remove(index);
@@ -214,12 +214,7 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
     /// The session gave a press up (its queue overflowed with replies): hand it over again
     /// at once, so it is never lost (it may then go after a later press).
     pub(super) fn press_withdrawn(&mut self, publish_id: PublishId, reason: DropReason) {
-        let Some(index) = self
-            .ledger
-            .handed
-            .iter()
-            .position(|(p, _)| *p == publish_id)
-        else {
+        let Some(index) = self.ledger.handed_index(publish_id) else {
             return;
         };
         self.ledger.handed.remove(index);

@@ -2,6 +2,11 @@
 
 mod heartbeat;
 mod ledger;
+#[cfg(feature = "rotation")]
+#[path = "rotate_full.rs"]
+mod rotate;
+#[cfg(not(feature = "rotation"))]
+#[path = "rotate_off.rs"]
 mod rotate;
 mod status;
 
