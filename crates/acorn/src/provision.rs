@@ -298,6 +298,7 @@ pub fn show(args: &ShowArgs) -> Result<ExitCode> {
              not for AWS IoT Core"
         )
     });
+    let (rotation_state, candidate) = rotation_slot(&mut nvs)?;
     if args.json {
         let out = serde_json::json!({
             "device_id": certs.device_id,
@@ -306,6 +307,7 @@ pub fn show(args: &ShowArgs) -> Result<ExitCode> {
             "metadata": meta,
             "report": report_json(&report),
             "note": endpoint_note,
+            "rotation": {"state": rotation_state, "candidate": candidate},
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -341,7 +343,42 @@ pub fn show(args: &ShowArgs) -> Result<ExitCode> {
     if let Some(note) = &endpoint_note {
         writeln!(out, "note: {note}")?;
     }
+    writeln!(out, "rotation:       {rotation_state}")?;
+    if let Some(c) = &candidate {
+        writeln!(
+            out,
+            "candidate:      certificate {} (stored_at {}) in namespace `{}`",
+            c.certificate_fingerprint,
+            c.stored_at,
+            acorn_certs::CANDIDATE_NAMESPACE
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a certificate rotation stands in the image (the candidate slot, namespace
+/// `mqtt_certs_next`), and the candidate's metadata when one is there.
+fn rotation_slot<F: embedded_storage::nor_flash::NorFlash>(
+    nvs: &mut acorn_nvs::Nvs<F>,
+) -> Result<(&'static str, Option<acorn_certs::CertificateMetadata>)> {
+    use acorn_certs::CertKv;
+    let mut kv = NvsCertKv::in_namespace(nvs, acorn_certs::CANDIDATE_NAMESPACE);
+    let marker = kv.read_u8(acorn_certs::slots::KEY_COMMIT)? == Some(1);
+    let anything = kv.stored_len("device_cert")?.is_some() || kv.read_u8("cert_valid")?.is_some();
+    let mut store = CertStore::new(kv);
+    let complete = store.validity_flag().map_err(|e| anyhow::anyhow!("{e}"))? == Some(true);
+    let meta = store.metadata().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state = match (marker, complete, anything) {
+        (true, _, _) => "a commit of a new certificate was interrupted: the next start finishes it",
+        (false, true, _) => {
+            "a new certificate waits for its trial connection: the next start drops it (the rotation starts again when triggered)"
+        }
+        (false, false, true) => {
+            "an interrupted rotation left part of a new identity: the next start erases it"
+        }
+        (false, false, false) => "none under way",
+    };
+    Ok((state, meta.filter(|_| complete || marker)))
 }
 
 /// `acorn certs provision`: flashable images, one device or a batch.

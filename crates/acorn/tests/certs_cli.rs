@@ -384,3 +384,61 @@ fn show_calls_a_local_broker_endpoint_a_note_not_a_failure() {
         "{shown}"
     );
 }
+
+#[test]
+fn show_tells_where_a_certificate_rotation_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    aws_shaped(d, "acorn-rot");
+    aws_shaped(d, "acorn-rot-new");
+    let provision = [
+        "certs",
+        "provision",
+        "--cert",
+        "acorn-rot.crt",
+        "--private-key",
+        "acorn-rot.key",
+        "--endpoint",
+        ENDPOINT,
+        "--device-id",
+        "acorn-rot",
+        "-o",
+        "rot.bin",
+    ];
+    ok(d, &provision);
+    let shown = ok(d, &["certs", "show", "--image", "rot.bin"]);
+    assert!(shown.contains("rotation:       none under way"), "{shown}");
+
+    // A new identity staged in the candidate slot (as a rotation's step 4 leaves it).
+    let read = |name: &str| std::fs::read(d.join(name)).unwrap();
+    let new = acorn_certs::DeviceCertificates {
+        device_certificate: read("acorn-rot-new.crt"),
+        private_key: acorn_certs::PrivateKey::new(read("acorn-rot-new.key")),
+        iot_endpoint: ENDPOINT.into(),
+        device_id: "acorn-rot".into(),
+    };
+    let mut image = acorn_agent::DeviceImage::open(&d.join("rot.bin"), None).unwrap();
+    let report = image
+        .slots()
+        .stage(&new, acorn_agent::device_image::unix_now())
+        .expect("a valid candidate");
+    let fingerprint = report.fingerprint.unwrap();
+    drop(image);
+    let shown = ok(d, &["certs", "show", "--image", "rot.bin"]);
+    assert!(
+        shown.contains("a new certificate waits for its trial connection"),
+        "{shown}"
+    );
+    assert!(shown.contains(&fingerprint), "{shown}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(d, &["certs", "show", "--image", "rot.bin", "--json"])).unwrap();
+    assert_eq!(
+        json["rotation"]["candidate"]["certificate_fingerprint"],
+        fingerprint.as_str()
+    );
+    // The active identity is still the old one.
+    assert_ne!(
+        json["metadata"]["certificate_fingerprint"],
+        fingerprint.as_str()
+    );
+}
