@@ -147,6 +147,12 @@ impl DeviceConfig {
             });
         }
         self.session.validate()?;
+        if let Some(rotation) = &self.rotation {
+            acorn_mqtt::provisioning::ProvisioningTopics::new(
+                &rotation.topic_prefix,
+                &rotation.template,
+            )?;
+        }
         let len = self.firmware_version.len();
         if len == 0
             || len > MAX_FIRMWARE_VERSION_BYTES

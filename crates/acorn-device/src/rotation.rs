@@ -27,6 +27,10 @@ use crate::Error;
 pub struct RotationConfig {
     /// The provisioning template `RegisterThing` uses (AWS IoT fleet provisioning).
     pub template: String,
+    /// Put before every topic of the provisioning API: empty against AWS IoT Core,
+    /// [`acorn_mqtt::provisioning::local_prefix`] against the local stack (`acorn dev up`),
+    /// whose broker cannot answer only the requesting connection.
+    pub topic_prefix: String,
     /// Parameters sent to `RegisterThing` (the device id is added as `DeviceId`).
     pub parameters: BTreeMap<String, String>,
     /// Rotate on its own when the certificate has fewer whole days left than this (default 30).
@@ -50,6 +54,7 @@ impl RotationConfig {
         check_template_name(template)?;
         Ok(Self {
             template: template.to_string(),
+            topic_prefix: String::new(),
             parameters: BTreeMap::new(),
             days_before: 30,
             step_timeout_ms: 60_000,

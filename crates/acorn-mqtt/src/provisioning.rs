@@ -10,7 +10,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
@@ -50,13 +50,89 @@ pub fn check_template_name(name: &str) -> Result<(), Error> {
 
 /// The `RegisterThing` topics of a template: (request, accepted, rejected).
 pub fn register_thing_topics(template: &str) -> Result<[String; 3], Error> {
-    check_template_name(template)?;
-    let request = format!("$aws/provisioning-templates/{template}/provision/json");
-    Ok([
-        request.clone(),
-        format!("{request}/accepted"),
-        format!("{request}/rejected"),
-    ])
+    Ok(ProvisioningTopics::new("", template)?.register)
+}
+
+/// The prefix a device puts before the API's topics against the local stack
+/// (`acorn dev up`): `acorn-local/<device id>/`. The broker lets each device use only its own
+/// prefix, so an answer (a certificate, an ownership token) reaches the device that asked and
+/// no other: AWS does that by answering the requesting connection only; mosquitto delivers to
+/// every subscriber.
+pub fn local_prefix(device_id: &str) -> String {
+    format!("{LOCAL_TOPIC_ROOT}/{device_id}/")
+}
+
+/// The first level of the local stack's per-device provisioning topics.
+pub const LOCAL_TOPIC_ROOT: &str = "acorn-local";
+
+/// Every topic of the API a device uses, with an optional prefix (empty against AWS IoT Core;
+/// [`local_prefix`] against the local stack).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisioningTopics {
+    /// `CreateCertificateFromCsr`: request, accepted, rejected.
+    pub create_from_csr: [String; 3],
+    /// `RegisterThing` of the template: request, accepted, rejected.
+    pub register: [String; 3],
+}
+
+impl ProvisioningTopics {
+    /// The topics for `template` under `prefix` (`""` or ending in `/`, no wildcard, not
+    /// starting with `$`).
+    pub fn new(prefix: &str, template: &str) -> Result<Self, Error> {
+        check_template_name(template)?;
+        let prefix_ok = prefix.is_empty()
+            || (prefix.ends_with('/')
+                && !prefix.starts_with('$')
+                && !prefix.contains(['+', '#', '\0'])
+                && prefix.len() <= 160);
+        if !prefix_ok {
+            return Err(Error::Provisioning {
+                detail: format!(
+                    "topic prefix {prefix:?} must be empty or end with '/', without '+', '#' or a leading '$'"
+                ),
+            });
+        }
+        let three = |request: String| {
+            [
+                request.clone(),
+                format!("{request}/accepted"),
+                format!("{request}/rejected"),
+            ]
+        };
+        Ok(Self {
+            create_from_csr: three(format!("{prefix}{CREATE_FROM_CSR}")),
+            register: three(format!(
+                "{prefix}$aws/provisioning-templates/{template}/provision/json"
+            )),
+        })
+    }
+
+    /// The four answer topics a device subscribes to before it asks.
+    pub fn answer_filters(&self) -> Vec<String> {
+        alloc::vec![
+            self.create_from_csr[1].clone(),
+            self.create_from_csr[2].clone(),
+            self.register[1].clone(),
+            self.register[2].clone(),
+        ]
+    }
+
+    /// Reads an answer by its topic; `Ok(None)` for any other topic.
+    pub fn parse_answer(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Option<ProvisioningAnswer>, Error> {
+        Ok(Some(if topic == self.create_from_csr[1] {
+            ProvisioningAnswer::Certificate(parse(topic, payload)?)
+        } else if topic == self.register[1] {
+            ProvisioningAnswer::Registered(parse(topic, payload)?)
+        } else if topic == self.create_from_csr[2] || topic == self.register[2] {
+            ProvisioningAnswer::Rejected(parse(topic, payload)?)
+        } else {
+            return Ok(None);
+        }))
+    }
 }
 
 /// `CreateCertificateFromCsr` request.
@@ -152,25 +228,12 @@ pub fn parse_answer(
     topic: &str,
     payload: &[u8],
 ) -> Result<Option<ProvisioningAnswer>, Error> {
-    let [_, accepted, rejected] = register_thing_topics(template)?;
-    Ok(Some(match topic {
-        CREATE_FROM_CSR_ACCEPTED => ProvisioningAnswer::Certificate(parse(topic, payload)?),
-        t if t == accepted => ProvisioningAnswer::Registered(parse(topic, payload)?),
-        CREATE_FROM_CSR_REJECTED => ProvisioningAnswer::Rejected(parse(topic, payload)?),
-        t if t == rejected => ProvisioningAnswer::Rejected(parse(topic, payload)?),
-        _ => return Ok(None),
-    }))
+    ProvisioningTopics::new("", template)?.parse_answer(topic, payload)
 }
 
 /// The four answer topics a device subscribes to before it asks (both APIs, both outcomes).
 pub fn answer_filters(template: &str) -> Result<Vec<String>, Error> {
-    let [_, accepted, rejected] = register_thing_topics(template)?;
-    Ok(alloc::vec![
-        CREATE_FROM_CSR_ACCEPTED.to_string(),
-        CREATE_FROM_CSR_REJECTED.to_string(),
-        accepted,
-        rejected,
-    ])
+    Ok(ProvisioningTopics::new("", template)?.answer_filters())
 }
 
 /// Serializes a request.

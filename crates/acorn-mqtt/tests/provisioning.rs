@@ -126,6 +126,34 @@ fn topics_follow_aws_and_refuse_wildcards_in_template_names() {
 }
 
 #[test]
+fn the_local_stack_prefixes_every_topic_with_the_device_id() {
+    use acorn_mqtt::provisioning::{local_prefix, ProvisioningTopics};
+    let topics = ProvisioningTopics::new(&local_prefix("acorn-0001"), "acorn-pups").unwrap();
+    assert_eq!(
+        topics.create_from_csr[0],
+        "acorn-local/acorn-0001/$aws/certificates/create-from-csr/json"
+    );
+    assert_eq!(
+        topics.register[1],
+        "acorn-local/acorn-0001/$aws/provisioning-templates/acorn-pups/provision/json/accepted"
+    );
+    // An answer on another device's topic is not this device's.
+    let other = ProvisioningTopics::new(&local_prefix("acorn-0002"), "acorn-pups").unwrap();
+    let body = br#"{"certificateId":"a","certificatePem":"b","certificateOwnershipToken":"c"}"#;
+    assert!(topics
+        .parse_answer(&other.create_from_csr[1], body)
+        .unwrap()
+        .is_none());
+    assert!(topics
+        .parse_answer(&topics.create_from_csr[1], body)
+        .unwrap()
+        .is_some());
+    for bad in ["no-slash", "a/+/", "#/", "$aws/"] {
+        assert!(ProvisioningTopics::new(bad, "acorn-pups").is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn bad_answers_say_what_is_wrong() {
     for (payload, text) in [
         (&b"{}"[..], "missing field"),

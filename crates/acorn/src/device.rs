@@ -132,6 +132,10 @@ pub struct RotationArgs {
     /// The CA (PEM) a new certificate must chain to (default: the issuer of the current one).
     #[arg(long, requires = "rotation_template")]
     rotation_ca: Option<PathBuf>,
+    /// Use the local stack's provisioning API (`acorn dev up`): every topic under
+    /// `acorn-local/<device id>/`, where only this device can read its answers.
+    #[arg(long, requires = "rotation_template")]
+    rotation_local: bool,
 }
 
 impl RotationArgs {
@@ -142,6 +146,7 @@ impl RotationArgs {
                     .map_err(|e| anyhow::anyhow!("--rotation-template: {e}"))?,
             );
         }
+        options.rotation_local = self.rotation_local;
         if let Some(path) = &self.rotation_ca {
             options.rotation_ca = Some(
                 std::fs::read(path)
@@ -209,6 +214,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
                 rotation: RotationArgs {
                     rotation_template: None,
                     rotation_ca: None,
+                    rotation_local: false,
                 },
             })
         }),

@@ -130,6 +130,9 @@ pub struct DeviceOptions {
     /// The CA (PEM or DER) a rotated certificate must chain to; `None` = it must have the
     /// same issuer as the certificate it replaces.
     pub rotation_ca: Option<Vec<u8>>,
+    /// Talk to the local stack's provisioning API (`acorn dev up`): every topic under
+    /// `acorn-local/<device id>/`, so that answers reach this device only.
+    pub rotation_local: bool,
 }
 
 impl DeviceOptions {
@@ -149,6 +152,7 @@ impl DeviceOptions {
             now_unix: None,
             rotation: None,
             rotation_ca: None,
+            rotation_local: false,
         }
     }
 }
@@ -292,6 +296,9 @@ impl Device {
             .heartbeat
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         config.rotation = options.rotation.clone();
+        if let (Some(rotation), true) = (config.rotation.as_mut(), options.rotation_local) {
+            rotation.topic_prefix = acorn_mqtt::provisioning::local_prefix(&loaded.device_id);
+        }
         let rotation = rotate::RotationDriver::new(
             loaded.endpoint.clone(),
             loaded.issuer.clone(),

@@ -6,8 +6,8 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use acorn_mqtt::provisioning::{
-    answer_filters, parse_answer, register_thing_topics, to_json, CreateCertificateFromCsrRequest,
-    ProvisioningAnswer, RegisterThingRequest, CREATE_FROM_CSR,
+    to_json, CreateCertificateFromCsrRequest, ProvisioningAnswer, ProvisioningTopics,
+    RegisterThingRequest,
 };
 use acorn_mqtt::{
     CommandResult, ConnectionStatus, DeviceStatus, DeviceStatusMessage, QoS, RotationState,
@@ -66,6 +66,8 @@ enum Step {
 #[derive(Debug, Clone)]
 pub(super) struct Rotator {
     config: Option<RotationConfig>,
+    /// The API's topics (checked with the configuration).
+    topics: Option<ProvisioningTopics>,
     step: Step,
     trigger: Option<RotationTrigger>,
     failures: u32,
@@ -76,8 +78,12 @@ pub(super) struct Rotator {
 
 impl Rotator {
     pub(super) fn new(config: Option<RotationConfig>) -> Self {
+        let topics = config
+            .as_ref()
+            .and_then(|c| ProvisioningTopics::new(&c.topic_prefix, &c.template).ok());
         Self {
             config,
+            topics,
             step: Step::Idle,
             trigger: None,
             failures: 0,
@@ -427,15 +433,13 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
         if !needs_send || !online {
             return;
         }
-        let Some(template) = self.rotator.config().map(|c| c.template.clone()) else {
+        let Some(topics) = self.rotator.topics.clone() else {
             return;
         };
         if !self.rotator.answers_subscribed {
             if !self.rotator.subscribe_pending {
-                if let Ok(filters) = answer_filters(&template) {
-                    self.rotator.subscribe_pending = true;
-                    self.emit(Action::Subscribe(filters));
-                }
+                self.rotator.subscribe_pending = true;
+                self.emit(Action::Subscribe(topics.answer_filters()));
             }
             return;
         }
@@ -451,7 +455,7 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
                 let request = CreateCertificateFromCsrRequest {
                     certificate_signing_request: csr.clone(),
                 };
-                (CREATE_FROM_CSR.to_string(), to_json(&request))
+                (topics.create_from_csr[0].clone(), to_json(&request))
             }
             Step::AwaitingRegistration { token, sent, .. } => {
                 *sent = true;
@@ -459,11 +463,7 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
                     certificate_ownership_token: token.clone(),
                     parameters,
                 };
-                let topic = register_thing_topics(&template).map(|[t, _, _]| t);
-                match topic {
-                    Ok(topic) => (topic, to_json(&request)),
-                    Err(e) => (String::new(), Err(e)),
-                }
+                (topics.register[0].clone(), to_json(&request))
             }
             _ => return,
         };
@@ -495,10 +495,10 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
 
     /// A message on a provisioning answer topic; `false` when `topic` is not one.
     pub(super) fn rotation_message(&mut self, topic: &str, payload: &[u8]) -> bool {
-        let Some(template) = self.rotator.config().map(|c| c.template.clone()) else {
+        let Some(topics) = self.rotator.topics.as_ref() else {
             return false;
         };
-        let answer = match parse_answer(&template, topic, payload) {
+        let answer = match topics.parse_answer(topic, payload) {
             Ok(Some(answer)) => answer,
             Ok(None) => return false,
             Err(e) => {
@@ -625,8 +625,9 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
     /// The answer-topic filters a rotation subscribes to (for a driver's ACL checks).
     pub fn rotation_filters(&self) -> Vec<String> {
         self.rotator
-            .config()
-            .and_then(|c| answer_filters(&c.template).ok())
+            .topics
+            .as_ref()
+            .map(ProvisioningTopics::answer_filters)
             .unwrap_or_default()
     }
 }

@@ -52,7 +52,9 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
         );
         reply.result = Some(CommandResult::Error);
         reply.rotation = Some(RotationState::Failed);
-        reply.error = Some(alloc::string::ToString::to_string(&RotateError::NotConfigured));
+        reply.error = Some(alloc::string::ToString::to_string(
+            &RotateError::NotConfigured,
+        ));
         self.queue_reply(&reply);
     }
 

@@ -340,3 +340,40 @@ fn a_request_lost_with_its_connection_is_sent_again_on_the_next_one() {
     );
     assert!(requests(&actions).is_empty());
 }
+
+#[test]
+fn against_the_local_stack_every_api_topic_carries_the_device_id() {
+    let mut c = rotating_config();
+    if let Some(r) = c.rotation.as_mut() {
+        r.topic_prefix = acorn_device::acorn_mqtt::provisioning::local_prefix("acorn-0001");
+    }
+    let mut sim = online(c);
+    sim.message(
+        COMMANDS,
+        br#"{"requestId":"rot-l","command":"rotate-certificate"}"#,
+    );
+    let actions = input(&mut sim, RotationInput::Csr { pem: "CSR".into() });
+    let filters = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Subscribe(f) => Some(f.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(filters
+        .iter()
+        .all(|f| f.starts_with("acorn-local/acorn-0001/$aws/")));
+    let actions = sim.event(TransportEvent::SubAck { granted: true });
+    let local = "acorn-local/acorn-0001/$aws/certificates/create-from-csr/json";
+    assert_eq!(published_on(&actions, local).len(), 1);
+    // AWS's own answer topic is not where this device listens.
+    let answer =
+        json!({"certificateId": NEW_ID, "certificatePem": "P", "certificateOwnershipToken": "t"});
+    let actions = sim.message(CREATE_FROM_CSR_ACCEPTED, answer.to_string().as_bytes());
+    assert!(requests(&actions).is_empty());
+    let actions = sim.message(&format!("{local}/accepted"), answer.to_string().as_bytes());
+    assert!(matches!(
+        &requests(&actions)[..],
+        [RotationRequest::StageCandidate { .. }]
+    ));
+}
