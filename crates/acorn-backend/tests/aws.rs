@@ -510,3 +510,50 @@ async fn the_csr_flow_succeeds_end_to_end_against_the_local_signer() {
         .expect("stored identity loads and validates");
     assert_eq!(certs.device_id, "local-csr-1");
 }
+
+/// Run only as a child process of the next test, with `AWS_ENDPOINT_URL` and `AWS_REGION` in
+/// its environment (a test cannot change its own process's environment safely).
+#[tokio::test]
+#[ignore = "run in a child process by the_sdk_chain_honours_aws_endpoint_url_and_aws_region"]
+async fn child_registers_through_the_environment_only() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL is set");
+    assert!(std::env::var("AWS_REGION").is_ok());
+    let b = start_with(|config| {
+        config.signer = SignerConfig::Aws(AwsSignerConfig {
+            region: None,
+            endpoint_url: None,
+            create_policy: true,
+            ..AwsSignerConfig::default()
+        });
+    })
+    .await;
+    let (status, v) = b.register(Some(&b.token().await), &body("env-1")).await;
+    assert_eq!(status, 201, "through {endpoint}: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_chain_honours_aws_endpoint_url_and_aws_region() {
+    let moto = moto().await;
+    let exe = std::env::current_exe().expect("test binary");
+    let out = tokio::process::Command::new(exe)
+        .args([
+            "--exact",
+            "child_registers_through_the_environment_only",
+            "--ignored",
+        ])
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .await
+        .expect("run the child test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(state(&moto).await["things"]["env-1"].is_object());
+}

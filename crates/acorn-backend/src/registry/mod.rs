@@ -15,6 +15,7 @@
 //! and re-checks the `UPDATE`'s condition after any concurrent writer commits.
 
 pub mod migrate;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;
 
@@ -27,10 +28,45 @@ use sha2::{Digest, Sha256};
 use crate::ca::RevokedSerial;
 use crate::error::BackendError;
 
-pub use postgres::PoolOptions;
-
 /// How long a reservation holds a token when its request dies without releasing it.
 pub const RESERVATION_SECONDS: i64 = 120;
+
+/// The pool of PostgreSQL connections.
+#[derive(Clone)]
+pub struct PoolOptions {
+    /// Most connections open at once (per instance).
+    pub max_connections: usize,
+    /// How long a request waits for a free connection, and how long a new connection may take.
+    pub timeout: Duration,
+    /// A PEM file of the CA(s) that sign the server's certificate: connect with TLS (the
+    /// server's name is checked). Without it the URL's `sslmode` must not be `require`.
+    pub ca_file: Option<PathBuf>,
+    /// The password, when it is not in the URL (read from a 0600 file).
+    pub password: Option<secrecy::SecretString>,
+}
+
+impl core::fmt::Debug for PoolOptions {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PoolOptions")
+            .field("max_connections", &self.max_connections)
+            .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Default for PoolOptions {
+    /// 16 connections, 5 s, no TLS, the password (if any) from the URL.
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            timeout: Duration::from_secs(5),
+            ca_file: None,
+            password: None,
+        }
+    }
+}
 
 /// The state of a device's registration (its certificate): active or revoked. Not the
 /// device's online status, which `acorn_mqtt::DeviceStatus` names.
@@ -295,8 +331,16 @@ impl DatabaseUrl {
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            postgres::parse_config(text)?;
-            return Ok(Self::Postgres(SecretString::from(text)));
+            #[cfg(feature = "postgres")]
+            {
+                postgres::parse_config(text)?;
+                return Ok(Self::Postgres(SecretString::from(text)));
+            }
+            #[cfg(not(feature = "postgres"))]
+            return Err(BackendError::Config(format!(
+                "this acorn was built without PostgreSQL ({}): build it with `cargo build --release --features postgres` (or use sqlite:PATH)",
+                redact_url(text)
+            )));
         }
         let shown: String = text.chars().take(16).collect();
         Err(BackendError::Config(format!(
@@ -309,7 +353,7 @@ impl DatabaseUrl {
     pub fn redacted(&self) -> String {
         match self {
             Self::Sqlite(path) => format!("sqlite:{}", path.display()),
-            Self::Postgres(url) => postgres::redacted(url.expose_secret()),
+            Self::Postgres(url) => redact_url(url.expose_secret()),
         }
     }
 
@@ -322,9 +366,30 @@ impl DatabaseUrl {
     }
 }
 
+/// `postgres://user@host:port/db`: the URL without its password and query (for logs and
+/// errors; never fails, whatever the text).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparsable database URL>".into();
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let path = rest[authority.len()..].split('?').next().unwrap_or("");
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (userinfo.split(':').next().unwrap_or(""), host),
+        None => ("", authority),
+    };
+    let user = if user.is_empty() {
+        String::new()
+    } else {
+        format!("{user}@")
+    };
+    format!("{scheme}://{user}{host}{path}")
+}
+
 #[derive(Debug, Clone)]
 enum Store {
     Sqlite(sqlite::SqliteStore),
+    #[cfg(feature = "postgres")]
     Postgres(postgres::PgStore),
 }
 
@@ -362,8 +427,16 @@ impl Registry {
                 let path = path.clone();
                 Store::Sqlite(blocking(move || sqlite::SqliteStore::open(&path)).await?)
             }
+            #[cfg(feature = "postgres")]
             DatabaseUrl::Postgres(url) => {
                 Store::Postgres(postgres::PgStore::connect(url.expose_secret(), pool).await?)
+            }
+            #[cfg(not(feature = "postgres"))]
+            DatabaseUrl::Postgres(_) => {
+                let _ = pool;
+                return Err(BackendError::Config(
+                    "this acorn was built without PostgreSQL: build it with `cargo build --release --features postgres`".into(),
+                ));
             }
         };
         Ok(Self { store })
@@ -373,6 +446,7 @@ impl Registry {
     pub fn kind(&self) -> &'static str {
         match &self.store {
             Store::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
             Store::Postgres(_) => "postgres",
         }
     }
@@ -381,6 +455,7 @@ impl Registry {
     pub fn describe(&self) -> String {
         match &self.store {
             Store::Sqlite(s) => format!("sqlite:{}", s.path().display()),
+            #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.target().to_owned(),
         }
     }
@@ -389,6 +464,7 @@ impl Registry {
     pub fn sqlite_path(&self) -> Option<&Path> {
         match &self.store {
             Store::Sqlite(s) => Some(s.path()),
+            #[cfg(feature = "postgres")]
             Store::Postgres(_) => None,
         }
     }
@@ -400,6 +476,7 @@ impl Registry {
                 let s = s.clone();
                 blocking(move || s.schema_version()).await
             }
+            #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.schema_version().await,
         }
     }
@@ -412,6 +489,7 @@ impl Registry {
                     let s = s.clone();
                     blocking(move || s.check()).await
                 }
+                #[cfg(feature = "postgres")]
                 Store::Postgres(p) => p.check().await,
             }
         };
@@ -459,6 +537,7 @@ impl Registry {
                 let (s, binding) = (s.clone(), binding.clone());
                 blocking(move || s.insert_tokens(&hashes, now, expires_at, &binding)).await?
             }
+            #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.insert_tokens(&hashes, now, expires_at, binding).await?,
         }
         Ok(minted)
@@ -485,6 +564,7 @@ impl Registry {
                     (s.clone(), SecretString::from(token), OwnedClaim::new(claim));
                 blocking(move || s.reserve(token.expose_secret(), &claim.as_claim(), now)).await
             }
+            #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.reserve(token, claim, now).await,
         }
     }
@@ -501,6 +581,7 @@ impl Registry {
                 let (s, token, r) = (s.clone(), SecretString::from(token), reservation.clone());
                 blocking(move || s.release(token.expose_secret(), &r)).await
             }
+            #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.release(token, reservation).await,
         }
     }
@@ -524,6 +605,7 @@ impl Registry {
                 );
                 blocking(move || s.register(token.expose_secret(), &r, &d, now)).await
             }
+            #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.register(token, reservation, device, now).await,
         }
     }
@@ -535,6 +617,7 @@ impl Registry {
                 let (s, id) = (s.clone(), device_id.to_owned());
                 blocking(move || s.get(&id)).await
             }
+            #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.get(device_id).await,
         }
     }
@@ -546,6 +629,7 @@ impl Registry {
                 let s = s.clone();
                 blocking(move || s.list()).await
             }
+            #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.list().await,
         }
     }
@@ -562,6 +646,7 @@ impl Registry {
                 let (s, id) = (s.clone(), device_id.to_owned());
                 blocking(move || s.revoke(&id, now)).await
             }
+            #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.revoke(device_id, now).await,
         }
     }
@@ -573,6 +658,7 @@ impl Registry {
                 let s = s.clone();
                 blocking(move || s.revoked_serials()).await?
             }
+            #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.revoked_serials().await?,
         };
         Ok(rows
@@ -593,6 +679,7 @@ impl Registry {
                 let s = s.clone();
                 blocking(move || s.next_crl_number()).await?
             }
+            #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.next_crl_number().await?,
         };
         Ok(u64::try_from(n).unwrap_or(1))

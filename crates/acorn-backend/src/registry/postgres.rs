@@ -8,10 +8,8 @@
 //! PostgreSQL after any concurrent writer commits) and inserts the device in the same
 //! transaction.
 
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -20,51 +18,14 @@ use tokio_postgres::Row;
 
 use super::migrate::{self, MIGRATIONS_TABLE};
 use super::{
-    token_hash, DeviceRecord, NewDevice, RegisterError, RegistrationStatus, Reservation,
-    TokenBinding, TokenClaim, TokenRow, RESERVATION_SECONDS,
+    token_hash, DeviceRecord, NewDevice, PoolOptions, RegisterError, RegistrationStatus,
+    Reservation, TokenBinding, TokenClaim, TokenRow, RESERVATION_SECONDS,
 };
 use crate::error::BackendError;
 
 /// Key of the advisory lock held while migrating, so instances starting together apply each
 /// migration once (`acorn` in ASCII).
 const MIGRATION_LOCK: i64 = 0x61_636f_726e;
-
-/// The pool of PostgreSQL connections.
-#[derive(Clone)]
-pub struct PoolOptions {
-    /// Most connections open at once (per instance).
-    pub max_connections: usize,
-    /// How long a request waits for a free connection, and how long a new connection may take.
-    pub timeout: Duration,
-    /// A PEM file of the CA(s) that sign the server's certificate: connect with TLS (the
-    /// server's name is checked). Without it the URL's `sslmode` must not be `require`.
-    pub ca_file: Option<PathBuf>,
-    /// The password, when it is not in the URL (read from a 0600 file).
-    pub password: Option<secrecy::SecretString>,
-}
-
-impl core::fmt::Debug for PoolOptions {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("PoolOptions")
-            .field("max_connections", &self.max_connections)
-            .field("timeout", &self.timeout)
-            .field("ca_file", &self.ca_file)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-impl Default for PoolOptions {
-    /// 16 connections, 5 s, no TLS, the password (if any) from the URL.
-    fn default() -> Self {
-        Self {
-            max_connections: 16,
-            timeout: Duration::from_secs(5),
-            ca_file: None,
-            password: None,
-        }
-    }
-}
 
 /// Parses a `postgres://` URL into tokio-postgres's configuration (errors never echo it: it
 /// may hold a password).
@@ -73,30 +34,9 @@ pub(super) fn parse_config(url: &str) -> Result<tokio_postgres::Config, BackendE
         BackendError::Config(format!(
             "the PostgreSQL URL ({}) does not parse: {e}; the form is \
              postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=require]",
-            redacted(url)
+            super::redact_url(url)
         ))
     })
-}
-
-/// `postgres://user@host:port/db` without the password and query.
-pub(super) fn redacted(url: &str) -> String {
-    let Ok(config) = tokio_postgres::Config::from_str(url) else {
-        return "postgres://<unparsable URL>".into();
-    };
-    let host = config
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => name.clone(),
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "postgres://{}@{host}:{port}/{}",
-        config.get_user().unwrap_or("-"),
-        config.get_dbname().unwrap_or("-")
-    )
 }
 
 /// The PostgreSQL registry.
@@ -158,7 +98,7 @@ impl PgStore {
     /// Builds the pool, checks that the database answers, and applies the migrations.
     pub(super) async fn connect(url: &str, options: &PoolOptions) -> Result<Self, BackendError> {
         let mut config = parse_config(url)?;
-        let target: Arc<str> = redacted(url).into();
+        let target: Arc<str> = super::redact_url(url).into();
         if let Some(password) = &options.password {
             use secrecy::ExposeSecret as _;
             config.password(password.expose_secret());
