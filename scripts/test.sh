@@ -11,6 +11,9 @@ for crate in acorn-nvs acorn-certs acorn-mqtt acorn-api acorn-device; do
   cargo build -p "$crate" --target riscv32imc-unknown-none-elf
 done
 cargo build -p acorn-device --features nvs --target riscv32imc-unknown-none-elf
+cargo build -p acorn-device --features nvs,rotation --target riscv32imc-unknown-none-elf
+# The device core without rotation (as the firmware builds it) is lint-clean too.
+cargo clippy -p acorn-device --features nvs -- -D warnings
 cargo build -p acorn-embedded --no-default-features --target riscv32imc-unknown-none-elf
 cargo build -p acorn-certs --no-default-features --features nvs --target riscv32imc-unknown-none-elf
 cargo test --workspace
