@@ -11,7 +11,8 @@
 //! 4. **register** over HTTP(S) with the one-time token; network errors and 5xx are retried
 //!    with full-jitter backoff ([`RetryPolicy`]), a 4xx stops with the backend's message;
 //! 5. **validate the answer**: the certificate is for this device, matches the key, chains to
-//!    the returned CA, its id is its SHA-256, and the endpoint is acceptable;
+//!    the returned CA (not for an AWS IoT endpoint, whose issuing CA AWS does not publish), its
+//!    id is its SHA-256, and the endpoint is acceptable;
 //! 6. **store** it through the certificate store into the NVS image (power-cut safe).
 //!
 //! ```no_run
