@@ -128,6 +128,13 @@ impl DeviceConfig {
         })
     }
 
+    /// Sets the press queue's bound and keeps the press window below it (a small queue hands
+    /// the session fewer presses at once), as [`DeviceConfig::validate`] requires.
+    pub fn set_press_queue_capacity(&mut self, capacity: usize) {
+        self.press_queue_capacity = capacity;
+        self.press_window = self.press_window.min(capacity.saturating_sub(1)).max(1);
+    }
+
     /// Checks every field; the device's topics on success.
     pub fn validate(&self) -> Result<Topics, Error> {
         let topics = Topics::new(&self.device_id)?;

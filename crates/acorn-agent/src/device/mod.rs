@@ -286,12 +286,7 @@ impl Device {
             tune(&mut config.session);
         }
         config.certificate = loaded.certificate;
-        config.press_queue_capacity = options.queue_capacity;
-        // A small queue hands the session fewer presses at once (the window stays below it).
-        config.press_window = config
-            .press_window
-            .min(options.queue_capacity.saturating_sub(1))
-            .max(1);
+        config.set_press_queue_capacity(options.queue_capacity);
         config.heartbeat_override_ms = options
             .heartbeat
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

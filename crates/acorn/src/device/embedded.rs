@@ -167,11 +167,7 @@ pub fn run(
     let anchors = anchors(ca)?;
     let mut config = DeviceConfig::new(&loaded.device_id, AGENT_VERSION)?;
     config.certificate = loaded.certificate.clone();
-    config.press_queue_capacity = args.queue_capacity;
-    config.press_window = config
-        .press_window
-        .min(args.queue_capacity.saturating_sub(1))
-        .max(1);
+    config.set_press_queue_capacity(args.queue_capacity);
     config.heartbeat_override_ms = args
         .heartbeat
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
