@@ -89,7 +89,17 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// The stable error code (for in-process callers, see `admin.rs`).
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message for people.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -770,7 +780,10 @@ async fn revoke_device(
 
 /// Revokes where the signer keeps the certificate (AWS: `REVOKED` and detached), then in the
 /// registry, then (local CA) publishes the CRL and calls the hook.
-async fn revoke(state: &Arc<AppState>, id: &str) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn revoke(
+    state: &Arc<AppState>,
+    id: &str,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Some(current) = state.registry.get(id).await? else {
         return Err(device_not_found(id));
     };

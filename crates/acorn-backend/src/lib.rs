@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admin;
 mod api;
 pub mod ca;
 pub mod config;
@@ -40,6 +41,7 @@ mod stats;
 mod tls;
 
 pub use api::{DEFAULT_TOKEN_TTL_SECONDS, MAX_TOKENS_PER_REQUEST, MAX_TOKEN_TTL_SECONDS};
+pub use admin::{Admin, AdminError, ConsoleMount};
 pub use ca::{CaRole, IssuedCertificate, IssuedKeyPair, KeyType, LocalCa};
 pub use error::{BackendError, CsrError};
 pub use registry::{DatabaseUrl, PoolOptions, Registry};

@@ -103,6 +103,9 @@ pub struct BackendConfig {
     pub pool: PoolOptions,
     /// Who issues device certificates: the local CA (default) or AWS IoT Core.
     pub signer: SignerConfig,
+    /// A front end (the web console) merged into the HTTP server, built from the backend's
+    /// [`crate::Admin`] calls; `None` serves the API alone.
+    pub console: Option<crate::ConsoleMount>,
 }
 
 impl core::fmt::Debug for BackendConfig {
@@ -122,6 +125,7 @@ impl core::fmt::Debug for BackendConfig {
             .field("database", &self.database)
             .field("pool", &self.pool)
             .field("signer", &self.signer)
+            .field("console", &self.console.as_ref().map(|_| "<mount>"))
             .finish()
     }
 }
@@ -146,6 +150,7 @@ impl BackendConfig {
             database: None,
             pool: PoolOptions::default(),
             signer: SignerConfig::Local,
+            console: None,
         }
     }
 
@@ -220,6 +225,7 @@ impl Backend {
         let tls = config.tls;
         let limits = config.limits;
         let crl_refresh = config.crl_refresh;
+        let console = config.console.clone();
         let (state, paths) = prepare(config).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -240,8 +246,12 @@ impl Backend {
         } else {
             None
         };
-        let app = api::router(Arc::clone(&state));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let mut app = api::router(Arc::clone(&state));
+        if let Some(mount) = console {
+            let admin = crate::Admin::new(Arc::clone(&state), tls, stop_rx.clone());
+            app = app.merge(mount(admin));
+        }
         let task = tokio::spawn(crate::serve::serve(
             listener,
             acceptor,

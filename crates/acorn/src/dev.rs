@@ -100,6 +100,8 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         let slot: Arc<Mutex<Option<Arc<enforce::Enforcer>>>> = Arc::default();
         let hook_slot = Arc::clone(&slot);
         let mut config = BackendConfig::new(&backend_dir);
+        // The web console at `/`, live from the broker as `service:console`.
+        config.console = Some(acorn_console::Console::new().mount());
         config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], args.backend_port));
         config.iot_endpoint = format!("localhost:{mqtt_port}");
         config.service_endpoint = Some(format!("localhost:{service_port}"));
@@ -223,6 +225,10 @@ fn print_banner(b: &Banner<'_>) {
     let token = b.token_file.display();
     println!("acorn dev stack is running (Ctrl-C stops it)");
     println!("  backend:   {}", b.backend_url);
+    println!(
+        "  console:   {}/ (sign in with the admin key below)",
+        b.backend_url
+    );
     println!(
         "  broker:    mqtts://localhost:{} (mosquitto pid {}; client certificate required, \
          identity = username = client id, per-device ACL, CRL)",

@@ -19,6 +19,9 @@ pub mod migrate;
 mod postgres;
 mod sqlite;
 
+mod unused;
+
+pub use unused::UnusedToken;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

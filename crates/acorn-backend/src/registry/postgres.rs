@@ -583,3 +583,27 @@ async fn token_row(
         },
     }))
 }
+
+impl PgStore {
+    /// Tokens neither used nor expired at `now`, soonest expiry first (the web console's list).
+    pub(super) async fn unused_tokens(
+        &self,
+        now: i64,
+    ) -> Result<Vec<super::UnusedToken>, BackendError> {
+        let client = self.client().await?;
+        let sql = super::unused::SELECT_UNUSED.replace("?1", "$1");
+        let rows = client
+            .query(&sql, &[&now])
+            .await
+            .map_err(self.err("list unused tokens"))?;
+        Ok(rows
+            .iter()
+            .map(|r| super::UnusedToken {
+                hash: r.get(0),
+                created_at: r.get(1),
+                expires_at: r.get(2),
+                bound_device_id: r.get(3),
+            })
+            .collect())
+    }
+}

@@ -447,3 +447,25 @@ fn add_legacy_token_columns(conn: &Connection) -> Result<(), BackendError> {
     }
     Ok(())
 }
+
+impl SqliteStore {
+    /// Tokens neither used nor expired at `now`, soonest expiry first (the web console's list).
+    pub(super) fn unused_tokens(&self, now: i64) -> Result<Vec<super::UnusedToken>, BackendError> {
+        let conn = self.connect()?;
+        let mut stmt = conn
+            .prepare(super::unused::SELECT_UNUSED)
+            .map_err(db("list unused tokens"))?;
+        let rows = stmt
+            .query_map([now], |row| {
+                Ok(super::UnusedToken {
+                    hash: row.get(0)?,
+                    created_at: row.get(1)?,
+                    expires_at: row.get(2)?,
+                    bound_device_id: row.get(3)?,
+                })
+            })
+            .map_err(db("list unused tokens"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(db("list unused tokens"))
+    }
+}
