@@ -61,6 +61,8 @@ pub(crate) struct AppState {
     pub(crate) draining: AtomicBool,
     /// The last readiness verdict (to log changes, not every probe).
     pub(crate) last_ready: AtomicBool,
+    /// Publishes a command to a device, when the service has an MQTT link (the dev stack).
+    pub(crate) command_sink: Mutex<Option<crate::rotation::CommandSink>>,
 }
 
 /// The router with every route of the API.
@@ -74,6 +76,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/devices", get(list_devices))
         .route("/v1/devices/{id}", get(get_device))
         .route("/v1/devices/{id}/revoke", post(revoke_device))
+        .route("/v1/devices/{id}/rotate", post(rotate_device))
         .route("/v1/service-identities", post(issue_service_identity))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -107,18 +110,18 @@ impl ApiError {
         }
     }
 
-    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// A server fault: the details go to the log under a fresh request id, the client gets
     /// only that id (no paths, SQL or library messages).
-    fn internal(err: &dyn std::fmt::Display) -> Self {
+    pub(crate) fn internal(err: &dyn std::fmt::Display) -> Self {
         Self::fault("internal_error", "internal error", err)
     }
 
     /// A server fault with its own code and a public summary; the details only in the log.
-    fn fault(code: &'static str, summary: &str, detail: &dyn std::fmt::Display) -> Self {
+    pub(crate) fn fault(code: &'static str, summary: &str, detail: &dyn std::fmt::Display) -> Self {
         Self::fault_with_status(StatusCode::INTERNAL_SERVER_ERROR, code, summary, detail)
     }
 
@@ -711,6 +714,35 @@ struct DeviceView {
     revoked_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     certificate_pem: Option<String>,
+    /// The device's other certificates, the latest changed first (single-device view only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate_history: Option<Vec<CertificateView>>,
+}
+
+/// A certificate of a device's history as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CertificateView {
+    certificate_id: String,
+    certificate_serial: String,
+    state: &'static str,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<String>,
+}
+
+impl From<crate::registry::history::CertificateRecord> for CertificateView {
+    fn from(c: crate::registry::history::CertificateRecord) -> Self {
+        Self {
+            state: c.state.as_str(),
+            created_at: rfc3339(c.created_at),
+            updated_at: rfc3339(c.updated_at),
+            revoked_at: c.revoked_at.map(rfc3339),
+            certificate_id: c.certificate_id,
+            certificate_serial: c.certificate_serial,
+        }
+    }
 }
 
 impl DeviceView {
@@ -721,6 +753,7 @@ impl DeviceView {
             updated_at: rfc3339(d.updated_at),
             revoked_at: d.revoked_at.map(rfc3339),
             certificate_pem: with_pem.then_some(d.certificate_pem),
+            certificate_history: None,
             device_id: d.device_id,
             serial_number: d.serial_number,
             mac_address: d.mac_address,
@@ -744,7 +777,7 @@ async fn list_devices(
     Ok(Json(serde_json::json!({ "devices": views })))
 }
 
-fn device_not_found(id: &str) -> ApiError {
+pub(crate) fn device_not_found(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "device_not_found",
@@ -761,10 +794,15 @@ async fn get_device(
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
     require_admin(&state, &headers)?;
-    let device = state.registry.get(&id).await?;
-    device
-        .map(|d| Json(DeviceView::new(d, true)))
-        .ok_or_else(|| device_not_found(&id))
+    let device = state
+        .registry
+        .get(&id)
+        .await?
+        .ok_or_else(|| device_not_found(&id))?;
+    let history = state.registry.certificate_history(&id).await?;
+    let mut view = DeviceView::new(device, true);
+    view.certificate_history = Some(history.into_iter().map(CertificateView::from).collect());
+    Ok(Json(view))
 }
 
 async fn revoke_device(
@@ -776,6 +814,19 @@ async fn revoke_device(
     let result = revoke(&state, &id).await;
     state.metrics.revocation(result.is_ok());
     result
+}
+
+async fn rotate_device(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    require_admin(&state, &headers)?;
+    let request_id = crate::rotation::send_rotate_command(&state, &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "deviceId": id, "requestId": request_id })),
+    ))
 }
 
 /// Revokes where the signer keeps the certificate (AWS: `REVOKED` and detached), then in the

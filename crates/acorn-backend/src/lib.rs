@@ -33,6 +33,7 @@ mod keygen;
 mod metrics;
 pub mod policy;
 pub mod registry;
+pub mod rotation;
 pub mod secret;
 mod serve;
 mod server;
@@ -40,8 +41,8 @@ pub mod signer;
 mod stats;
 mod tls;
 
-pub use api::{DEFAULT_TOKEN_TTL_SECONDS, MAX_TOKENS_PER_REQUEST, MAX_TOKEN_TTL_SECONDS};
 pub use admin::{Admin, AdminError, ConsoleMount};
+pub use api::{DEFAULT_TOKEN_TTL_SECONDS, MAX_TOKENS_PER_REQUEST, MAX_TOKEN_TTL_SECONDS};
 pub use ca::{CaRole, IssuedCertificate, IssuedKeyPair, KeyType, LocalCa};
 pub use error::{BackendError, CsrError};
 pub use registry::{DatabaseUrl, PoolOptions, Registry};

@@ -338,6 +338,7 @@ async fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths),
         metrics: Default::default(),
         draining: AtomicBool::new(false),
         last_ready: AtomicBool::new(true),
+        command_sink: Mutex::new(None),
     });
     // A fresh CRL at every start: the broker needs the file, and its nextUpdate moves on.
     if state.signer.uses_crl() {
@@ -517,6 +518,28 @@ impl BackendHandle {
         self.state
             .service_ca
             .issue_with_new_key(device_id, KeyType::P256)
+    }
+
+    /// The calls a local MQTT responder makes to serve AWS IoT's provisioning MQTT API
+    /// (`CreateCertificateFromCsr`, `RegisterThing` of `template`) and to finish rotations;
+    /// see [`crate::rotation`].
+    pub fn local_iot(&self, template: &str) -> Result<crate::rotation::LocalIot, BackendError> {
+        acorn_mqtt::provisioning::check_template_name(template)
+            .map_err(|e| BackendError::Config(e.to_string()))?;
+        Ok(crate::rotation::LocalIot {
+            state: Arc::clone(&self.state),
+            template: template.to_owned(),
+        })
+    }
+
+    /// Gives the service a way to publish commands to devices (`POST
+    /// /v1/devices/{id}/rotate`): the dev stack's MQTT link. Replaces any earlier one.
+    pub fn set_command_sink(&self, sink: crate::rotation::CommandSink) {
+        *self
+            .state
+            .command_sink
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(sink);
     }
 
     /// Stops accepting requests, lets requests in flight finish (at most 10 s), and returns.

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use acorn_backend::registry::history::{CertificateState, NewCertificate, RotationRefusal};
 use acorn_backend::registry::{
     migrate, NewDevice, RegisterError, RegistrationStatus, TokenBinding, TokenClaim,
     RESERVATION_SECONDS,
@@ -363,6 +364,166 @@ async fn revocation_is_idempotent_and_feeds_the_crl(registry: Registry) {
         registry.next_crl_number().await.expect("n"),
     ];
     assert_eq!(numbers, [1, 2, 3]);
+}
+
+both!(a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one);
+/// A rotation's certificates through the registry: issued (pending) → registered with its
+/// ownership token (once) → promoted when the device reports it; the old one and every
+/// certificate issued but never used end in the CRL; a revoked device takes its unused ones
+/// with it.
+async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
+    registry: Registry,
+) {
+    let t = now();
+    let tokens = registry.mint_tokens(2, 600, t).await.expect("mint");
+    for (i, id) in ["rot-a", "rot-b"].into_iter().enumerate() {
+        let d = device(id, i as u32 + 1);
+        let tk = tokens[i].token.expose_secret();
+        let r = registry.reserve(tk, &claim(&d), t).await.expect("reserve");
+        registry.register(tk, &r, &d, t).await.expect("register");
+    }
+    let issued = |device: &str, n: u32| NewCertificate {
+        device_id: device.into(),
+        certificate_id: format!("{:064x}", 0x100 + n),
+        certificate_serial: format!("{:x}", 0x100 + n),
+        certificate_pem: format!("pem-{n}"),
+        certificate_arn: None,
+    };
+    // Unknown and revoked devices get nothing.
+    assert_eq!(
+        registry
+            .add_pending_certificate(&issued("nobody", 9), "tok", t)
+            .await
+            .expect("db"),
+        Err(RotationRefusal::UnknownDevice)
+    );
+    // A first certificate issued and never registered, then a second: the first is abandoned.
+    assert_eq!(
+        registry
+            .add_pending_certificate(&issued("rot-a", 1), "tok-1", t)
+            .await
+            .expect("db"),
+        Ok(0)
+    );
+    assert_eq!(
+        registry
+            .add_pending_certificate(&issued("rot-a", 2), "tok-2", t + 1)
+            .await
+            .expect("db"),
+        Ok(1)
+    );
+    // Not yet registered: not promotable. The abandoned one's token is dead; a token works
+    // for its own device only, and once.
+    assert!(registry
+        .promote_certificate("rot-a", &issued("rot-a", 2).certificate_id, t + 2)
+        .await
+        .expect("db")
+        .is_none());
+    assert!(registry
+        .register_certificate("rot-a", "tok-1", t + 2)
+        .await
+        .expect("db")
+        .is_none());
+    assert!(registry
+        .register_certificate("rot-b", "tok-2", t + 2)
+        .await
+        .expect("db")
+        .is_none());
+    let registered = registry
+        .register_certificate("rot-a", "tok-2", t + 2)
+        .await
+        .expect("db")
+        .expect("registered");
+    assert_eq!(registered.state, CertificateState::Registered);
+    assert!(registry
+        .register_certificate("rot-a", "tok-2", t + 2)
+        .await
+        .expect("db")
+        .is_none());
+    // Another device cannot claim it.
+    assert!(registry
+        .promote_certificate("rot-b", &registered.certificate_id, t + 3)
+        .await
+        .expect("db")
+        .is_none());
+    let promoted = registry
+        .promote_certificate("rot-a", &registered.certificate_id, t + 3)
+        .await
+        .expect("db")
+        .expect("promoted");
+    assert_eq!(promoted.device.certificate_id, registered.certificate_id);
+    assert_eq!(promoted.device.certificate_pem, "pem-2");
+    assert_eq!(promoted.superseded_serial, "01");
+    assert_eq!(promoted.abandoned, 0);
+    let history = registry.certificate_history("rot-a").await.expect("history");
+    let states: Vec<(&str, CertificateState, Option<i64>)> = history
+        .iter()
+        .map(|c| (c.certificate_serial.as_str(), c.state, c.revoked_at))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("01", CertificateState::Superseded, Some(t + 3)),
+            ("101", CertificateState::Abandoned, Some(t + 1)),
+        ]
+    );
+    // Promoting again is a no-op.
+    assert!(registry
+        .promote_certificate("rot-a", &registered.certificate_id, t + 4)
+        .await
+        .expect("db")
+        .is_none());
+    let mut crl: Vec<String> = registry
+        .revoked_serials()
+        .await
+        .expect("serials")
+        .into_iter()
+        .map(|s| s.serial_hex)
+        .collect();
+    crl.sort();
+    assert_eq!(crl, ["01", "101"]);
+    // A stale issued certificate is abandoned by the sweep; a revoked device's by revocation.
+    registry
+        .add_pending_certificate(&issued("rot-b", 3), "tok-3", t)
+        .await
+        .expect("db")
+        .expect("issued");
+    assert_eq!(
+        registry
+            .abandon_stale_certificates(t + 100, 600)
+            .await
+            .expect("db"),
+        0
+    );
+    assert_eq!(
+        registry
+            .abandon_stale_certificates(t + 700, 600)
+            .await
+            .expect("db"),
+        1
+    );
+    registry
+        .add_pending_certificate(&issued("rot-b", 4), "tok-4", t + 800)
+        .await
+        .expect("db")
+        .expect("issued");
+    registry.revoke("rot-b", t + 801).await.expect("revoke");
+    assert_eq!(
+        registry
+            .add_pending_certificate(&issued("rot-b", 5), "tok-5", t + 802)
+            .await
+            .expect("db"),
+        Err(RotationRefusal::DeviceRevoked)
+    );
+    let mut crl: Vec<String> = registry
+        .revoked_serials()
+        .await
+        .expect("serials")
+        .into_iter()
+        .map(|s| s.serial_hex)
+        .collect();
+    crl.sort();
+    assert_eq!(crl, ["01", "02", "101", "103", "104"]);
 }
 
 both!(twelve_racers_on_one_token_make_one_registration);

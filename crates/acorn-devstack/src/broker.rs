@@ -144,6 +144,45 @@ pub fn device_acl_patterns() -> Vec<String> {
         .collect()
 }
 
+/// AWS IoT's provisioning MQTT API on the local broker (see
+/// [`BrokerConfig::local_provisioning`]). AWS answers the requesting connection only;
+/// mosquitto delivers to every subscriber, so each device gets topics of its own under
+/// `acorn-local/<its id>/` and no device can read another's certificate or ownership token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalProvisioning {
+    /// The provisioning template devices name in `RegisterThing` (e.g. `acorn-pups`).
+    pub template: String,
+    /// The service identity that answers (e.g. `service:backend`); it must be one of
+    /// [`BrokerConfig::service_identities`].
+    pub responder: String,
+}
+
+impl LocalProvisioning {
+    /// What the responder may read and write on the service listener.
+    pub const RESPONDER_TOPICS: &'static str = "acorn-local/#";
+
+    /// The device listener's patterns: each device may publish its own requests and read its
+    /// own answers, nothing else of the API (AWS's documented device policy for it, per
+    /// device).
+    pub fn device_patterns(&self) -> Result<Vec<String>, BrokerError> {
+        let topics = acorn_mqtt::provisioning::ProvisioningTopics::new(
+            &acorn_mqtt::provisioning::local_prefix("%u"),
+            &self.template,
+        )
+        .map_err(|_| BrokerError::BadConfigValue {
+            what: "provisioning template",
+            value: self.template.clone(),
+        })?;
+        let mut lines = Vec::new();
+        for [request, accepted, rejected] in [topics.create_from_csr, topics.register] {
+            lines.push(format!("pattern write {request}"));
+            lines.push(format!("pattern read {accepted}"));
+            lines.push(format!("pattern read {rejected}"));
+        }
+        Ok(lines)
+    }
+}
+
 /// The topic filter that service identities may read and write on the service listener:
 /// every device topic (the prefix the four topic families of acorn-mqtt share).
 pub const SERVICE_TOPICS: &str = "acorn-pups/#";
@@ -316,6 +355,10 @@ pub struct BrokerConfig {
     /// Extra `pattern` lines appended after [`device_acl_patterns`] in the device listener's
     /// ACL (e.g. a command-reply topic). Other kinds of lines are refused.
     pub extra_acl_lines: Vec<String>,
+    /// AWS IoT's provisioning MQTT API served locally: each device may use its own
+    /// [`acorn_mqtt::provisioning::local_prefix`] topics of this API, and the responder (a
+    /// service identity) every device's. Default: off.
+    pub local_provisioning: Option<LocalProvisioning>,
     /// Port of the device listener; `None` picks a free one.
     pub port: Option<u16>,
     /// The mosquitto binary; default from [`MOSQUITTO_ENV`] or [`DEFAULT_MOSQUITTO`].
@@ -366,6 +409,7 @@ impl BrokerConfig {
             service_identities: Vec::new(),
             tls_version: None,
             extra_acl_lines: Vec::new(),
+            local_provisioning: None,
             port: None,
             mosquitto,
             setpriv: PathBuf::from(DEFAULT_SETPRIV),
@@ -387,6 +431,12 @@ impl BrokerConfig {
             acl.push_str(&line);
             acl.push('\n');
         }
+        if let Some(local) = &self.local_provisioning {
+            for line in local.device_patterns()? {
+                acl.push_str(&line);
+                acl.push('\n');
+            }
+        }
         for line in &self.extra_acl_lines {
             check_value("ACL line", line, true)?;
             if line.split_whitespace().next() != Some("pattern") {
@@ -406,6 +456,13 @@ impl BrokerConfig {
             check_value("service identity", id, false)?;
             // `writeln!` into a String cannot fail.
             let _ = writeln!(acl, "\nuser {id}\ntopic readwrite {SERVICE_TOPICS}");
+            if self
+                .local_provisioning
+                .as_ref()
+                .is_some_and(|local| &local.responder == id)
+            {
+                let _ = writeln!(acl, "topic readwrite {}", LocalProvisioning::RESPONDER_TOPICS);
+            }
         }
         Ok(acl)
     }

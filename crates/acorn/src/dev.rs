@@ -9,12 +9,13 @@ use std::time::Duration;
 use acorn_backend::{
     Backend, BackendConfig, CaRole, CrlEvent, LocalCa, ADMIN_KEY_FILE, SERVICE_CA_DIR,
 };
-use acorn_devstack::broker::{free_port, Broker, BrokerConfig, BrokerError};
+use acorn_devstack::broker::{free_port, Broker, BrokerConfig, BrokerError, LocalProvisioning};
 use acorn_transport::TrustRoots;
 use anyhow::{Context, Result};
 use secrecy::ExposeSecret as _;
 
 mod enforce;
+pub mod local_iot;
 
 /// Subcommands of `acorn dev`.
 #[derive(clap::Subcommand)]
@@ -146,6 +147,11 @@ fn up(args: UpArgs) -> Result<ExitCode> {
             "open files {open_files} (soft limit raised to the hard limit), mosquitto \
              max_connections {max_connections} per listener"
         );
+        // AWS IoT's provisioning MQTT API (certificate rotation), answered by the backend.
+        broker_config.local_provisioning = Some(LocalProvisioning {
+            template: acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE.to_owned(),
+            responder: acorn_mqtt::service_client_id("backend")?,
+        });
         broker_config.service_identities = SERVICE_NAMES
             .iter()
             .map(|name| acorn_mqtt::service_client_id(name))
@@ -163,14 +169,17 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         };
         let broker_pid = broker.pid().unwrap_or_default();
         let log_path = broker.log_path().to_path_buf();
+        let enforcer = Arc::new(enforce::Enforcer {
+            broker,
+            service_ca,
+            backend_identity,
+            roots,
+        });
         if let Ok(mut guard) = slot.lock() {
-            *guard = Some(Arc::new(enforce::Enforcer {
-                broker,
-                service_ca,
-                backend_identity,
-                roots,
-            }));
+            *guard = Some(Arc::clone(&enforcer));
         }
+        let responder = start_responder(&backend, &enforcer)?;
+        drop(enforcer);
         let token = backend
             .mint_token(args.token_ttl.max(1))
             .await
@@ -194,6 +203,7 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         });
         stop.wait().await;
         println!("stopping: registration backend and mosquitto");
+        responder.stop().await;
         let stopped_backend = backend.shutdown().await;
         let enforcer = slot.lock().ok().and_then(|mut g| g.take());
         if let Some(broker) = enforcer.and_then(Arc::into_inner).map(|e| e.broker) {
@@ -203,6 +213,23 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         println!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The backend's MQTT link: answers the provisioning API and carries its commands.
+fn start_responder(
+    backend: &acorn_backend::BackendHandle,
+    enforcer: &enforce::Enforcer,
+) -> Result<local_iot::Responder> {
+    let iot = backend.local_iot(acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE)?;
+    let client_id = acorn_mqtt::service_client_id("backend")?;
+    let mut options = enforcer
+        .service_session(&enforcer.backend_identity, &client_id)
+        .map_err(anyhow::Error::msg)?;
+    // A reconnect keeps the subscriptions' queued requests.
+    options.clean_session = false;
+    let (responder, sink) = local_iot::Responder::start(iot, &options)?;
+    backend.set_command_sink(sink);
+    Ok(responder)
 }
 
 struct Banner<'a> {

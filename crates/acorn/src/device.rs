@@ -136,15 +136,18 @@ pub struct RotationArgs {
     /// `acorn-local/<device id>/`, where only this device can read its answers.
     #[arg(long, requires = "rotation_template")]
     rotation_local: bool,
+    /// Rotate on its own when the certificate has fewer whole days left than this.
+    #[arg(long, default_value_t = 30, requires = "rotation_template")]
+    rotation_days_before: u32,
 }
 
 impl RotationArgs {
     fn apply(&self, options: &mut DeviceOptions) -> Result<()> {
         if let Some(template) = &self.rotation_template {
-            options.rotation = Some(
-                acorn_agent::device::RotationConfig::new(template)
-                    .map_err(|e| anyhow::anyhow!("--rotation-template: {e}"))?,
-            );
+            let mut config = acorn_agent::device::RotationConfig::new(template)
+                .map_err(|e| anyhow::anyhow!("--rotation-template: {e}"))?;
+            config.days_before = self.rotation_days_before;
+            options.rotation = Some(config);
         }
         options.rotation_local = self.rotation_local;
         if let Some(path) = &self.rotation_ca {
@@ -215,6 +218,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
                     rotation_template: None,
                     rotation_ca: None,
                     rotation_local: false,
+                    rotation_days_before: 30,
                 },
             })
         }),

@@ -4,6 +4,8 @@
 
 #[path = "dev_up/attack.rs"]
 mod attack;
+#[path = "dev_up/rotation.rs"]
+mod rotation;
 mod devstack;
 
 use std::io::{BufRead as _, BufReader};

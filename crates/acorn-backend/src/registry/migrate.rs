@@ -43,6 +43,11 @@ pub const SQLITE: &[Migration] = &[
         name: "reserved_for",
         sql: include_str!("../../migrations/sqlite/0003_reserved_for.sql"),
     },
+    Migration {
+        version: 4,
+        name: "certificate_history",
+        sql: include_str!("../../migrations/sqlite/0004_certificate_history.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations (the same versions and names as [`SQLITE`]).
@@ -61,6 +66,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 3,
         name: "reserved_for",
         sql: include_str!("../../migrations/postgres/0003_reserved_for.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "certificate_history",
+        sql: include_str!("../../migrations/postgres/0004_certificate_history.sql"),
     },
 ];
 

@@ -14,14 +14,15 @@
 //! writers with `BEGIN IMMEDIATE`; PostgreSQL locks the token's row (`SELECT … FOR UPDATE`)
 //! and re-checks the `UPDATE`'s condition after any concurrent writer commits.
 
+pub mod history;
 pub mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;
-
 mod unused;
 
 pub use unused::UnusedToken;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -8,6 +8,8 @@
 //! PostgreSQL after any concurrent writer commits) and inserts the device in the same
 //! transaction.
 
+mod history;
+
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -449,8 +451,12 @@ impl PgStore {
         device_id: &str,
         now: i64,
     ) -> Result<Option<DeviceRecord>, BackendError> {
-        let client = self.client().await?;
-        let row = client
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(self.err("begin the revocation transaction"))?;
+        let row = tx
             .query_opt(
                 &format!(
                     "UPDATE devices SET status = 'revoked', revoked_at = COALESCE(revoked_at, $1),
@@ -460,6 +466,15 @@ impl PgStore {
             )
             .await
             .map_err(self.err("revoke a device"))?;
+        if row.is_some() {
+            // A certificate issued for a rotation and not yet in use goes with the device.
+            history::abandon(&tx, Some(device_id), i64::MAX, now)
+                .await
+                .map_err(self.err("abandon unused certificates"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(self.err("commit the revocation"))?;
         Ok(row.as_ref().map(row_to_device))
     }
 
@@ -467,8 +482,11 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT certificate_serial, revoked_at FROM devices
-                 WHERE status = 'revoked' ORDER BY revoked_at, device_id",
+                "SELECT certificate_serial, revoked_at FROM devices WHERE status = 'revoked'
+                 UNION ALL
+                 SELECT certificate_serial, revoked_at FROM certificates
+                 WHERE revoked_at IS NOT NULL
+                 ORDER BY 2, 1",
                 &[],
             )
             .await

@@ -6,6 +6,8 @@
 //! correctness. Writers that read first use `BEGIN IMMEDIATE`, so two of them never both
 //! read the same token as free.
 
+mod history;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -264,8 +266,11 @@ impl SqliteStore {
         device_id: &str,
         now: i64,
     ) -> Result<Option<DeviceRecord>, BackendError> {
-        let conn = self.connect()?;
-        let changed = conn
+        let mut conn = self.connect()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("begin the revocation transaction"))?;
+        let changed = tx
             .execute(
                 "UPDATE devices SET status = 'revoked', revoked_at = COALESCE(revoked_at, ?1),
                  updated_at = ?1 WHERE device_id = ?2",
@@ -275,6 +280,9 @@ impl SqliteStore {
         if changed == 0 {
             return Ok(None);
         }
+        // A certificate issued for a rotation and not yet in use goes with the device.
+        history::abandon(&tx, Some(device_id), i64::MAX, now)?;
+        tx.commit().map_err(db("commit the revocation"))?;
         self.get(device_id)
     }
 
@@ -282,8 +290,11 @@ impl SqliteStore {
         let conn = self.connect()?;
         let mut stmt = conn
             .prepare(
-                "SELECT certificate_serial, revoked_at FROM devices
-                 WHERE status = 'revoked' ORDER BY revoked_at, device_id",
+                "SELECT certificate_serial, revoked_at FROM devices WHERE status = 'revoked'
+                 UNION ALL
+                 SELECT certificate_serial, revoked_at FROM certificates
+                 WHERE revoked_at IS NOT NULL
+                 ORDER BY 2, 1",
             )
             .map_err(db("list revoked certificates"))?;
         let rows = stmt

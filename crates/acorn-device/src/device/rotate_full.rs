@@ -74,6 +74,10 @@ pub(super) struct Rotator {
     retry_at: Option<u64>,
     answers_subscribed: bool,
     subscribe_pending: bool,
+    /// The certificate an expiry-triggered rotation ended on: when it too has fewer days left
+    /// than `days_before` (a CA that issues short certificates, or `days_before` above their
+    /// lifetime), the expiry trigger leaves it alone instead of rotating again and again.
+    expiry_result: Option<String>,
 }
 
 impl Rotator {
@@ -90,6 +94,7 @@ impl Rotator {
             retry_at: None,
             answers_subscribed: false,
             subscribe_pending: false,
+            expiry_result: None,
         }
     }
 
@@ -193,6 +198,9 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
                 self.rotator.failures = 0;
                 self.rotator.retry_at = None;
                 let id = self.certificate.fingerprint.clone().unwrap_or_default();
+                if matches!(self.rotator.trigger, Some(RotationTrigger::Expiry { .. })) {
+                    self.rotator.expiry_result = Some(id.clone());
+                }
                 self.notice(Notice::RotationCommitted { certificate_id: id });
                 self.rotation_answer(RotationState::Committed, None);
                 self.rotator.trigger = None;
@@ -409,7 +417,10 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
         if let (Some(days_before), Some(days_left)) =
             (due, self.certificate.days_left(self.unix_ms))
         {
+            let already_renewed = self.rotator.expiry_result.is_some()
+                && self.rotator.expiry_result == self.certificate.fingerprint;
             if days_left < days_before
+                && !already_renewed
                 && !self.rotator.is_rotating()
                 && self.rotator.retry_at.is_none()
                 && self.rotator.trigger.is_none()

@@ -319,6 +319,45 @@ fn a_certificate_near_its_end_rotates_by_itself() {
     assert!(started[0].get("requestId").is_none());
 }
 
+/// `days_before` above the CA's certificate lifetime: the expiry trigger renews once, then
+/// leaves the new certificate alone (it would rotate for ever otherwise).
+#[test]
+fn an_expiry_rotation_to_a_certificate_that_is_also_short_does_not_loop() {
+    let mut c = rotating_config();
+    let mut rotation = RotationConfig::new(TEMPLATE).unwrap();
+    rotation.days_before = 400;
+    c.rotation = Some(rotation);
+    let mut sim = Sim::with(c, MemorySettings::default());
+    let actions = sim.connect(false);
+    assert_eq!(requests(&actions), [RotationRequest::MakeKey]);
+    input(
+        &mut sim,
+        RotationInput::Csr {
+            pem: "CSR-PEM".into(),
+        },
+    );
+    sim.event(TransportEvent::SubAck { granted: true });
+    accepted_certificate(&mut sim);
+    input(&mut sim, RotationInput::Staged);
+    let registered = json!({"deviceConfiguration": {}, "thingName": "acorn-0001"});
+    sim.message(
+        &format!("{REGISTER}/accepted"),
+        registered.to_string().as_bytes(),
+    );
+    sim.connect_next(true);
+    let mut facts = CertificateFacts::new(UNIX0 / 1000, UNIX0 / 1000 + 365 * 86_400);
+    facts.fingerprint = Some(NEW_ID.into());
+    let actions = input(&mut sim, RotationInput::Committed { certificate: facts });
+    assert_eq!(answers(&actions)[0]["rotation"], "committed");
+    // Hours of timers and a reconnect: no second rotation of the new certificate.
+    let mut later = Vec::new();
+    for _ in 0..12 {
+        later.extend(sim.advance(3_600_000));
+    }
+    later.extend(sim.connect_next(true));
+    assert!(requests(&later).is_empty(), "{:?}", requests(&later));
+}
+
 #[test]
 fn a_request_lost_with_its_connection_is_sent_again_on_the_next_one() {
     let mut sim = online(rotating_config());

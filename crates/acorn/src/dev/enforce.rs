@@ -99,6 +99,17 @@ impl Enforcer {
         identity: &IssuedKeyPair,
         client_id: &str,
     ) -> Result<(AsyncClient, EventLoop), String> {
+        self.service_session(identity, client_id)?
+            .connect()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Session options for `identity` (from the service CA) on the broker's service listener.
+    pub fn service_session(
+        &self,
+        identity: &IssuedKeyPair,
+        client_id: &str,
+    ) -> Result<SessionOptions, String> {
         let port = self
             .broker
             .service_port()
@@ -116,7 +127,7 @@ impl Enforcer {
         );
         options.clean_session = true;
         options.network_timeout = STEP_TIMEOUT;
-        options.connect().map_err(|e| e.to_string())
+        Ok(options)
     }
 }
 

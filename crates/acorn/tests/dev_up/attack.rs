@@ -15,18 +15,18 @@ use super::devstack::{
 };
 
 /// A running dev stack with what the tests need to talk to it.
-struct Stack {
-    up: DevUp,
-    backend: String,
-    admin: String,
-    device_port: u16,
-    service_port: u16,
-    ca: PathBuf,
-    work: PathBuf,
+pub(super) struct Stack {
+    pub(super) up: DevUp,
+    pub(super) backend: String,
+    pub(super) admin: String,
+    pub(super) device_port: u16,
+    pub(super) service_port: u16,
+    pub(super) ca: PathBuf,
+    pub(super) work: PathBuf,
 }
 
 impl Stack {
-    fn start(tmp: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+    pub(super) fn start(tmp: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut up = DevUp::start_with(&tmp.join("stack"), extra, env);
         let backend = up.backend();
         let admin = up.admin_key();
@@ -47,7 +47,7 @@ impl Stack {
     }
 
     /// Mints a token through the admin API (optionally bound, as JSON fields); returns it.
-    fn token(&self, binding: &str) -> String {
+    pub(super) fn token(&self, binding: &str) -> String {
         let body = format!("{{\"ttlSeconds\": 600{binding}}}");
         let (status, v) = http(
             "POST",
@@ -62,7 +62,7 @@ impl Stack {
     }
 
     /// A token in a 0600 file, for `--token-file`.
-    fn token_file(&self, name: &str, binding: &str) -> PathBuf {
+    pub(super) fn token_file(&self, name: &str, binding: &str) -> PathBuf {
         let path = self.work.join(format!("{name}.token"));
         let mut f = std::fs::File::create(&path).expect("token file");
         f.write_all(self.token(binding).as_bytes()).expect("write");
@@ -71,7 +71,7 @@ impl Stack {
     }
 
     /// `acorn device register` of `id` with `flags`; returns the image path.
-    fn register(&self, id: &str, flags: &[&str]) -> PathBuf {
+    pub(super) fn register(&self, id: &str, flags: &[&str]) -> PathBuf {
         let image = self.work.join(format!("{id}.nvs.bin"));
         let mut cmd = acorn();
         cmd.args([
@@ -97,7 +97,7 @@ impl Stack {
     }
 
     /// The identity in `image` as PEM files for mosquitto's clients.
-    fn pem_files_of(&self, image: &Path, name: &str) -> PemFiles {
+    pub(super) fn pem_files_of(&self, image: &Path, name: &str) -> PemFiles {
         let get = |key: &str, out: &Path, secret: bool| {
             let mut cmd = acorn();
             cmd.args(["nvs", "get", "--namespace", "mqtt_certs", "--key", key])
@@ -128,7 +128,7 @@ impl Stack {
     }
 
     /// A service identity from the admin API, as PEM files.
-    fn service(&self, name: &str) -> (String, PemFiles) {
+    pub(super) fn service(&self, name: &str) -> (String, PemFiles) {
         let body = format!("{{\"name\": \"{name}\"}}");
         let (status, v) = http(
             "POST",
@@ -150,13 +150,24 @@ impl Stack {
     }
 
     /// `acorn device run` of `image`, pressing every `press_every` if given.
-    fn run_device(&self, image: &Path, press_every: Option<&str>) -> Device {
+    pub(super) fn run_device(&self, image: &Path, press_every: Option<&str>) -> Device {
+        self.run_device_with(image, press_every, &[])
+    }
+
+    /// `acorn device run` of `image` with extra flags.
+    pub(super) fn run_device_with(
+        &self,
+        image: &Path,
+        press_every: Option<&str>,
+        extra: &[&str],
+    ) -> Device {
         let mut cmd = acorn();
         cmd.args(["device", "run", "--image"])
             .arg(image)
             .args(["--broker", &format!("localhost:{}", self.device_port)])
             .arg("--ca")
-            .arg(&self.ca);
+            .arg(&self.ca)
+            .args(extra);
         if let Some(every) = press_every {
             cmd.args(["--press-every", every]);
         }
@@ -177,7 +188,7 @@ impl Stack {
 }
 
 /// A running `acorn device run`.
-struct Device {
+pub(super) struct Device {
     child: Child,
     stdout: Lines,
     stderr: Lines,
@@ -185,7 +196,7 @@ struct Device {
 
 impl Device {
     /// Asks for the status (bounded) until `wanted` accepts it; returns the status JSON.
-    fn status_until(
+    pub(super) fn status_until(
         &mut self,
         limit: Duration,
         wanted: impl Fn(&serde_json::Value) -> bool,
@@ -219,7 +230,7 @@ impl Drop for Device {
     }
 }
 
-fn connected(status: &serde_json::Value) -> bool {
+pub(super) fn connected(status: &serde_json::Value) -> bool {
     status["status"] == "connected"
 }
 

@@ -1,0 +1,209 @@
+//! Certificate history: the certificates a device has had or been issued besides its current
+//! one, and the steps of a rotation over AWS IoT's MQTT API as the registry records them
+//! (issued → registered → in use, or abandoned), so that every certificate a device no longer
+//! uses is revoked.
+
+use super::{blocking, token_hash, DeviceRecord, Registry, Store};
+use crate::error::BackendError;
+
+/// How long an ownership token of `CreateCertificateFromCsr` stays valid (AWS: one hour).
+pub const OWNERSHIP_TOKEN_SECONDS: i64 = 3600;
+
+/// Where a certificate of the history stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateState {
+    /// Issued by `CreateCertificateFromCsr`; waits for `RegisterThing` with its ownership token.
+    Pending,
+    /// `RegisterThing` done; becomes the device's current certificate when the device first
+    /// reports it in use.
+    Registered,
+    /// Was the device's current certificate until a rotation replaced it; revoked.
+    Superseded,
+    /// Issued but never used (a newer rotation, a timeout, or the device's revocation); revoked.
+    Abandoned,
+}
+
+impl CertificateState {
+    /// The name used in the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Registered => "registered",
+            Self::Superseded => "superseded",
+            Self::Abandoned => "abandoned",
+        }
+    }
+
+    pub(super) fn from_db(name: &str) -> Self {
+        match name {
+            "pending" => Self::Pending,
+            "registered" => Self::Registered,
+            "superseded" => Self::Superseded,
+            _ => Self::Abandoned,
+        }
+    }
+}
+
+/// A certificate of a device's history (not its current one, which is in [`DeviceRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    /// SHA-256 of the certificate DER, lowercase hex.
+    pub certificate_id: String,
+    /// The device it was issued to.
+    pub device_id: String,
+    /// The certificate serial, lowercase hex.
+    pub certificate_serial: String,
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// Its ARN when AWS IoT Core issued it.
+    pub certificate_arn: Option<String>,
+    /// Where it stands.
+    pub state: CertificateState,
+    /// When it was issued (or, for a superseded one, when it was last made current), Unix s.
+    pub created_at: i64,
+    /// Last change, Unix seconds.
+    pub updated_at: i64,
+    /// When it was revoked, Unix seconds.
+    pub revoked_at: Option<i64>,
+}
+
+/// A certificate just issued to a registered device by `CreateCertificateFromCsr`.
+#[derive(Debug, Clone)]
+pub struct NewCertificate {
+    /// The device.
+    pub device_id: String,
+    /// SHA-256 of the DER, lowercase hex.
+    pub certificate_id: String,
+    /// Serial, lowercase hex.
+    pub certificate_serial: String,
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// Its ARN when AWS IoT Core issued it.
+    pub certificate_arn: Option<String>,
+}
+
+/// Why the registry refused to record a step of a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RotationRefusal {
+    /// No device with this id is registered.
+    UnknownDevice,
+    /// The device is revoked.
+    DeviceRevoked,
+}
+
+/// What [`Registry::promote_certificate`] did.
+#[derive(Debug, Clone)]
+pub struct Promotion {
+    /// The device, with the promoted certificate as its current one.
+    pub device: DeviceRecord,
+    /// The serial of the certificate it replaced (now superseded and revoked).
+    pub superseded_serial: String,
+    /// How many other issued-but-unused certificates of the device were abandoned.
+    pub abandoned: u64,
+}
+
+impl Registry {
+    /// Records a certificate issued to `certificate.device_id` by `CreateCertificateFromCsr`,
+    /// `pending` until `RegisterThing` presents `ownership_token`. Any other certificate of
+    /// the device still pending or registered is abandoned (revoked) in the same transaction;
+    /// returns how many.
+    pub async fn add_pending_certificate(
+        &self,
+        certificate: &NewCertificate,
+        ownership_token: &str,
+        now: i64,
+    ) -> Result<Result<u64, RotationRefusal>, BackendError> {
+        let hash = token_hash(ownership_token);
+        match &self.store {
+            Store::Sqlite(s) => {
+                let (s, c) = (s.clone(), certificate.clone());
+                blocking(move || s.add_pending_certificate(&c, &hash, now)).await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(p) => p.add_pending_certificate(certificate, &hash, now).await,
+        }
+    }
+
+    /// `RegisterThing`: the pending certificate of `device_id` whose ownership token is
+    /// `ownership_token` (issued less than [`OWNERSHIP_TOKEN_SECONDS`] ago) becomes
+    /// `registered`; the token cannot be used again. `None` when no such certificate waits.
+    pub async fn register_certificate(
+        &self,
+        device_id: &str,
+        ownership_token: &str,
+        now: i64,
+    ) -> Result<Option<CertificateRecord>, BackendError> {
+        let hash = token_hash(ownership_token);
+        match &self.store {
+            Store::Sqlite(s) => {
+                let (s, id) = (s.clone(), device_id.to_owned());
+                blocking(move || s.register_certificate(&id, &hash, now)).await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(p) => p.register_certificate(device_id, &hash, now).await,
+        }
+    }
+
+    /// The device reported `certificate_id` in use: when it is a `registered` certificate of
+    /// the (active) device, it becomes the current one, the current one is superseded
+    /// (revoked), and any other unused one abandoned, in one transaction. `None` when
+    /// `certificate_id` is not a registered certificate of this device (already current,
+    /// unknown, pending, revoked).
+    pub async fn promote_certificate(
+        &self,
+        device_id: &str,
+        certificate_id: &str,
+        now: i64,
+    ) -> Result<Option<Promotion>, BackendError> {
+        match &self.store {
+            Store::Sqlite(s) => {
+                let (s, d, c) = (s.clone(), device_id.to_owned(), certificate_id.to_owned());
+                blocking(move || s.promote_certificate(&d, &c, now)).await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(p) => p.promote_certificate(device_id, certificate_id, now).await,
+        }
+    }
+
+    /// Abandons (revokes) every certificate issued but not in use whose last step is older
+    /// than `max_age_seconds`; returns how many.
+    pub async fn abandon_stale_certificates(
+        &self,
+        now: i64,
+        max_age_seconds: i64,
+    ) -> Result<u64, BackendError> {
+        let before = now.saturating_sub(max_age_seconds);
+        match &self.store {
+            Store::Sqlite(s) => {
+                let s = s.clone();
+                blocking(move || s.abandon_certificates(None, before, now)).await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(p) => p.abandon_certificates(None, before, now).await,
+        }
+    }
+
+    /// The device's certificates besides its current one, the latest changed first.
+    pub async fn certificate_history(
+        &self,
+        device_id: &str,
+    ) -> Result<Vec<CertificateRecord>, BackendError> {
+        match &self.store {
+            Store::Sqlite(s) => {
+                let (s, id) = (s.clone(), device_id.to_owned());
+                blocking(move || s.certificate_history(&id)).await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(p) => p.certificate_history(device_id).await,
+        }
+    }
+}
+
+/// The columns of a [`CertificateRecord`], in the order the stores read them.
+pub(super) const CERTIFICATE_COLUMNS: &str = "certificate_id, device_id, certificate_serial,
+    certificate_pem, certificate_arn, state, created_at, updated_at, revoked_at";
+
+/// The states of certificates issued but not in use.
+pub(super) const UNUSED_STATES: &str = "('pending', 'registered')";
