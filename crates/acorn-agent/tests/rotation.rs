@@ -39,6 +39,9 @@ enum Answer {
     Honest,
     /// A certificate for a key of its own (as moto does).
     OtherKey,
+    /// A certificate for the CSR's key from a CA with the test CA's name but another key:
+    /// the device (checking the issuer's name only) takes it, the broker refuses it.
+    LookAlikeCa,
 }
 
 /// Answers one request of the provisioning API as AWS would.
@@ -55,6 +58,11 @@ async fn answer(api: &mut Client, ca: &Ca, publish: rumqttc::Publish, how: Answe
             Answer::OtherKey => {
                 ca.sign(DEVICE, &[], Validity::Valid, &KeyPair::generate().unwrap())
             }
+            Answer::LookAlikeCa => CertificateSigningRequestParams::from_pem(csr)
+                .unwrap()
+                .signed_by(&Ca::new("Acorn Test CA").issuer)
+                .unwrap()
+                .pem(),
         };
         let der = acorn_test_support::backend::der(&pem);
         let body = json!({
@@ -94,7 +102,9 @@ async fn rotate(env: &Env, how: Answer) -> (Vec<Value>, String, String) {
 
     let mut options = env.device_options(&image);
     options.rotation = Some(RotationConfig::new(TEMPLATE).unwrap());
-    options.rotation_ca = Some(env.ca.pem().into_bytes());
+    if how != Answer::LookAlikeCa {
+        options.rotation_ca = Some(env.ca.pem().into_bytes());
+    }
     let device = Device::open(options).expect("the device opens");
     let handle = device.spawn();
     wait_status(&mut backend, |v| v["status"] == "online").await;
@@ -170,6 +180,21 @@ async fn a_certificate_for_another_key_is_refused_and_the_old_identity_stays() {
     let last = answers.last().unwrap();
     assert_eq!(last["rotation"], "failed", "{answers:?}");
     assert_eq!(last["result"], "error");
+    assert_eq!(old, new, "the image keeps its identity");
+    assert_eq!(last["certificateId"], old.as_str());
+}
+
+/// The broker refuses the new certificate: the trial fails, the device rolls back to its old
+/// identity, comes online with it, and says why.
+#[tokio::test]
+async fn a_certificate_the_broker_refuses_is_rolled_back_and_the_device_says_why() {
+    let env = env();
+    let (answers, old, new) = rotate(&env, Answer::LookAlikeCa).await;
+    let last = answers.last().unwrap();
+    assert_eq!(last["rotation"], "rolled-back", "{answers:?}");
+    assert_eq!(last["result"], "error");
+    let error = last["error"].as_str().unwrap_or_default();
+    assert!(error.contains("trial connection"), "{error}");
     assert_eq!(old, new, "the image keeps its identity");
     assert_eq!(last["certificateId"], old.as_str());
 }
