@@ -50,8 +50,28 @@
     element.dataset.state = state;
   }
 
+  // The chart's current minute grows with each press (bars scaled to the peak again).
+  function chartPress() {
+    const svg = document.getElementById('chart');
+    if (!svg) return;
+    const bars = Array.from(svg.querySelectorAll('rect.bar'));
+    if (!bars.length) return;
+    const last = bars[bars.length - 1];
+    last.dataset.count = String(Number(last.dataset.count) + 1);
+    const height = Number(svg.getAttribute('height')) - 2;
+    const peak = Math.max(1, ...bars.map(function (b) { return Number(b.dataset.count); }));
+    const peakText = document.getElementById('chart-peak');
+    if (peakText) peakText.textContent = String(peak);
+    for (const b of bars) {
+      const h = Math.ceil(Number(b.dataset.count) * height / peak);
+      b.setAttribute('height', String(h));
+      b.setAttribute('y', String(height + 2 - h));
+    }
+  }
+
   // Fleet: the device's row follows its state, last seen, last press and firmware.
   function onFleet(kind, e) {
+    if (kind === 'press') chartPress();
     const row = document.querySelector('tr[data-device="' + CSS.escape(e.deviceId) + '"]');
     if (!row) return;
     const field = function (name) { return row.querySelector('[data-field="' + name + '"]'); };
@@ -124,6 +144,9 @@
   const handle = handlers[live];
   if (!handle) return;
   const source = new EventSource('/events');
+  // Marks the page once the stream is open (a test or a person can tell live from stale).
+  source.addEventListener('open', function () { document.body.dataset.stream = 'open'; });
+  source.addEventListener('error', function () { document.body.dataset.stream = 'closed'; });
   for (const kind of ['press', 'status']) {
     source.addEventListener(kind, function (message) {
       let e;

@@ -155,17 +155,17 @@ pub fn set_cookie(id: Option<&str>, tls: bool) -> String {
 }
 
 /// Whether a state-changing request comes from the console's own pages, as far as the
-/// browser says: no `Sec-Fetch-Site` other than `same-origin`/`none`, and an `Origin` (when
-/// sent) naming this host. The CSRF token is checked besides.
+/// browser says: `Sec-Fetch-Site` (sent by current browsers) must be `same-origin` or `none`;
+/// without it, an `Origin` must name this host. (Under `Referrer-Policy: no-referrer` a
+/// browser's form posts carry `Origin: null`, so that alone proves nothing.) The session's
+/// CSRF token is checked besides, whatever these say.
 pub fn same_origin(headers: &HeaderMap) -> bool {
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = text("sec-fetch-site") {
-        if site != "same-origin" && site != "none" {
-            return false;
-        }
+        return site == "same-origin" || site == "none";
     }
     match (text("origin"), text("host")) {
-        (None, _) => true,
+        (None | Some("null"), _) => true,
         (Some(origin), Some(host)) => origin
             .split_once("://")
             .is_some_and(|(_, authority)| authority == host),
@@ -217,7 +217,9 @@ mod tests {
         assert!(same_origin(&h));
         h.insert("origin", HeaderValue::from_static("http://evil.example"));
         assert!(!same_origin(&h));
-        h.remove("origin");
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        h.insert("origin", HeaderValue::from_static("null"));
+        assert!(same_origin(&h));
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(!same_origin(&h));
     }

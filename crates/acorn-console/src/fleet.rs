@@ -31,8 +31,8 @@ pub enum LiveEvent {
         /// When the console received it, Unix ms.
         #[serde(rename = "receivedMs")]
         received_ms: i64,
-        /// The message.
-        message: DeviceStatusMessage,
+        /// The message (boxed: it is the larger of the two).
+        message: Box<DeviceStatusMessage>,
     },
 }
 
@@ -144,7 +144,11 @@ impl Fleet {
             }
             device.last_seen_ms = Some(now_ms);
             device.last_press = Some(message.clone());
-            push_front(&mut device.presses, (now_ms, message.clone()), KEEP_PER_DEVICE);
+            push_front(
+                &mut device.presses,
+                (now_ms, message.clone()),
+                KEEP_PER_DEVICE,
+            );
             let minute = now_ms.div_euclid(60_000);
             *inner.per_minute.entry(minute).or_default() += 1;
             let oldest = minute - CHART_MINUTES as i64;
@@ -176,7 +180,7 @@ impl Fleet {
             );
             let event = LiveEvent::Status {
                 received_ms: now_ms,
-                message,
+                message: Box::new(message),
             };
             push_front(&mut inner.recent, event.clone(), KEEP_RECENT);
             event

@@ -86,6 +86,9 @@ impl Console {
     /// `lifetime`. It carries a one-time token of its own, never the admin key.
     pub fn sign_in_link(&self, base_url: &str, lifetime: Duration) -> String {
         let token = self.sessions.one_time_token(lifetime);
-        format!("{}/login/once?token={token}", base_url.trim_end_matches('/'))
+        format!(
+            "{}/login/once?token={token}",
+            base_url.trim_end_matches('/')
+        )
     }
 }

@@ -79,12 +79,30 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// Why a page is not shown: no session (to the sign-in page), or a refusal.
+pub(crate) enum PageError {
+    SignIn,
+    Refused(Refusal),
+}
+
+impl From<Refusal> for PageError {
+    fn from(r: Refusal) -> Self {
+        Self::Refused(r)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::SignIn => Redirect::to("/login").into_response(),
+            Self::Refused(r) => r.into_response(),
+        }
+    }
+}
+
 /// The session of a page request, or the way to the sign-in page.
-fn page_session(shared: &Shared, headers: &HeaderMap) -> Result<Session, Response> {
-    shared
-        .sessions
-        .get(headers)
-        .ok_or_else(|| Redirect::to("/login").into_response())
+fn page_session(shared: &Shared, headers: &HeaderMap) -> Result<Session, PageError> {
+    shared.sessions.get(headers).ok_or(PageError::SignIn)
 }
 
 /// The fields of a posted form (an unreadable body reads as no fields: then the CSRF check
@@ -162,10 +180,7 @@ async fn sign_in(State(shared): St, headers: HeaderMap, form: Fields) -> Respons
         .into_response()
 }
 
-async fn sign_in_once(
-    State(shared): St,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
+async fn sign_in_once(State(shared): St, Query(query): Query<HashMap<String, String>>) -> Response {
     let token = query.get("token").map(String::as_str).unwrap_or("");
     if !token.is_empty() && shared.sessions.redeem(token) {
         tracing::info!("console: signed in with a one-time link");
@@ -202,14 +217,14 @@ async fn fleet_page(
     State(shared): St,
     headers: HeaderMap,
     query: Result<Query<FleetQuery>, QueryRejection>,
-) -> Result<Markup, Response> {
+) -> Result<Markup, PageError> {
     let session = page_session(&shared, &headers)?;
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let records = shared
         .admin
         .devices()
         .await
-        .map_err(|e| failed(&session, &e).into_response())?;
+        .map_err(|e| failed(&session, &e))?;
     let mut live = shared.fleet.devices();
     let now = pages::now_s();
     let rows: Vec<fleet::Row> = records
@@ -244,7 +259,12 @@ async fn fleet_page(
 }
 
 fn failed(session: &Session, e: &acorn_backend::AdminError) -> Refusal {
-    Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "Failed", e.message.clone()).with(session)
+    Refusal::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Failed",
+        e.message.clone(),
+    )
+    .with(session)
 }
 
 fn not_found(session: &Session, id: &str) -> Refusal {
@@ -264,14 +284,14 @@ async fn device_page(
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Markup, Response> {
+) -> Result<Markup, PageError> {
     let session = page_session(&shared, &headers)?;
     let record = shared
         .admin
         .device(&id)
         .await
-        .map_err(|e| failed(&session, &e).into_response())?
-        .ok_or_else(|| not_found(&session, &id).into_response())?;
+        .map_err(|e| failed(&session, &e))?
+        .ok_or_else(|| not_found(&session, &id))?;
     let live = shared.fleet.device(&id);
     let cert = CertInfo::from_pem(&record.certificate_pem);
     let notice = if let Some(request) = query.get("sent") {
@@ -310,7 +330,8 @@ async fn active_device(shared: &Shared, session: &Session, id: &str) -> Result<T
         )
         .with(session));
     }
-    Topics::new(id).map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "Bad device id", e.to_string()))
+    Topics::new(id)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "Bad device id", e.to_string()))
 }
 
 fn request_id() -> String {
@@ -340,7 +361,12 @@ fn settings_payload(
         }
         Some(other) => return Err(format!("soundEnabled must be on or off, got {other:?}")),
     }
-    for name in ["soundVolume", "ledBrightness", "cooldownMs", "heartbeatSeconds"] {
+    for name in [
+        "soundVolume",
+        "ledBrightness",
+        "cooldownMs",
+        "heartbeatSeconds",
+    ] {
         let Some(text) = fields.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
             continue;
         };
@@ -411,9 +437,11 @@ async fn publish(
     topic: String,
     payload: Vec<u8>,
 ) -> Result<(), Refusal> {
-    shared.link.publish(topic, payload).await.map_err(|m| {
-        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "Not sent", m).with(session)
-    })
+    shared
+        .link
+        .publish(topic, payload)
+        .await
+        .map_err(|m| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "Not sent", m).with(session))
 }
 
 async fn revoke(
@@ -442,7 +470,7 @@ async fn revoke(
     Ok(Redirect::to(&format!("/devices/{id}?revoked")))
 }
 
-async fn live_page(State(shared): St, headers: HeaderMap) -> Result<Markup, Response> {
+async fn live_page(State(shared): St, headers: HeaderMap) -> Result<Markup, PageError> {
     let session = page_session(&shared, &headers)?;
     Ok(live::render(&session, &shared.fleet.recent()))
 }
@@ -477,13 +505,13 @@ async fn events(State(shared): St, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-async fn tokens_page(State(shared): St, headers: HeaderMap) -> Result<Markup, Response> {
+async fn tokens_page(State(shared): St, headers: HeaderMap) -> Result<Markup, PageError> {
     let session = page_session(&shared, &headers)?;
     let unused = shared
         .admin
         .unused_tokens()
         .await
-        .map_err(|e| failed(&session, &e).into_response())?;
+        .map_err(|e| failed(&session, &e))?;
     Ok(tokens::render(&session, None, &unused))
 }
 
@@ -495,9 +523,12 @@ async fn mint_token(
     let fields = fields(form);
     let session = action_session(&shared, &headers, &fields)?;
     let minutes = fields.get("ttlMinutes").map(|v| v.trim()).unwrap_or("60");
-    let minutes: i64 = minutes
-        .parse()
-        .map_err(|_| bad_input(&session, format!("The lifetime must be a whole number of minutes, got {minutes:?}.")))?;
+    let minutes: i64 = minutes.parse().map_err(|_| {
+        bad_input(
+            &session,
+            format!("The lifetime must be a whole number of minutes, got {minutes:?}."),
+        )
+    })?;
     let device_id = fields
         .get("deviceId")
         .map(|v| v.trim())

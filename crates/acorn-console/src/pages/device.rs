@@ -156,9 +156,15 @@ pub fn render(session: &Session, v: &View<'_>) -> Markup {
             }
         }
     };
-    page(id, Nav::Device, Some(session), Some("device"), html! {
-        div #device data-device=(id) { (main) }
-    })
+    page(
+        id,
+        Nav::Device,
+        Some(session),
+        Some("device"),
+        html! {
+            div #device data-device=(id) { (main) }
+        },
+    )
 }
 
 fn number(name: &str, label: &str, min: u32, max: u32, now: u32) -> Markup {

@@ -100,7 +100,13 @@ pub struct Summary<'a> {
 }
 
 /// The page.
-pub fn render(session: &Session, rows: &[Row], summary: &Summary<'_>, q: &str, sort: &str) -> Markup {
+pub fn render(
+    session: &Session,
+    rows: &[Row],
+    summary: &Summary<'_>,
+    q: &str,
+    sort: &str,
+) -> Markup {
     let main = html! {
         h1 { "Fleet" }
         section.counts {
@@ -160,12 +166,12 @@ fn chart(counts: &[u32]) -> Markup {
             svg #chart width=(width) height=(h) viewBox={ "0 0 " (width) " " (h) } role="img" aria-label="Presses per minute" {
                 @for (i, n) in counts.iter().enumerate() {
                     @let bar = (n * (h - 2)).div_ceil(max);
-                    rect.bar x=(u32::try_from(i).unwrap_or(0) * w + 1) y=(h - bar) width=(w - 2) height=(bar) {
+                    rect.bar x=(u32::try_from(i).unwrap_or(0) * w + 1) y=(h - bar) width=(w - 2) height=(bar) data-count=(n) {
                         title { (n) " presses" }
                     }
                 }
             }
-            figcaption { "Presses per minute, last " (counts.len()) " minutes (peak " (max) ")" }
+            figcaption { "Presses per minute, last " (counts.len()) " minutes (peak " span #chart-peak { (max) } ")" }
         }
     }
 }

@@ -96,7 +96,8 @@ pub fn time_ms(ms: i64) -> String {
 
 /// Unix seconds as `2026-11-28 16:42:07 UTC`.
 pub fn time_s(secs: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
         .and_then(|t| t.format(&format).ok())
