@@ -48,9 +48,11 @@ fn topic_statements(rules: &[(&str, Access)], suffix: &str) -> Vec<Value> {
     ]
 }
 
-/// The device policy: connect as its own thing, and [`acorn_mqtt::DEVICE_POLICY`] on its own
+/// The device policy: connect as its own thing, [`acorn_mqtt::DEVICE_POLICY`] on its own
 /// topics (publish button presses and status; subscribe to and receive settings and
-/// commands). Nothing else: no other device's topics, no wildcard, no provisioning topics.
+/// commands), and [`acorn_mqtt::topics::ROTATION_POLICY`] (the provisioning API's exact
+/// topics, for certificate rotation; AWS answers each to the requesting connection only).
+/// Nothing else: no other device's topics, no wildcard.
 pub fn device_policy() -> Value {
     let thing = format!("/{THING_NAME_VARIABLE}");
     let mut statements = vec![json!({
@@ -59,6 +61,7 @@ pub fn device_policy() -> Value {
         "Resource": arn("client", THING_NAME_VARIABLE),
     })];
     statements.extend(topic_statements(&acorn_mqtt::DEVICE_POLICY, &thing));
+    statements.extend(topic_statements(&acorn_mqtt::topics::ROTATION_POLICY, ""));
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 

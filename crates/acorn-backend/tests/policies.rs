@@ -112,8 +112,14 @@ fn acl_allows(acl: &[String], verb: &str, topic: &str, user: &str) -> bool {
 #[test]
 fn the_device_policy_the_mosquitto_acl_and_acorn_mqtt_grant_the_same_topics() {
     let document: Value = serde_json::from_str(policy::DEVICE_POLICY_FILE).expect("JSON");
-    let acl = acorn_devstack::broker::device_acl_patterns();
+    let mut acl = acorn_devstack::broker::device_acl_patterns();
+    let local = acorn_devstack::broker::LocalProvisioning {
+        template: acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE.into(),
+        responder: "service:backend".into(),
+    };
+    acl.extend(local.device_patterns().expect("patterns"));
     let me = "acorn-0001";
+    let local_me = acorn_mqtt::provisioning::local_prefix(me);
     let topics = acorn_mqtt::Topics::new(me).expect("topics");
     let mut candidates: Vec<String> = Vec::new();
     for prefix in [
@@ -132,17 +138,32 @@ fn the_device_policy_the_mosquitto_acl_and_acorn_mqtt_grant_the_same_topics() {
         "#".into(),
         "$aws/things/acorn-0001/shadow/update".into(),
     ]);
-    candidates.extend(
-        acorn_mqtt::topics::CLAIM_POLICY
+    // The provisioning API (certificate rotation): as is against AWS, under the device's
+    // own prefix against the local stack, and another device's prefix for neither.
+    for (topic, _) in acorn_mqtt::topics::ROTATION_POLICY {
+        for prefix in ["", local_me.as_str(), "acorn-local/acorn-0002/", "acorn-local/+/"] {
+            candidates.push(format!("{prefix}{topic}"));
+        }
+    }
+    candidates.push("$aws/certificates/create/json".into());
+    let rotation = |access: acorn_mqtt::Access, topic: &str| {
+        acorn_mqtt::topics::ROTATION_POLICY
             .iter()
-            .map(|(t, _)| (*t).to_owned()),
-    );
+            .any(|(t, a)| *a == access && t == &topic)
+    };
     let mut granted = 0;
+    let mut granted_aws = 0;
     for topic in &candidates {
         // The rule itself: publish on its button-press and status topics, subscribe to its
-        // settings and commands topics.
-        let may_publish = topic == topics.button_press() || topic == topics.status();
-        let may_subscribe = topics.subscriptions().contains(&topic.as_str());
+        // settings and commands topics; the provisioning API's requests and answers.
+        let own = topic == topics.button_press() || topic == topics.status();
+        let own_sub = topics.subscriptions().contains(&topic.as_str());
+        let local_topic = topic.strip_prefix(local_me.as_str());
+        let acl_publish = own || local_topic.is_some_and(|t| rotation(acorn_mqtt::Access::Publish, t));
+        let acl_subscribe =
+            own_sub || local_topic.is_some_and(|t| rotation(acorn_mqtt::Access::Subscribe, t));
+        let may_publish = own || rotation(acorn_mqtt::Access::Publish, topic);
+        let may_subscribe = own_sub || rotation(acorn_mqtt::Access::Subscribe, topic);
         let aws_publish = aws_allows(
             &document,
             "iot:Publish",
@@ -169,17 +190,22 @@ fn the_device_policy_the_mosquitto_acl_and_acorn_mqtt_grant_the_same_topics() {
         assert_eq!(aws_receive, may_subscribe, "AWS policy, receive {topic}");
         assert_eq!(
             acl_allows(&acl, "write", topic, me),
-            may_publish,
+            acl_publish,
             "mosquitto ACL, write {topic}"
         );
         assert_eq!(
             acl_allows(&acl, "read", topic, me),
-            may_subscribe,
+            acl_subscribe,
             "mosquitto ACL, read {topic}"
         );
-        granted += usize::from(may_publish) + usize::from(may_subscribe);
+        granted += usize::from(acl_publish) + usize::from(acl_subscribe);
+        granted_aws += usize::from(may_publish) + usize::from(may_subscribe);
     }
-    assert_eq!(granted, 4, "exactly the device's four topics");
+    assert_eq!(
+        (granted, granted_aws),
+        (10, 10),
+        "exactly the device's four topics and the provisioning API's six"
+    );
     // Connect: only as its own thing.
     let connect = |client: &str| {
         aws_allows(

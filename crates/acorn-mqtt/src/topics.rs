@@ -124,6 +124,13 @@ pub const CLAIM_POLICY: [(&str, Access); 6] = [
     ),
 ];
 
+/// The rights a registered device needs to rotate its certificate: the same six exact topics
+/// of the provisioning API as [`CLAIM_POLICY`] (AWS answers them to the requesting connection
+/// only, so another device's answers never reach it). The device policy adds them to
+/// [`DEVICE_POLICY`]; the local stack grants them under each device's own
+/// [`crate::provisioning::local_prefix`].
+pub const ROTATION_POLICY: [(&str, Access); 6] = CLAIM_POLICY;
+
 /// Prefix of the client ids (and certificate CNs) of service identities: the backend, the
 /// demo's cloud client, a fleet observer. `:` is outside the device-id alphabet, so no
 /// registered device can ever hold one of these names (or take over their sessions).
