@@ -68,8 +68,13 @@ async fn demo(args: Args) -> Result<bool> {
 
     // 1. CA + registration backend (the CA and server certificate are made on first start).
     let port = free_port().context("no free port for the broker")?;
+    let service_port = free_port().context("no free port for the broker")?;
+    let console = acorn_console::Console::new();
     let mut config = BackendConfig::new(dir.path().join("backend"));
     config.iot_endpoint = format!("localhost:{port}");
+    // The web console follows the devices through the broker's service listener.
+    config.service_endpoint = Some(format!("localhost:{service_port}"));
+    config.console = Some(console.mount());
     let backend = Backend::start(config)
         .await
         .context("cannot start the registration backend")?;
@@ -82,11 +87,19 @@ async fn demo(args: Args) -> Result<bool> {
         "backend",
         format!("registration API at {}", backend.base_url()),
     );
+    // A one-time link: the admin key stays out of the terminal, and the link dies with the run.
+    log.line(
+        "console",
+        format!(
+            "web console at {}/ ; sign in once (valid for this run, 1 h at most): {}",
+            backend.base_url(),
+            console.sign_in_link(&backend.base_url(), Duration::from_secs(3600))
+        ),
+    );
 
     // 2. The broker: TLS on localhost, client certificates required, devices checked against
     // the device CA and the cloud (a service identity) on its own listener against the
     // service CA.
-    let service_port = free_port().context("no free port for the broker")?;
     let listeners = broker::Listeners {
         device_port: port,
         device_ca: &paths.ca_cert,

@@ -170,6 +170,30 @@ fn demo_with_duration_0_runs_until_sigint() {
             }
         }
     }
+    // The printed one-time link opens the web console once; the devices are on it.
+    let link = seen
+        .iter()
+        .find_map(|l| {
+            l.contains("web console at")
+                .then(|| l.split_whitespace().last())
+        })
+        .flatten()
+        .unwrap_or_else(|| panic!("no console link:\n{}", seen.join("\n")))
+        .to_owned();
+    let (status, head) = get(&link, None);
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    assert_eq!(get(&link, None).0, 401, "the link works once");
+    let base = link.split("/login").next().expect("base");
+    let (status, page) = get(&format!("{base}/"), Some(&cookie));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("acorn-demo-01") && page.contains("acorn-demo-02"));
+
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-INT", &pid])
@@ -195,4 +219,31 @@ fn demo_with_duration_0_runs_until_sigint() {
         "{}",
         rest.join("\n")
     );
+}
+
+/// `GET url` (plain `http://host:port/path`) with an optional cookie; status and whole answer.
+fn get(url: &str, cookie: Option<&str>) -> (u16, String) {
+    use std::io::Write as _;
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{cookie}Connection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
 }
