@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use acorn_bench::{measure_heap, median_time, CountingAllocator};
 use acorn_certs::nvs_kv::NvsCertKv;
-use acorn_certs::{validate, CertStore, DeviceCertificates, PrivateKey, ValidationOptions};
+use acorn_certs::{
+    validate, CertStore, DeviceCertificates, ExposeSecret, PrivateKey, ValidationOptions,
+};
 use acorn_nvs::{MemFlash, Nvs};
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};

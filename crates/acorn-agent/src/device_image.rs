@@ -21,10 +21,9 @@ use acorn_device::{CertificateFacts, NvsSettingsError, SettingsStore};
 use acorn_mqtt::DeviceSettings;
 use acorn_nvs::{FileFlash, MemFlash, Mode, Nvs, NvsKeys};
 use embedded_storage::nor_flash::NorFlash;
-use zeroize::Zeroizing;
 
-use acorn_transport::SecretString;
 use acorn_transport::{ClientIdentity, DerKeyFormat};
+use acorn_transport::{ExposeSecret as _, SecretSlice, SecretString};
 
 /// NVS namespace and key of the device settings (a blob: [`DeviceSettings`] as JSON, written
 /// in one atomic NVS write), defined once by the device core.
@@ -377,7 +376,7 @@ pub(crate) fn client_identity(certs: &DeviceCertificates) -> Result<ClientIdenti
     };
     Ok(ClientIdentity::from_der(
         cert,
-        Zeroizing::new(key.expose_secret().to_vec()),
+        SecretSlice::from(key.expose_secret().to_vec()),
         format,
     ))
 }

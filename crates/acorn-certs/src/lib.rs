@@ -21,7 +21,7 @@
 //! # let now = 1_780_272_000; // seconds since 1970, from SNTP on a device
 //! let certs = DeviceCertificates {
 //!     device_certificate: cert_pem.into_bytes(),
-//!     private_key: PrivateKey::new(key_pem.into_bytes()), // zeroized on drop, Debug: <redacted>
+//!     private_key: PrivateKey::new(key_pem.into_bytes()), // zeroized on drop, Debug: [REDACTED]
 //!     iot_endpoint: "a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com".into(),
 //!     device_id: "acorn-0001".into(),
 //! };
@@ -83,6 +83,9 @@ pub use kv::{
 pub use material::{DecodeError, PrivateKeyDer, PrivateKeyFormat};
 pub use memory::{MemoryKv, MemoryKvError, MemoryValue};
 pub use report::{CertificateValidation, Check, CheckId, Problem, Status, ValidationReport};
+/// The one secret type of the workspace and the one trait that reads it (re-exported so that
+/// users of this crate read a [`PrivateKey`] without naming `secrecy`).
+pub use secrecy::{ExposeSecret, SecretSlice};
 pub use secret::PrivateKey;
 pub use slots::{Recovery, Slot, SlotError, SlotKv, Slots, CANDIDATE_NAMESPACE};
 pub use store::{CertStore, LoadedIdentity, StoreError};

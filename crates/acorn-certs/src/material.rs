@@ -3,10 +3,10 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt;
-use zeroize::Zeroizing;
+use secrecy::{ExposeSecret, SecretSlice};
 
 use crate::decode::{self, KeyFormat};
+use crate::secret::secret_bytes;
 use crate::{DeviceCertificates, Problem};
 
 /// Why material could not be decoded.
@@ -30,23 +30,19 @@ pub enum PrivateKeyFormat {
     Sec1,
 }
 
-/// A private key as DER with its format; zeroized on drop, Debug prints `<redacted>`.
+/// A private key as DER with its format. The DER is a [`SecretSlice<u8>`] (zeroized on drop,
+/// `[REDACTED]` in Debug, no `PartialEq`), read through [`ExposeSecret::expose_secret`].
+#[derive(Debug)]
 pub struct PrivateKeyDer {
     /// The container format.
     pub format: PrivateKeyFormat,
-    der: Zeroizing<Vec<u8>>,
+    der: SecretSlice<u8>,
 }
 
-impl PrivateKeyDer {
+impl ExposeSecret<[u8]> for PrivateKeyDer {
     /// The DER bytes. Do not log them.
-    pub fn expose_secret(&self) -> &[u8] {
-        &self.der
-    }
-}
-
-impl fmt::Debug for PrivateKeyDer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PrivateKeyDer({:?}, <redacted>)", self.format)
+    fn expose_secret(&self) -> &[u8] {
+        self.der.expose_secret()
     }
 }
 
@@ -63,7 +59,7 @@ impl DeviceCertificates {
 
     /// The private key as DER with its format (decoding PEM if needed).
     pub fn private_key_der(&self) -> Result<PrivateKeyDer, DecodeError> {
-        let (format, der) = decode::private_key(self.private_key.expose_secret()).map_err(
+        let (format, mut der) = decode::private_key(self.private_key.expose_secret()).map_err(
             |(problem, explanation)| DecodeError {
                 problem,
                 explanation,
@@ -90,6 +86,9 @@ impl DeviceCertificates {
                 }
             }
         };
-        Ok(PrivateKeyDer { format, der })
+        Ok(PrivateKeyDer {
+            format,
+            der: secret_bytes(core::mem::take(&mut *der)),
+        })
     }
 }

@@ -3,12 +3,16 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use crate::PrivateKey;
 
 /// A device's identity for AWS IoT mutual TLS.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Two sets are equal when every field is; the keys are compared in constant time (the key
+/// itself has no `PartialEq`, so that no other comparison of it can be written by accident).
+#[derive(Clone)]
 pub struct DeviceCertificates {
     /// The device certificate: PEM (as AWS issues it) or DER.
     pub device_certificate: Vec<u8>,
@@ -19,6 +23,23 @@ pub struct DeviceCertificates {
     /// The device id (`[A-Za-z0-9_-]{1,128}`), also the MQTT client id.
     pub device_id: String,
 }
+
+impl PartialEq for DeviceCertificates {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        let same_key: bool = self
+            .private_key
+            .expose_secret()
+            .ct_eq(other.private_key.expose_secret())
+            .into();
+        same_key
+            && self.device_certificate == other.device_certificate
+            && self.iot_endpoint == other.iot_endpoint
+            && self.device_id == other.device_id
+    }
+}
+
+impl Eq for DeviceCertificates {}
 
 impl fmt::Debug for DeviceCertificates {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

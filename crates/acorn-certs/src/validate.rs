@@ -4,6 +4,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::time::Duration;
+use secrecy::ExposeSecret;
 
 use const_oid::db::rfc5912::ID_CE_BASIC_CONSTRAINTS;
 use der::Decode;

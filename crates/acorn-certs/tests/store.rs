@@ -4,9 +4,9 @@
 mod common;
 
 use acorn_certs::{
-    CertKv, CertStore, CertificateMetadata, CertificateValidation, DeviceCertificates, MemoryKv,
-    MemoryKvError, MemoryValue, Problem, StoreError, KEY_CERT_META, KEY_CERT_VALID,
-    KEY_DEVICE_CERT, KEY_IOT_ENDPOINT, KEY_PRIVATE_KEY,
+    CertKv, CertStore, CertificateMetadata, CertificateValidation, DeviceCertificates,
+    ExposeSecret, MemoryKv, MemoryKvError, MemoryValue, Problem, StoreError, KEY_CERT_META,
+    KEY_CERT_VALID, KEY_DEVICE_CERT, KEY_IOT_ENDPOINT, KEY_PRIVATE_KEY,
 };
 use common::*;
 
@@ -270,10 +270,10 @@ fn power_cut_at_every_write_never_loads_a_mismatched_pair() {
         let outcome = match store.load(NOW) {
             Ok(loaded) => {
                 let c = &loaded.certificates;
-                let pair = (&c.device_certificate, &c.private_key);
-                if pair == (&old.device_certificate, &old.private_key) {
+                let pair = (&c.device_certificate, c.private_key.expose_secret());
+                if pair == (&old.device_certificate, old.private_key.expose_secret()) {
                     "old"
-                } else if pair == (&new.device_certificate, &new.private_key) {
+                } else if pair == (&new.device_certificate, new.private_key.expose_secret()) {
                     assert_eq!(c.device_id, new.device_id);
                     "new"
                 } else {
@@ -327,9 +327,9 @@ fn any_mix_of_old_and_new_values_never_loads_a_mismatched_pair() {
                 let c = loaded.certificates;
                 assert!(
                     (c.device_certificate == old.device_certificate
-                        && c.private_key == old.private_key)
+                        && c.private_key.expose_secret() == old.private_key.expose_secret())
                         || (c.device_certificate == new.device_certificate
-                            && c.private_key == new.private_key),
+                            && c.private_key.expose_secret() == new.private_key.expose_secret()),
                     "mask {mask:04b}"
                 );
             }
@@ -368,7 +368,10 @@ fn loaded_material_decodes_to_der_for_tls() {
     );
     let key = loaded.certificates.private_key_der().unwrap();
     assert_eq!(key.format, PrivateKeyFormat::Pkcs1);
-    assert_eq!(format!("{key:?}"), "PrivateKeyDer(Pkcs1, <redacted>)");
+    assert_eq!(
+        format!("{key:?}"),
+        "PrivateKeyDer { format: Pkcs1, der: SecretBox<[u8]>([REDACTED]) }"
+    );
     let ec = ec_set().private_key_der().unwrap();
     assert_eq!(ec.format, PrivateKeyFormat::Pkcs8);
     let der_key = DeviceCertificates {

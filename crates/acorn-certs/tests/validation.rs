@@ -3,8 +3,8 @@
 mod common;
 
 use acorn_certs::{
-    validate, validate_material, CertificateValidation, CheckId, DeviceCertificates, PrivateKey,
-    Problem, Status, ValidationOptions, ValidationReport,
+    validate, validate_material, CertificateValidation, CheckId, DeviceCertificates, ExposeSecret,
+    PrivateKey, Problem, Status, ValidationOptions, ValidationReport,
 };
 use common::*;
 
@@ -581,13 +581,16 @@ fn private_key_never_shown() {
     let set = aws_set();
     let key_text = String::from_utf8(set.private_key.expose_secret().to_vec()).unwrap();
     let secret_line = key_text.lines().nth(5).unwrap();
-    assert_eq!(format!("{:?}", set.private_key), "<redacted>");
+    assert_eq!(
+        format!("{:?}", set.private_key),
+        "PrivateKey(SecretBox<[u8]>([REDACTED]))"
+    );
     let debug = format!("{set:?}");
     assert!(
         !debug.contains(secret_line) && !debug.contains("PRIVATE KEY"),
         "{debug}"
     );
-    assert!(debug.contains("<redacted>"));
+    assert!(debug.contains("[REDACTED]"));
     let report = validate(&set, &opts());
     let shown = format!("{report:?}{}", serde_json::to_string(&report).unwrap());
     assert!(!shown.contains(secret_line));

@@ -10,6 +10,7 @@ use acorn_certs::{DeviceCertificates, PrivateKeyFormat};
 use const_oid::ObjectIdentifier;
 use der::Decode;
 use p256::pkcs8::DecodePrivateKey;
+use secrecy::ExposeSecret;
 
 use crate::error::IdentityError;
 

@@ -46,7 +46,7 @@ mod scan;
 mod svc;
 mod value;
 
-pub use crypto::{NvsKeys, KEYS_PARTITION_SIZE};
+pub use crypto::{NvsKey, NvsKeys, KEYS_PARTITION_SIZE};
 pub use error::{Error, FlashFault, Result, Undecodable};
 #[cfg(feature = "std")]
 pub use fileflash::{FileFlash, FileFlashError};
@@ -54,5 +54,7 @@ pub use key::encode_key;
 pub use memflash::{MemFlash, MemFlashError, PowerCut};
 pub use nvs::{EntryInfo, Mode, Namespace, Nvs, Stats};
 pub use scan::{Problem, ProblemKind};
+/// The one trait that reads a secret ([`NvsKey`]), re-exported from `secrecy`.
+pub use secrecy::ExposeSecret;
 pub use svc::{pack_small, unpack_small, NvsRawStorage};
 pub use value::{IntValue, Integer, ValueInfo, ValueType};

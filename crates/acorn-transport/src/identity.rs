@@ -8,10 +8,9 @@ use rustls_pki_types::{
     CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
     ServerName,
 };
-use zeroize::Zeroizing;
 
 use crate::error::ConfigError;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 /// Port of MQTT over TLS.
 pub const MQTTS_PORT: u16 = 8883;
@@ -44,7 +43,7 @@ pub enum DerKeyFormat {
 #[derive(Clone)]
 struct DerMaterial {
     cert: Vec<u8>,
-    key: Zeroizing<Vec<u8>>,
+    key: SecretSlice<u8>,
     format: DerKeyFormat,
 }
 
@@ -60,9 +59,9 @@ impl ClientIdentity {
         }
     }
 
-    /// An identity from a DER device certificate and a DER private key of `format` (the key
-    /// bytes are zeroized on drop). [`Self::cert_pem`] and [`Self::key_pem`] are then empty.
-    pub fn from_der(cert_der: Vec<u8>, key_der: Zeroizing<Vec<u8>>, format: DerKeyFormat) -> Self {
+    /// An identity from a DER device certificate and a DER private key of `format` (a secret:
+    /// zeroized on drop). [`Self::cert_pem`] and [`Self::key_pem`] are then empty.
+    pub fn from_der(cert_der: Vec<u8>, key_der: SecretSlice<u8>, format: DerKeyFormat) -> Self {
         Self {
             cert_pem: String::new(),
             key_pem: SecretString::default(),
@@ -105,7 +104,7 @@ impl ClientIdentity {
     /// The private key as DER (PKCS#1, PKCS#8 or SEC1, whichever the PEM holds).
     pub fn private_key(&self) -> Result<PrivateKeyDer<'static>, ConfigError> {
         if let Some(der) = &self.der {
-            let bytes = der.key.to_vec();
+            let bytes = der.key.expose_secret().to_vec();
             return Ok(match der.format {
                 DerKeyFormat::Pkcs1 => PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(bytes)),
                 DerKeyFormat::Pkcs8 => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(bytes)),
@@ -138,7 +137,8 @@ impl fmt::Debug for ClientIdentity {
         f.debug_struct("ClientIdentity")
             .field("cert_pem_len", &self.cert_pem.len())
             .field("cert_der_len", &self.der.as_ref().map(|d| d.cert.len()))
-            .field("key", &"<redacted>")
+            .field("key_pem", &self.key_pem)
+            .field("key_der", &self.der.as_ref().map(|d| &d.key))
             .finish()
     }
 }
@@ -256,7 +256,18 @@ mod tests {
         let id = ClientIdentity::new("cert", SecretString::from("TOPSECRETKEY"));
         let text = format!("{id:?}");
         assert!(!text.contains("TOPSECRETKEY"));
-        assert!(text.contains("<redacted>"));
+        assert!(text.contains("[REDACTED]"));
+        let der = ClientIdentity::from_der(
+            vec![0x30],
+            SecretSlice::from(b"TOPSECRETDER".to_vec()),
+            DerKeyFormat::Pkcs8,
+        );
+        let text = format!("{der:?}");
+        assert!(
+            !text.contains("TOPSECRETDER") && !text.contains("84, 79, 80"),
+            "{text}"
+        );
+        assert!(text.contains("[REDACTED]"));
     }
 
     #[test]

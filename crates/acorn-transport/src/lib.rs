@@ -44,10 +44,10 @@ pub use error::ConfigError;
 pub use identity::{BrokerTarget, ClientIdentity, DerKeyFormat};
 pub use ping::{ping, PingFailure, PingOptions, PingReport};
 pub use roots::TrustRoots;
-/// The one secret type of the workspace (private keys as PEM text, tokens, admin keys):
-/// `secrecy`'s, zeroized on drop, `[REDACTED]` in Debug, no Display and no `PartialEq`; read it
-/// with [`ExposeSecret::expose_secret`] only where it must leave the process.
-pub use secrecy::{ExposeSecret, SecretString};
+/// The one secret type of the workspace (private keys as PEM text or DER bytes, tokens, admin
+/// keys): `secrecy`'s, zeroized on drop, `[REDACTED]` in Debug, no Display and no `PartialEq`;
+/// read it with [`ExposeSecret::expose_secret`] only where it must leave the process.
+pub use secrecy::{ExposeSecret, SecretSlice, SecretString};
 pub use tls::TlsVersions;
 
 /// Re-export of rumqttc, so callers use the same version.

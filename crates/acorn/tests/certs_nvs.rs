@@ -6,7 +6,8 @@ mod common;
 
 use acorn_certs::nvs_kv::NvsCertKv;
 use acorn_certs::{
-    validate, CertStore, CertificateValidation, DeviceCertificates, PrivateKey, ValidationOptions,
+    validate, CertStore, CertificateValidation, DeviceCertificates, ExposeSecret, PrivateKey,
+    ValidationOptions,
 };
 use acorn_nvs::{MemFlash, Mode, Nvs, PowerCut};
 
