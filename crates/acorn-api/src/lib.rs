@@ -24,8 +24,8 @@
 extern crate alloc;
 
 use alloc::string::String;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 /// Path of the registration endpoint.
 pub const REGISTER_PATH: &str = "/v1/devices/register";
@@ -105,9 +105,14 @@ pub struct RegisterResponse {
     pub device_id: String,
     /// The device certificate, PEM.
     pub certificate_pem: String,
-    /// The private key, PEM: only with server-side key generation. Wiped from memory on drop.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub private_key_pem: Option<Zeroizing<String>>,
+    /// The private key, PEM: only with server-side key generation. A secret (wiped from memory
+    /// on drop, `[REDACTED]` in Debug); serialized only by the backend that sends it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_for_the_wire"
+    )]
+    pub private_key_pem: Option<SecretString>,
     /// SHA-256 of the certificate's DER, lowercase hex (AWS IoT's certificate id).
     pub certificate_id: String,
     /// The MQTT endpoint to connect to.
@@ -122,12 +127,20 @@ impl core::fmt::Debug for RegisterResponse {
             .field("device_id", &self.device_id)
             .field("certificate_id", &self.certificate_id)
             .field("iot_endpoint", &self.iot_endpoint)
-            .field(
-                "private_key_pem",
-                &self.private_key_pem.as_ref().map(|_| "<redacted>"),
-            )
+            .field("private_key_pem", &self.private_key_pem)
             .finish_non_exhaustive()
     }
+}
+
+/// Writes a secret into a JSON answer: the one place the private key leaves the backend
+/// (`secrecy` serializes nothing by itself, so that no secret reaches a log as JSON).
+fn expose_for_the_wire<S: serde::Serializer>(
+    key: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    key.as_ref()
+        .map(|key| key.expose_secret())
+        .serialize(serializer)
 }
 
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`.

@@ -1,6 +1,7 @@
 //! The wire format both sides agree on: field names, optional fields, key type names.
 
 use acorn_api::{ErrorBody, KeyType, RegisterRequest, RegisterResponse};
+use secrecy::ExposeSecret;
 
 #[test]
 fn request_fields_are_camel_case_and_optional_ones_left_out() {
@@ -23,7 +24,7 @@ fn response_round_trips_and_debug_hides_the_key() {
     let text = r#"{"deviceId":"d","certificatePem":"C","privateKeyPem":"-----BEGIN PRIVATE KEY-----x","certificateId":"i","iotEndpoint":"e","caCertificatePem":"A"}"#;
     let response: RegisterResponse = serde_json::from_str(text).unwrap();
     assert_eq!(
-        response.private_key_pem.as_deref().map(String::as_str),
+        response.private_key_pem.as_ref().map(|k| k.expose_secret()),
         Some("-----BEGIN PRIVATE KEY-----x")
     );
     assert!(!format!("{response:?}").contains("BEGIN PRIVATE KEY"));

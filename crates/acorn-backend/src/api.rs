@@ -500,8 +500,7 @@ async fn register_checked(
         Json(acorn_api::RegisterResponse {
             device_id: record.device_id,
             certificate_pem: record.certificate_pem,
-            private_key_pem: private_key_pem
-                .map(|key| zeroize::Zeroizing::new(key.expose_secret().to_owned())),
+            private_key_pem,
             certificate_id: record.certificate_id,
             iot_endpoint,
             ca_certificate_pem: state.signer.trust_pem(&state.ca).to_owned(),

@@ -27,6 +27,7 @@ use der::asn1::{BitString, SetOfVec, Utf8StringRef};
 use der::{Any, Encode};
 use embedded_io_async::{Read, Write};
 use rand_core::{CryptoRng, RngCore};
+use secrecy::{ExposeSecret, SecretString};
 use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
 use x509_cert::request::{CertReq, CertReqInfo, Version};
@@ -143,12 +144,12 @@ impl fmt::Display for BackendUrl {
 }
 
 /// What a registration needs.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RegisterConfig {
     /// The backend.
     pub backend: BackendUrl,
-    /// The one-time registration token (a secret: wiped on drop, never printed).
-    pub token: Zeroizing<String>,
+    /// The one-time registration token (a secret: wiped on drop, `[REDACTED]` in Debug).
+    pub token: SecretString,
     /// The device id to register (certificate CN, MQTT client id).
     pub device_id: String,
     /// The hardware serial number.
@@ -157,19 +158,6 @@ pub struct RegisterConfig {
     pub mac_address: String,
     /// The firmware version.
     pub firmware_version: String,
-}
-
-impl fmt::Debug for RegisterConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegisterConfig")
-            .field("backend", &self.backend)
-            .field("token", &"<redacted>")
-            .field("device_id", &self.device_id)
-            .field("serial_number", &self.serial_number)
-            .field("mac_address", &self.mac_address)
-            .field("firmware_version", &self.firmware_version)
-            .finish()
-    }
 }
 
 /// `AA:BB:CC:DD:EE:FF` and the default device id `acorn-aabbccddeeff` for a MAC address.
@@ -201,7 +189,7 @@ pub fn read_config<F: embedded_storage::nor_flash::NorFlash>(
     let (Some(url), Some(token)) = (read(nvs, "url")?, read(nvs, "token")?) else {
         return Ok(None);
     };
-    let token = Zeroizing::new(token);
+    let token = SecretString::from(token);
     let (mac_address, default_id) = mac_names(mac);
     let device_id = read(nvs, "device_id")?.unwrap_or(default_id);
     Ok(Some(RegisterConfig {
@@ -314,12 +302,12 @@ pub async fn register<C: Connector, R: RngCore + CryptoRng>(
         });
     }
     // SEC1 (`EC PRIVATE KEY`): what the store reads back, and smaller to make than PKCS#8.
-    let key_pem = {
+    let private_key = {
         let der = key
             .to_sec1_der()
             .map_err(|e| RegisterError::Csr(e.to_string()))?;
         der::pem::encode_string("EC PRIVATE KEY", der::pem::LineEnding::LF, &der)
-            .map(Zeroizing::new)
+            .map(|pem| PrivateKey::new(pem.into_bytes()))
             .map_err(|e| RegisterError::Csr(e.to_string()))?
     };
     let (host, endpoint_port) = match answer.iot_endpoint.rsplit_once(':') {
@@ -337,7 +325,7 @@ pub async fn register<C: Connector, R: RngCore + CryptoRng>(
     Ok(Registered {
         certificates: DeviceCertificates {
             device_certificate: answer.certificate_pem.into_bytes(),
-            private_key: PrivateKey::new(key_pem.as_bytes().to_vec()),
+            private_key,
             iot_endpoint: host,
             device_id: answer.device_id,
         },
@@ -364,7 +352,7 @@ async fn post<C: Connector>(
         url.prefix,
         url.host,
         url.port,
-        config.token.as_str(),
+        config.token.expose_secret(),
         body.len()
     ));
     let io = |e: &dyn fmt::Debug| RegisterError::Io(format!("{e:?}"));

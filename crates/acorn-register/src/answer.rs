@@ -56,7 +56,7 @@ pub(crate) fn check(
                     .into(),
             )
         }
-        (None, Some(pem)) => SecretString::from(pem.to_string()),
+        (None, Some(pem)) => pem,
         (None, None) => {
             return bad("it holds no private key although the backend was asked to make one".into())
         }
@@ -160,7 +160,7 @@ mod tests {
         RegisterResponse {
             device_id: id.into(),
             certificate_pem: cert.0,
-            private_key_pem: key.map(zeroize::Zeroizing::new),
+            private_key_pem: key.map(SecretString::from),
             certificate_id: cert.1,
             iot_endpoint: "localhost:8883".into(),
             ca_certificate_pem: ca.pem.clone(),
