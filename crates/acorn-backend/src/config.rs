@@ -20,6 +20,8 @@
 //! | `tls` | `ACORN_TLS` | `false` | HTTPS with the data dir's server certificate |
 //! | `log_format` | `ACORN_LOG_FORMAT` | `json` | `json` or `text` (stderr) |
 //! | `drain_seconds` | `ACORN_DRAIN_SECONDS` | 5 | after SIGTERM, `/v1/ready` answers 503 this long before the listener closes |
+//! | `console` | `ACORN_CONSOLE` | `false` | serve the web console at `/` (`docs/console.md`) |
+//! | `service_endpoint` | `ACORN_SERVICE_ENDPOINT` | — | `host:port` of the broker's service listener: handed to service identities, and the console's live link |
 //! | `aws.region` | `ACORN_AWS_REGION` | the SDK's chain (`AWS_REGION`, profile) | |
 //! | `aws.endpoint_url` | `ACORN_AWS_ENDPOINT_URL` | the SDK's (`AWS_ENDPOINT_URL`) | |
 //! | `aws.policy_name` | `ACORN_AWS_POLICY_NAME` | `acorn-device` | |
@@ -55,6 +57,8 @@ struct FileConfig {
     tls: Option<bool>,
     log_format: Option<String>,
     drain_seconds: Option<u64>,
+    console: Option<bool>,
+    service_endpoint: Option<String>,
     #[serde(default)]
     aws: AwsFile,
 }
@@ -88,6 +92,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// How long `/v1/ready` answers 503 after SIGTERM before the listener closes.
     pub drain: Duration,
+    /// Whether to serve the web console at `/` (the caller mounts it: `acorn-console`).
+    pub console: bool,
 }
 
 fn bad(what: impl Into<String>) -> BackendError {
@@ -272,6 +278,13 @@ impl ServeConfig {
                 )))
             }
         };
+        if let Some(endpoint) = pick("ACORN_SERVICE_ENDPOINT", parsed.service_endpoint) {
+            backend.service_endpoint = Some(endpoint.trim().to_owned());
+        }
+        let console = match pick("ACORN_CONSOLE", parsed.console.map(|b| b.to_string())) {
+            Some(v) => parse_bool("console (ACORN_CONSOLE)", &v)?,
+            None => false,
+        };
         let drain = match pick(
             "ACORN_DRAIN_SECONDS",
             parsed.drain_seconds.map(|n| n.to_string()),
@@ -283,6 +296,7 @@ impl ServeConfig {
             backend,
             log_format,
             drain,
+            console,
         })
     }
 }

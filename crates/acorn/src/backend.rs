@@ -40,8 +40,11 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
-    let config = ServeConfig::load(args.config.as_deref(), &|name| std::env::var(name).ok())
+    let mut config = ServeConfig::load(args.config.as_deref(), &|name| std::env::var(name).ok())
         .context("acorn backend serve: the configuration is not usable")?;
+    if config.console {
+        config.backend.console = Some(acorn_console::Console::new().mount());
+    }
     crate::cli::init_logs("info", config.log_format == LogFormat::Json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -328,3 +328,56 @@ fn serve_refuses_a_readable_admin_key_and_unknown_settings() {
         assert!(err.contains("--features aws"), "{err}");
     }
 }
+
+/// `console = true` serves the web console at `/` (sign-in first, the CSP on it); without it
+/// `/` is the API's 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_mounts_the_web_console_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("acorn.toml");
+    std::fs::write(&config, "console = true\nlog_format = \"text\"\n").expect("config");
+    let data = dir.path().join("data");
+    let env = [("ACORN_DATA_DIR", data.to_str().expect("utf-8"))];
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let mut serve = Serve::start(dir.path(), &config, &env);
+    serve.wait_healthy(&client).await;
+    let root = client
+        .get(format!("{}/", serve.base))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(root.status(), 303);
+    assert_eq!(root.headers()["location"], "/login");
+    let login = client
+        .get(format!("{}/login", serve.base))
+        .send()
+        .await
+        .expect("GET /login");
+    assert_eq!(login.status(), 200);
+    let csp = login.headers()["content-security-policy"]
+        .to_str()
+        .expect("CSP");
+    assert!(
+        csp.starts_with("default-src 'none'; script-src 'self'"),
+        "{csp}"
+    );
+    assert!(login
+        .text()
+        .await
+        .expect("body")
+        .contains("type=\"password\""));
+    drop(serve);
+
+    std::fs::write(&config, "log_format = \"text\"\n").expect("config");
+    let mut serve = Serve::start(dir.path(), &config, &env);
+    serve.wait_healthy(&client).await;
+    let root = client
+        .get(format!("{}/", serve.base))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(root.status(), 404, "no console unless asked");
+}
