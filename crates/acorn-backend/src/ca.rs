@@ -88,6 +88,10 @@ pub enum CaRole {
     /// the broker's service listener, which grants them every device topic) and takeover
     /// certificates named like a device (no rights; used to close a revoked device's session).
     Service,
+    /// The claim CA: shared claim certificates (`claim:<name>`) for fleet provisioning by
+    /// claim, trusted only by the local stack's claim endpoint, which grants them the
+    /// provisioning API and nothing else.
+    Claim,
 }
 
 impl CaRole {
@@ -95,6 +99,7 @@ impl CaRole {
         match self {
             Self::Device => "Acorn Local Dev CA",
             Self::Service => "Acorn Local Service CA",
+            Self::Claim => "Acorn Local Claim CA",
         }
     }
 
@@ -103,6 +108,10 @@ impl CaRole {
         let device = acorn_mqtt::check_device_id(cn).is_ok();
         match self {
             Self::Device => device,
+            // Claim certificate names follow the service-name rule.
+            Self::Claim => cn
+                .strip_prefix(acorn_mqtt::topics::CLAIM_CLIENT_PREFIX)
+                .is_some_and(|name| acorn_mqtt::service_client_id(name).is_ok()),
             Self::Service => {
                 device
                     || cn

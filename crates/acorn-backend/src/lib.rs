@@ -50,7 +50,7 @@ pub use secrecy::{ExposeSecret, SecretString};
 pub use serve::ServeLimits;
 pub use server::{
     Backend, BackendConfig, BackendHandle, BackendPaths, CrlEvent, CrlHook, Revocation,
-    ADMIN_KEY_FILE, CRL_FILE, DEFAULT_CRL_REFRESH, DEFAULT_CRL_VALIDITY,
+    ADMIN_KEY_FILE, CLAIM_CA_DIR, CRL_FILE, DEFAULT_CRL_REFRESH, DEFAULT_CRL_VALIDITY,
     DEFAULT_KEYGEN_CONCURRENCY, REGISTRY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE, SERVICE_CA_DIR,
 };
 pub use signer::{AwsSignerConfig, SignerConfig};

@@ -17,14 +17,20 @@ use acorn_mqtt::provisioning::{
 
 use crate::api::{self, AppState};
 use crate::ca::LocalCa;
-use crate::registry::history::{NewCertificate, Promotion, RotationRefusal};
+use crate::registry::history::{
+    CertificatePurpose, ClaimedDevice, NewCertificate, Promotion, RotationRefusal,
+};
 use crate::stats::Count;
 
 /// Issued certificates not registered or not used within this long are abandoned (revoked).
 pub const UNUSED_CERTIFICATE_SECONDS: i64 = 3600;
 
 /// An AWS-style rejection: `statusCode`, `errorCode`, `errorMessage`.
-fn rejected(status_code: u16, error_code: &str, message: impl Into<String>) -> ProvisioningRejected {
+fn rejected(
+    status_code: u16,
+    error_code: &str,
+    message: impl Into<String>,
+) -> ProvisioningRejected {
     ProvisioningRejected {
         status_code,
         error_code: error_code.to_owned(),
@@ -71,6 +77,27 @@ impl LocalIot {
         device_id: &str,
         request: &CreateCertificateFromCsrRequest,
     ) -> Result<CreateCertificateFromCsrAccepted, ProvisioningRejected> {
+        self.issue(device_id, request, CertificatePurpose::Rotation)
+            .await
+    }
+
+    /// `CreateCertificateFromCsr` on a claim connection (client id `claim:<device_id>`): as
+    /// [`LocalIot::create_certificate_from_csr`], for a device id not registered yet.
+    pub async fn claim_certificate_from_csr(
+        &self,
+        device_id: &str,
+        request: &CreateCertificateFromCsrRequest,
+    ) -> Result<CreateCertificateFromCsrAccepted, ProvisioningRejected> {
+        self.issue(device_id, request, CertificatePurpose::Claim)
+            .await
+    }
+
+    async fn issue(
+        &self,
+        device_id: &str,
+        request: &CreateCertificateFromCsrRequest,
+        purpose: CertificatePurpose,
+    ) -> Result<CreateCertificateFromCsrAccepted, ProvisioningRejected> {
         if !self.state.signer.uses_crl() {
             return Err(rejected(
                 403,
@@ -96,7 +123,7 @@ impl LocalIot {
         let abandoned = self
             .state
             .registry
-            .add_pending_certificate(&certificate, &token, now())
+            .add_pending_certificate(&certificate, &token, purpose, now())
             .await
             .map_err(|e| internal("the registry could not record the certificate", &e))?
             .map_err(|refusal| match refusal {
@@ -105,18 +132,91 @@ impl LocalIot {
                     "Forbidden",
                     format!("{device_id} is not registered with this service"),
                 ),
+                RotationRefusal::DeviceExists => rejected(
+                    409,
+                    "ResourceConflict",
+                    format!("{device_id} is registered already; a claim makes new devices only"),
+                ),
                 _ => rejected(403, "Forbidden", format!("{device_id} is revoked")),
             })?;
         if abandoned > 0 {
-            self.publish_crl("earlier unused rotation certificate revoked")
+            self.publish_crl("earlier unused certificate revoked")
                 .await?;
         }
-        tracing::info!(%device_id, certificate_id = %issued.certificate_id,
-            "rotation: certificate issued for the device's CSR (pending RegisterThing)");
+        tracing::info!(%device_id, certificate_id = %issued.certificate_id, ?purpose,
+            "certificate issued for the device's CSR (pending RegisterThing)");
         Ok(CreateCertificateFromCsrAccepted {
             certificate_id: issued.certificate_id,
             certificate_pem: issued.pem,
             certificate_ownership_token: token,
+        })
+    }
+
+    fn check_template(&self, template: &str) -> Result<(), ProvisioningRejected> {
+        if template == self.template {
+            return Ok(());
+        }
+        Err(rejected(
+            404,
+            "NotFound",
+            format!(
+                "no provisioning template named {template:?}; this stack serves {:?}",
+                self.template
+            ),
+        ))
+    }
+
+    /// `RegisterThing` of `template` on a claim connection for `device_id`: the ownership
+    /// token of its pending certificate (once, within an hour) and the template's parameters
+    /// (`DeviceId` = the connection's device, `SerialNumber`, `MacAddress`, `FirmwareVersion`,
+    /// checked as a registration checks them) make the device, registered with that
+    /// certificate. The answer's `deviceConfiguration` names the MQTT endpoint
+    /// (`iotEndpoint`) the device connects to as itself.
+    pub async fn claim_register_thing(
+        &self,
+        device_id: &str,
+        template: &str,
+        request: &RegisterThingRequest,
+    ) -> Result<RegisterThingAccepted, ProvisioningRejected> {
+        self.check_template(template)?;
+        let param = |name: &str| request.parameters.get(name).map(String::as_str);
+        if param("DeviceId") != Some(device_id) {
+            return Err(rejected(
+                400,
+                "InvalidParameters",
+                format!("the DeviceId parameter must be this connection's device ({device_id})"),
+            ));
+        }
+        let field = |name: &str, rule: fn(&str) -> Result<String, String>| {
+            rule(param(name).unwrap_or_default())
+                .map_err(|e| rejected(400, "InvalidParameters", format!("{name}: {e}")))
+        };
+        let device = ClaimedDevice {
+            device_id: device_id.to_owned(),
+            serial_number: field("SerialNumber", crate::fields::serial_number)?,
+            mac_address: field("MacAddress", crate::fields::mac_address)?,
+            firmware_version: field("FirmwareVersion", crate::fields::firmware_version)?,
+        };
+        let record = self
+            .state
+            .registry
+            .register_claimed_device(&device, &request.certificate_ownership_token, now())
+            .await
+            .map_err(|e| internal("the registry could not register the device", &e))?
+            .ok_or_else(|| {
+                rejected(
+                    400,
+                    "InvalidCertificateOwnershipToken",
+                    "the certificate ownership token is unknown, used, expired or not this device's; call CreateCertificateFromCsr again",
+                )
+            })?;
+        self.state.counters.add(Count::Registration);
+        tracing::info!(device_id = %record.device_id, certificate_id = %record.certificate_id,
+            "device provisioned by claim");
+        Ok(RegisterThingAccepted {
+            device_configuration: [("iotEndpoint".to_owned(), self.state.iot_endpoint.clone())]
+                .into(),
+            thing_name: device_id.to_owned(),
         })
     }
 
@@ -129,13 +229,7 @@ impl LocalIot {
         template: &str,
         request: &RegisterThingRequest,
     ) -> Result<RegisterThingAccepted, ProvisioningRejected> {
-        if template != self.template {
-            return Err(rejected(
-                404,
-                "NotFound",
-                format!("no provisioning template named {template:?}; this stack serves {:?}", self.template),
-            ));
-        }
+        self.check_template(template)?;
         if let Some(asked) = request.parameters.get("DeviceId") {
             if asked != device_id {
                 return Err(rejected(

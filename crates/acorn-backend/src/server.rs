@@ -32,6 +32,9 @@ pub const REGISTRY_FILE: &str = "registry.sqlite3";
 pub const ADMIN_KEY_FILE: &str = "admin.key";
 /// Directory (inside the data dir) of the service CA, which signs service identities only.
 pub const SERVICE_CA_DIR: &str = "service-ca";
+/// Directory (inside the data dir) of the claim CA, which signs claim certificates only
+/// (made at the first [`BackendHandle::issue_claim_identity`]).
+pub const CLAIM_CA_DIR: &str = "claim-ca";
 
 /// A device just revoked.
 #[derive(Debug, Clone)]
@@ -507,6 +510,22 @@ impl BackendHandle {
             .issue_with_new_key(&client_id, KeyType::P256)?;
         tracing::info!(%client_id, "service identity issued");
         Ok(issued)
+    }
+
+    /// Issues a claim certificate `claim:<name>` (P-256, new key) from the claim CA (made in
+    /// [`CLAIM_CA_DIR`] the first time): shared by many devices for fleet provisioning by
+    /// claim; trusted only by the local stack's claim endpoint. Returns it with the claim
+    /// CA's certificate (PEM), which that endpoint must trust.
+    pub fn issue_claim_identity(
+        &self,
+        name: &str,
+    ) -> Result<(IssuedKeyPair, String), BackendError> {
+        let ca =
+            LocalCa::load_or_create_as(&self.paths.data_dir.join(CLAIM_CA_DIR), CaRole::Claim)?;
+        let cn = format!("{}{name}", acorn_mqtt::topics::CLAIM_CLIENT_PREFIX);
+        let issued = ca.issue_with_new_key(&cn, KeyType::P256)?;
+        tracing::info!(%cn, "claim certificate issued");
+        Ok((issued, ca.certificate_pem().to_owned()))
     }
 
     /// Issues a takeover identity for `device_id` from the service CA: its client id is the

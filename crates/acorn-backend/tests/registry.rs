@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use acorn_backend::registry::history::{CertificateState, NewCertificate, RotationRefusal};
+use acorn_backend::registry::history::{
+    CertificatePurpose, CertificateState, ClaimedDevice, NewCertificate, RotationRefusal,
+};
 use acorn_backend::registry::{
     migrate, NewDevice, RegisterError, RegistrationStatus, TokenBinding, TokenClaim,
     RESERVATION_SECONDS,
@@ -392,7 +394,7 @@ async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
     // Unknown and revoked devices get nothing.
     assert_eq!(
         registry
-            .add_pending_certificate(&issued("nobody", 9), "tok", t)
+            .add_pending_certificate(&issued("nobody", 9), "tok", CertificatePurpose::Rotation, t)
             .await
             .expect("db"),
         Err(RotationRefusal::UnknownDevice)
@@ -400,14 +402,24 @@ async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
     // A first certificate issued and never registered, then a second: the first is abandoned.
     assert_eq!(
         registry
-            .add_pending_certificate(&issued("rot-a", 1), "tok-1", t)
+            .add_pending_certificate(
+                &issued("rot-a", 1),
+                "tok-1",
+                CertificatePurpose::Rotation,
+                t
+            )
             .await
             .expect("db"),
         Ok(0)
     );
     assert_eq!(
         registry
-            .add_pending_certificate(&issued("rot-a", 2), "tok-2", t + 1)
+            .add_pending_certificate(
+                &issued("rot-a", 2),
+                "tok-2",
+                CertificatePurpose::Rotation,
+                t + 1
+            )
             .await
             .expect("db"),
         Ok(1)
@@ -455,7 +467,10 @@ async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
     assert_eq!(promoted.device.certificate_pem, "pem-2");
     assert_eq!(promoted.superseded_serial, "01");
     assert_eq!(promoted.abandoned, 0);
-    let history = registry.certificate_history("rot-a").await.expect("history");
+    let history = registry
+        .certificate_history("rot-a")
+        .await
+        .expect("history");
     let states: Vec<(&str, CertificateState, Option<i64>)> = history
         .iter()
         .map(|c| (c.certificate_serial.as_str(), c.state, c.revoked_at))
@@ -484,7 +499,12 @@ async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
     assert_eq!(crl, ["01", "101"]);
     // A stale issued certificate is abandoned by the sweep; a revoked device's by revocation.
     registry
-        .add_pending_certificate(&issued("rot-b", 3), "tok-3", t)
+        .add_pending_certificate(
+            &issued("rot-b", 3),
+            "tok-3",
+            CertificatePurpose::Rotation,
+            t,
+        )
         .await
         .expect("db")
         .expect("issued");
@@ -503,14 +523,24 @@ async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
         1
     );
     registry
-        .add_pending_certificate(&issued("rot-b", 4), "tok-4", t + 800)
+        .add_pending_certificate(
+            &issued("rot-b", 4),
+            "tok-4",
+            CertificatePurpose::Rotation,
+            t + 800,
+        )
         .await
         .expect("db")
         .expect("issued");
     registry.revoke("rot-b", t + 801).await.expect("revoke");
     assert_eq!(
         registry
-            .add_pending_certificate(&issued("rot-b", 5), "tok-5", t + 802)
+            .add_pending_certificate(
+                &issued("rot-b", 5),
+                "tok-5",
+                CertificatePurpose::Rotation,
+                t + 802
+            )
             .await
             .expect("db"),
         Err(RotationRefusal::DeviceRevoked)
@@ -524,6 +554,72 @@ async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
         .collect();
     crl.sort();
     assert_eq!(crl, ["01", "02", "101", "103", "104"]);
+}
+
+both!(a_claim_makes_a_new_device_from_its_pending_certificate_once);
+/// Fleet provisioning by claim in the registry: a certificate for an unregistered id only;
+/// `RegisterThing` with its token makes the device (once) with that certificate current.
+async fn a_claim_makes_a_new_device_from_its_pending_certificate_once(registry: Registry) {
+    let t = now();
+    let tokens = registry.mint_tokens(1, 600, t).await.expect("mint");
+    let d = device("taken", 1);
+    let tk = tokens[0].token.expose_secret();
+    let r = registry.reserve(tk, &claim(&d), t).await.expect("reserve");
+    registry.register(tk, &r, &d, t).await.expect("register");
+    let cert = |device: &str, n: u32| NewCertificate {
+        device_id: device.into(),
+        certificate_id: format!("{:064x}", 0x200 + n),
+        certificate_serial: format!("{:x}", 0x200 + n),
+        certificate_pem: format!("claim-pem-{n}"),
+        certificate_arn: None,
+    };
+    assert_eq!(
+        registry
+            .add_pending_certificate(&cert("taken", 1), "c1", CertificatePurpose::Claim, t)
+            .await
+            .expect("db"),
+        Err(RotationRefusal::DeviceExists)
+    );
+    registry
+        .add_pending_certificate(&cert("fresh", 2), "c2", CertificatePurpose::Claim, t)
+        .await
+        .expect("db")
+        .expect("issued");
+    let claimed = ClaimedDevice {
+        device_id: "fresh".into(),
+        serial_number: "SN-9".into(),
+        mac_address: "AA:BB:CC:DD:EE:09".into(),
+        firmware_version: "2.0.0".into(),
+    };
+    assert!(registry
+        .register_claimed_device(&claimed, "wrong", t + 1)
+        .await
+        .expect("db")
+        .is_none());
+    // An expired token is refused.
+    assert!(registry
+        .register_claimed_device(&claimed, "c2", t + 3601)
+        .await
+        .expect("db")
+        .is_none());
+    let record = registry
+        .register_claimed_device(&claimed, "c2", t + 1)
+        .await
+        .expect("db")
+        .expect("registered");
+    assert_eq!(record.certificate_pem, "claim-pem-2");
+    assert_eq!(record.serial_number, "SN-9");
+    assert_eq!(record.status, RegistrationStatus::Active);
+    assert!(registry
+        .register_claimed_device(&claimed, "c2", t + 2)
+        .await
+        .expect("db")
+        .is_none());
+    assert!(registry
+        .certificate_history("fresh")
+        .await
+        .expect("history")
+        .is_empty());
 }
 
 both!(twelve_racers_on_one_token_make_one_registration);

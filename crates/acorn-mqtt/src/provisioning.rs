@@ -65,6 +65,16 @@ pub fn local_prefix(device_id: &str) -> String {
 /// The first level of the local stack's per-device provisioning topics.
 pub const LOCAL_TOPIC_ROOT: &str = "acorn-local";
 
+/// The prefix a device provisioning itself by claim puts before the API's topics against the
+/// local stack: `acorn-claim/<client id>/` (client id `claim:<device id>`). The local stack's
+/// claim endpoint lets each claim connection use only its own prefix.
+pub fn local_claim_prefix(claim_client_id: &str) -> String {
+    format!("{LOCAL_CLAIM_ROOT}/{claim_client_id}/")
+}
+
+/// The first level of the local stack's claim-provisioning topics.
+pub const LOCAL_CLAIM_ROOT: &str = "acorn-claim";
+
 /// Every topic of the API a device uses, with an optional prefix (empty against AWS IoT Core;
 /// [`local_prefix`] against the local stack).
 #[derive(Debug, Clone, PartialEq, Eq)]

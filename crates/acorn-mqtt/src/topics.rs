@@ -92,6 +92,19 @@ pub const FLEET_PROVISIONING_TEMPLATE: &str = "acorn-pups";
 /// connection can never take over a registered device's session.
 pub const CLAIM_CLIENT_PREFIX: &str = "claim:";
 
+/// The client id a device uses while it provisions itself by claim: `claim:<device id>`.
+pub fn claim_client_id(device_id: &str) -> Result<String, Error> {
+    check_device_id(device_id)?;
+    Ok(alloc::format!("{CLAIM_CLIENT_PREFIX}{device_id}"))
+}
+
+/// The device id a claim connection provisions, from its client id (`claim:<device id>`);
+/// `None` for any other client id.
+pub fn device_of_claim_client(client_id: &str) -> Option<&str> {
+    let id = client_id.strip_prefix(CLAIM_CLIENT_PREFIX)?;
+    check_device_id(id).is_ok().then_some(id)
+}
+
 /// AWS IoT's fleet-provisioning topic that turns a CSR into a certificate (the device keeps
 /// its key); answers arrive on `…/accepted` and `…/rejected`.
 pub const TOPIC_CREATE_CERTIFICATE_FROM_CSR: &str = "$aws/certificates/create-from-csr/json";

@@ -3,7 +3,7 @@
 //! (issued → registered → in use, or abandoned), so that every certificate a device no longer
 //! uses is revoked.
 
-use super::{blocking, token_hash, DeviceRecord, Registry, Store};
+use super::{blocking, token_hash, DeviceRecord, RegistrationStatus, Registry, Store};
 use crate::error::BackendError;
 
 /// How long an ownership token of `CreateCertificateFromCsr` stays valid (AWS: one hour).
@@ -83,14 +83,38 @@ pub struct NewCertificate {
     pub certificate_arn: Option<String>,
 }
 
-/// Why the registry refused to record a step of a rotation.
+/// Why the registry refused to record a step of a rotation or a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RotationRefusal {
-    /// No device with this id is registered.
+    /// No device with this id is registered (a rotation needs one).
     UnknownDevice,
     /// The device is revoked.
     DeviceRevoked,
+    /// A device with this id is registered already (a claim makes a new one).
+    DeviceExists,
+}
+
+/// What a certificate issued by `CreateCertificateFromCsr` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificatePurpose {
+    /// A registered, active device replaces its certificate.
+    Rotation,
+    /// A device not yet registered provisions itself with the shared claim certificate.
+    Claim,
+}
+
+/// A device provisioning itself by claim, as `RegisterThing`'s parameters describe it.
+#[derive(Debug, Clone)]
+pub struct ClaimedDevice {
+    /// The device id (the thing name).
+    pub device_id: String,
+    /// The hardware serial number.
+    pub serial_number: String,
+    /// The normalised MAC address.
+    pub mac_address: String,
+    /// The firmware version.
+    pub firmware_version: String,
 }
 
 /// What [`Registry::promote_certificate`] did.
@@ -109,20 +133,48 @@ impl Registry {
     /// `pending` until `RegisterThing` presents `ownership_token`. Any other certificate of
     /// the device still pending or registered is abandoned (revoked) in the same transaction;
     /// returns how many.
+    ///
+    /// For a [`CertificatePurpose::Claim`] the device must *not* be registered yet; the
+    /// certificate waits for [`Registry::register_claimed_device`].
     pub async fn add_pending_certificate(
         &self,
         certificate: &NewCertificate,
         ownership_token: &str,
+        purpose: CertificatePurpose,
         now: i64,
     ) -> Result<Result<u64, RotationRefusal>, BackendError> {
         let hash = token_hash(ownership_token);
         match &self.store {
             Store::Sqlite(s) => {
                 let (s, c) = (s.clone(), certificate.clone());
-                blocking(move || s.add_pending_certificate(&c, &hash, now)).await
+                blocking(move || s.add_pending_certificate(&c, &hash, purpose, now)).await
             }
             #[cfg(feature = "postgres")]
-            Store::Postgres(p) => p.add_pending_certificate(certificate, &hash, now).await,
+            Store::Postgres(p) => {
+                p.add_pending_certificate(certificate, &hash, purpose, now)
+                    .await
+            }
+        }
+    }
+
+    /// `RegisterThing` of a claim: the pending certificate of `device.device_id` whose
+    /// ownership token is `ownership_token` (issued less than [`OWNERSHIP_TOKEN_SECONDS`]
+    /// ago) becomes the current certificate of a new device with `device`'s other fields, in
+    /// one transaction. `None` when no such certificate waits or the device exists by now.
+    pub async fn register_claimed_device(
+        &self,
+        device: &ClaimedDevice,
+        ownership_token: &str,
+        now: i64,
+    ) -> Result<Option<DeviceRecord>, BackendError> {
+        let hash = token_hash(ownership_token);
+        match &self.store {
+            Store::Sqlite(s) => {
+                let (s, d) = (s.clone(), device.clone());
+                blocking(move || s.register_claimed_device(&d, &hash, now)).await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(p) => p.register_claimed_device(device, &hash, now).await,
         }
     }
 
@@ -198,6 +250,22 @@ impl Registry {
             #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.certificate_history(device_id).await,
         }
+    }
+}
+
+/// Whether a certificate for `purpose` may be issued to a device in `status` (`None`: not
+/// registered).
+pub(super) fn purpose_admits(
+    purpose: CertificatePurpose,
+    status: Option<RegistrationStatus>,
+) -> Result<(), RotationRefusal> {
+    match (purpose, status) {
+        (CertificatePurpose::Rotation, None) => Err(RotationRefusal::UnknownDevice),
+        (CertificatePurpose::Rotation, Some(RegistrationStatus::Revoked)) => {
+            Err(RotationRefusal::DeviceRevoked)
+        }
+        (CertificatePurpose::Claim, Some(_)) => Err(RotationRefusal::DeviceExists),
+        _ => Ok(()),
     }
 }
 

@@ -7,17 +7,19 @@ use tokio_postgres::Row;
 
 use super::{row_to_device, PgStore, DEVICE_COLUMNS};
 use crate::error::BackendError;
+use crate::registry::history::purpose_admits;
 use crate::registry::history::{
-    CertificateRecord, CertificateState, NewCertificate, Promotion, RotationRefusal,
-    CERTIFICATE_COLUMNS, OWNERSHIP_TOKEN_SECONDS, UNUSED_STATES,
+    CertificatePurpose, CertificateRecord, CertificateState, ClaimedDevice, NewCertificate,
+    Promotion, RotationRefusal, CERTIFICATE_COLUMNS, OWNERSHIP_TOKEN_SECONDS, UNUSED_STATES,
 };
-use crate::registry::RegistrationStatus;
+use crate::registry::{DeviceRecord, RegistrationStatus};
 
 impl PgStore {
     pub(in crate::registry) async fn add_pending_certificate(
         &self,
         c: &NewCertificate,
         ownership_token_hash: &str,
+        purpose: CertificatePurpose,
         now: i64,
     ) -> Result<Result<u64, RotationRefusal>, BackendError> {
         let mut client = self.client().await?;
@@ -33,10 +35,8 @@ impl PgStore {
             .await
             .map_err(self.err("read the device's status"))?
             .map(|r| RegistrationStatus::from_db(&r.get::<_, String>(0)));
-        match status {
-            None => return Ok(Err(RotationRefusal::UnknownDevice)),
-            Some(RegistrationStatus::Revoked) => return Ok(Err(RotationRefusal::DeviceRevoked)),
-            Some(RegistrationStatus::Active) => {}
+        if let Err(refusal) = purpose_admits(purpose, status) {
+            return Ok(Err(refusal));
         }
         let abandoned = abandon(&tx, Some(&c.device_id), i64::MAX, now)
             .await
@@ -86,6 +86,65 @@ impl PgStore {
             .await
             .map_err(self.err("register the certificate"))?;
         Ok(row.as_ref().map(row_to_certificate))
+    }
+
+    pub(in crate::registry) async fn register_claimed_device(
+        &self,
+        device: &ClaimedDevice,
+        ownership_token_hash: &str,
+        now: i64,
+    ) -> Result<Option<DeviceRecord>, BackendError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(self.err("begin the claim transaction"))?;
+        let oldest = now - OWNERSHIP_TOKEN_SECONDS;
+        let pending = tx
+            .query_opt(
+                &format!(
+                    "DELETE FROM certificates
+                     WHERE device_id = $1 AND ownership_token_hash = $2 AND state = 'pending'
+                         AND created_at > $3
+                     RETURNING {CERTIFICATE_COLUMNS}"
+                ),
+                &[&device.device_id, &ownership_token_hash, &oldest],
+            )
+            .await
+            .map_err(self.err("take the claimed certificate"))?
+            .map(|r| row_to_certificate(&r));
+        let Some(cert) = pending else {
+            return Ok(None);
+        };
+        let inserted = tx
+            .query_opt(
+                &format!(
+                    "INSERT INTO devices (device_id, serial_number, mac_address,
+                         firmware_version, certificate_pem, certificate_id, certificate_serial,
+                         certificate_arn, status, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $9)
+                     ON CONFLICT DO NOTHING RETURNING {DEVICE_COLUMNS}"
+                ),
+                &[
+                    &device.device_id,
+                    &device.serial_number,
+                    &device.mac_address,
+                    &device.firmware_version,
+                    &cert.certificate_pem,
+                    &cert.certificate_id,
+                    &cert.certificate_serial,
+                    &cert.certificate_arn,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(self.err("insert the claimed device"))?;
+        let Some(row) = inserted else {
+            return Ok(None);
+        };
+        let record = row_to_device(&row);
+        tx.commit().await.map_err(self.err("commit the claim"))?;
+        Ok(Some(record))
     }
 
     pub(in crate::registry) async fn promote_certificate(

@@ -4,17 +4,19 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{db, row_to_device, SqliteStore, SELECT_DEVICE};
 use crate::error::BackendError;
+use crate::registry::history::purpose_admits;
 use crate::registry::history::{
-    CertificateRecord, CertificateState, NewCertificate, Promotion, RotationRefusal,
-    CERTIFICATE_COLUMNS, OWNERSHIP_TOKEN_SECONDS, UNUSED_STATES,
+    CertificatePurpose, CertificateRecord, CertificateState, ClaimedDevice, NewCertificate,
+    Promotion, RotationRefusal, CERTIFICATE_COLUMNS, OWNERSHIP_TOKEN_SECONDS, UNUSED_STATES,
 };
-use crate::registry::RegistrationStatus;
+use crate::registry::{DeviceRecord, RegistrationStatus};
 
 impl SqliteStore {
     pub(in crate::registry) fn add_pending_certificate(
         &self,
         c: &NewCertificate,
         ownership_token_hash: &str,
+        purpose: CertificatePurpose,
         now: i64,
     ) -> Result<Result<u64, RotationRefusal>, BackendError> {
         let mut conn = self.connect()?;
@@ -29,10 +31,10 @@ impl SqliteStore {
             )
             .optional()
             .map_err(db("read the device's status"))?;
-        match status.as_deref().map(RegistrationStatus::from_db) {
-            None => return Ok(Err(RotationRefusal::UnknownDevice)),
-            Some(RegistrationStatus::Revoked) => return Ok(Err(RotationRefusal::DeviceRevoked)),
-            Some(RegistrationStatus::Active) => {}
+        if let Err(refusal) =
+            purpose_admits(purpose, status.as_deref().map(RegistrationStatus::from_db))
+        {
+            return Ok(Err(refusal));
         }
         let abandoned = abandon(&tx, Some(&c.device_id), i64::MAX, now)?;
         tx.execute(
@@ -80,6 +82,69 @@ impl SqliteStore {
         )
         .optional()
         .map_err(db("register the certificate"))
+    }
+
+    pub(in crate::registry) fn register_claimed_device(
+        &self,
+        device: &ClaimedDevice,
+        ownership_token_hash: &str,
+        now: i64,
+    ) -> Result<Option<DeviceRecord>, BackendError> {
+        let mut conn = self.connect()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("begin the claim transaction"))?;
+        let pending = tx
+            .query_row(
+                &format!(
+                    "DELETE FROM certificates
+                     WHERE device_id = ?1 AND ownership_token_hash = ?2 AND state = 'pending'
+                         AND created_at > ?3
+                     RETURNING {CERTIFICATE_COLUMNS}"
+                ),
+                params![
+                    device.device_id,
+                    ownership_token_hash,
+                    now - OWNERSHIP_TOKEN_SECONDS
+                ],
+                row_to_certificate,
+            )
+            .optional()
+            .map_err(db("take the claimed certificate"))?;
+        let Some(cert) = pending else {
+            return Ok(None);
+        };
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO devices (device_id, serial_number, mac_address,
+                     firmware_version, certificate_pem, certificate_id, certificate_serial,
+                     certificate_arn, status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9, ?9)",
+                params![
+                    device.device_id,
+                    device.serial_number,
+                    device.mac_address,
+                    device.firmware_version,
+                    cert.certificate_pem,
+                    cert.certificate_id,
+                    cert.certificate_serial,
+                    cert.certificate_arn,
+                    now
+                ],
+            )
+            .map_err(db("insert the claimed device"))?;
+        if inserted != 1 {
+            return Ok(None);
+        }
+        let record = tx
+            .query_row(
+                &format!("{SELECT_DEVICE} WHERE device_id = ?1"),
+                [&device.device_id],
+                row_to_device,
+            )
+            .map_err(db("read the claimed device back"))?;
+        tx.commit().map_err(db("commit the claim"))?;
+        Ok(Some(record))
     }
 
     pub(in crate::registry) fn promote_certificate(
