@@ -91,6 +91,15 @@ impl Admin {
         Ok(self.state.registry.get(id).await?)
     }
 
+    /// A device's earlier and pending certificates, the latest changed first (its current
+    /// one is in its [`DeviceRecord`]).
+    pub async fn certificate_history(
+        &self,
+        id: &str,
+    ) -> Result<Vec<crate::registry::history::CertificateRecord>, AdminError> {
+        Ok(self.state.registry.certificate_history(id).await?)
+    }
+
     /// Revokes a device as `POST /v1/devices/{id}/revoke` does (signer, registry, CRL, hook).
     pub async fn revoke(&self, id: &str) -> Result<(), AdminError> {
         let result = api::revoke(&self.state, id).await;
@@ -109,9 +118,7 @@ impl Admin {
         if !(1..=api::MAX_TOKEN_TTL_SECONDS).contains(&ttl_seconds) {
             return Err(refuse(
                 "invalid_ttl",
-                format!(
-                    "the lifetime must be between 1 second and 30 days, got {ttl_seconds} s"
-                ),
+                format!("the lifetime must be between 1 second and 30 days, got {ttl_seconds} s"),
             ));
         }
         let binding = TokenBinding {

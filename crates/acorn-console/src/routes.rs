@@ -292,6 +292,11 @@ async fn device_page(
         .await
         .map_err(|e| failed(&session, &e))?
         .ok_or_else(|| not_found(&session, &id))?;
+    let history = shared
+        .admin
+        .certificate_history(&id)
+        .await
+        .map_err(|e| failed(&session, &e))?;
     let live = shared.fleet.device(&id);
     let cert = CertInfo::from_pem(&record.certificate_pem);
     let notice = if let Some(request) = query.get("sent") {
@@ -309,6 +314,7 @@ async fn device_page(
             record: &record,
             live: &live,
             cert: cert.as_ref(),
+            history: &history,
             notice,
         },
     ))

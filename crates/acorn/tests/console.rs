@@ -64,13 +64,14 @@ struct Device {
 }
 
 impl Device {
-    fn start(image: &Path, up: &mut DevUp) -> Self {
+    fn start(image: &Path, up: &mut DevUp, extra: &[&str]) -> Self {
         let port = up.port("broker:");
         let ca = up.value("CA:");
         let mut child = acorn()
             .args(["device", "run", "--image"])
             .arg(image)
             .args(["--broker", &format!("localhost:{port}"), "--ca", &ca])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -131,8 +132,17 @@ fn the_console_in_a_browser_follows_the_fleet_live() {
     let one = register(&mut up, tmp.path(), "acorn-0001", Some(first));
     let two = register(&mut up, tmp.path(), "acorn-0002", None);
     register(&mut up, tmp.path(), "acorn-0003", None);
-    let mut device_one = Device::start(&one, &mut up);
-    let mut device_two = Device::start(&two, &mut up);
+    // The first can rotate its certificate against the stack's own provisioning API.
+    let ca = up.value("CA:");
+    let rotation = [
+        "--rotation-template",
+        "acorn-pups",
+        "--rotation-local",
+        "--rotation-ca",
+        &ca,
+    ];
+    let mut device_one = Device::start(&one, &mut up, &rotation);
+    let mut device_two = Device::start(&two, &mut up, &[]);
     let shots = screenshot_dir(tmp.path());
 
     let mut browser = Browser::start();
@@ -311,6 +321,27 @@ fn the_console_in_a_browser_follows_the_fleet_live() {
         browser.wait_until(status_answer, WAIT).is_some(),
         "{}",
         browser.text("#answers")
+    );
+
+    // Rotate certificate: the device answers, commits a new certificate, and the page lists
+    // the old one as superseded.
+    browser.submit(&[], "command-rotate-certificate");
+    let rotated = "document.querySelector('#answers').textContent.includes('rotation committed')";
+    if browser.wait_until(rotated, WAIT).is_none() {
+        let here = browser.location();
+        browser.goto(&here);
+    }
+    assert!(
+        browser.wait_until(rotated, WAIT).is_some(),
+        "{}",
+        browser.text("#answers")
+    );
+    let here = browser.location();
+    browser.goto(&here);
+    assert!(
+        browser.text("#certificate-history").contains("superseded"),
+        "{}",
+        browser.text("main")
     );
     browser.screenshot(&shots.join("console-device.png"));
 

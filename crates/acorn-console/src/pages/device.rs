@@ -1,6 +1,7 @@
 //! The Device page: live state and history, presses, the settings form, commands, the
 //! certificate, and revocation.
 
+use acorn_backend::registry::history::CertificateRecord;
 use acorn_backend::registry::{DeviceRecord, RegistrationStatus};
 use acorn_mqtt::settings::{
     COOLDOWN_MS_RANGE, HEARTBEAT_SECONDS_RANGE, LED_BRIGHTNESS_RANGE, SOUND_VOLUME_RANGE,
@@ -29,6 +30,8 @@ pub struct View<'a> {
     pub live: &'a DeviceLive,
     /// The certificate's particulars.
     pub cert: Option<&'a CertInfo>,
+    /// The device's other certificates (rotations), latest first.
+    pub history: &'a [CertificateRecord],
     /// A line about the last action (e.g. a request sent).
     pub notice: Option<String>,
 }
@@ -74,10 +77,25 @@ pub fn render(session: &Session, v: &View<'_>) -> Markup {
                         dt { "Valid" } dd { (time_s(c.not_before)) " to " (time_s(c.not_after)) }
                         dt { "Days left" } dd #days-left { (c.days_left(super::now_s())) }
                     }
-                    dt { "Rotation" } dd { (v.live.rotation.map(|r| format!("{r:?}")).unwrap_or_else(|| "none reported".into())) }
+                    dt { "Rotation" } dd { (v.live.rotation.map(super::rotation_name).unwrap_or_else(|| "none reported".into())) }
                 }
                 h3 { "History" }
-                p.hint { "The registry keeps the current certificate only; earlier ones will be listed here once it records them." }
+                @if v.history.is_empty() {
+                    p.hint { "No other certificate: this one is the device's first." }
+                } @else {
+                    table #certificate-history {
+                        thead { tr { th { "Certificate id" } th { "State" } th { "Changed" } } }
+                        tbody {
+                            @for c in v.history {
+                                tr {
+                                    td.mono { (c.certificate_id.get(..16).unwrap_or(&c.certificate_id)) "…" }
+                                    td { (c.state.as_str()) @if let Some(at) = c.revoked_at { ", revoked " (time_s(at)) } }
+                                    td { (time_s(c.updated_at)) }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
         @if !revoked {

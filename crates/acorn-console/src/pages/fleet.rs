@@ -38,12 +38,7 @@ impl Row {
     fn rotation(&self) -> String {
         self.live
             .rotation
-            .map(|r| {
-                serde_json::to_value(r)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            })
+            .map(super::rotation_name)
             .unwrap_or_else(|| "—".into())
     }
 }

@@ -39,7 +39,7 @@ pub fn describe_status(s: &DeviceStatusMessage) -> String {
         text.push_str(&format!(" [{id}]"));
     }
     if let Some(rotation) = s.rotation {
-        text.push_str(&format!(", rotation {rotation:?}"));
+        text.push_str(&format!(", rotation {}", super::rotation_name(rotation)));
     }
     if let Some(settings) = &s.settings {
         text.push_str(&format!(

@@ -104,6 +104,14 @@ pub fn time_s(secs: i64) -> String {
         .unwrap_or_else(|| secs.to_string())
 }
 
+/// A rotation state by its wire name (`started`, `committed`, `rolled-back`, …).
+pub fn rotation_name(state: acorn_mqtt::RotationState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// Now, Unix seconds.
 pub fn now_s() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
