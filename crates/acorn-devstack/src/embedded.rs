@@ -4,13 +4,18 @@
 //!
 //! * **Mutual TLS** (rustls 0.23, ring): every client must present a certificate that chains
 //!   to the CA of the listener it connects to (`WebPkiClientVerifier`); TLS 1.2 and 1.3.
+//!   A device certificate listed in the device CA's CRL ([`EmbeddedConfig::device_crls`],
+//!   replaced while running through [`EmbeddedBroker::crl_installer`]) is refused at the
+//!   handshake; a connection already open is not closed by a new CRL.
 //! * **Two listeners**: the *device* listener trusts the device CA, and each client there gets
 //!   exactly [`acorn_mqtt::DEVICE_POLICY`] on its own id (publish to its button-press and
 //!   status topics, subscribe to its settings and commands topics, each literally, no
 //!   wildcard); the *service* listener trusts only the service CA, takes only service
 //!   identities ([`acorn_mqtt::SERVICE_CLIENT_PREFIX`]) and gives them all of
 //!   [`SERVICE_TOPICS`](crate::broker::SERVICE_TOPICS). Each listener is its own name space
-//!   of sessions.
+//!   of sessions. With [`EmbeddedConfig::local_provisioning`], mosquitto's rules for AWS
+//!   IoT's provisioning MQTT API: each device also its own six topics of it under
+//!   `acorn-local/<its id>/`, literally, and the responder identity all of `acorn-local/#`.
 //! * **Identity**: the client id is the certificate's common name, whatever the CONNECT says
 //!   (mosquitto's `use_identity_as_username` + `use_username_as_clientid`); a device listener
 //!   CN outside the device-id alphabet is refused (CONNACK 5).
@@ -51,11 +56,11 @@ mod router;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpListener;
@@ -63,6 +68,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use self::router::Router;
+use crate::broker::LocalProvisioning;
 
 /// Which listener a client came in on (and so which CA vouched for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,8 +133,17 @@ pub struct EmbeddedConfig {
     pub server_key: PrivateKeyDer<'static>,
     /// CA certificates device certificates must chain to.
     pub device_roots: Vec<CertificateDer<'static>>,
+    /// Revocation lists of the device CA: a device certificate listed in one is refused at
+    /// the handshake. Replaced while running by [`CrlInstaller::install`].
+    pub device_crls: Vec<CertificateRevocationListDer<'static>>,
     /// CA certificates of service identities; `None`: no service listener.
     pub service_roots: Option<Vec<CertificateDer<'static>>>,
+    /// AWS IoT's provisioning MQTT API served locally, with mosquitto's rules for it
+    /// ([`LocalProvisioning::device_patterns`]): each device may also publish its own two
+    /// requests and receive its own four answers under `acorn-local/<its id>/`, and the
+    /// responder (a service identity) may use all of
+    /// [`LocalProvisioning::RESPONDER_TOPICS`]. Default: off.
+    pub local_provisioning: Option<LocalProvisioning>,
     /// Bounds.
     pub limits: Limits,
 }
@@ -155,7 +170,9 @@ impl EmbeddedConfig {
             server_chain,
             server_key,
             device_roots: Self::roots_from_pem_file(device_ca)?,
+            device_crls: Vec::new(),
             service_roots: None,
+            local_provisioning: None,
             limits: Limits::default(),
         })
     }
@@ -174,6 +191,26 @@ impl EmbeddedConfig {
             return Err(pem("no CERTIFICATE block".into()));
         }
         Ok(certs)
+    }
+}
+
+impl EmbeddedConfig {
+    /// Every CRL of a PEM file (at least one), e.g. the registration backend's `crl.pem`.
+    pub fn crls_from_pem_file(
+        path: &Path,
+    ) -> Result<Vec<CertificateRevocationListDer<'static>>, EmbeddedError> {
+        let pem = |reason: String| EmbeddedError::Pem {
+            path: path.to_owned(),
+            reason,
+        };
+        let crls = CertificateRevocationListDer::pem_file_iter(path)
+            .map_err(|e| pem(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem(e.to_string()))?;
+        if crls.is_empty() {
+            return Err(pem("no X509 CRL block".into()));
+        }
+        Ok(crls)
     }
 }
 
@@ -198,6 +235,10 @@ pub enum EmbeddedError {
         /// rustls's reason.
         reason: String,
     },
+    /// The local provisioning settings are unusable (a template name AWS would refuse, a
+    /// responder that is not a service identity).
+    #[error("local provisioning: {0}")]
+    LocalProvisioning(String),
     /// A listener could not bind its address.
     #[error("cannot listen on {address}: {source} (is the port taken?)")]
     Bind {
@@ -208,10 +249,99 @@ pub enum EmbeddedError {
     },
 }
 
+/// A listener's TLS settings, kept so that a new CRL makes a new configuration; connections
+/// already open keep the one they were accepted with.
+struct ListenerTls {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: Vec<CertificateDer<'static>>,
+    current: RwLock<tokio_rustls::TlsAcceptor>,
+}
+
+/// Installs new device CRLs into a running [`EmbeddedBroker`] (e.g. from the registration
+/// backend's CRL hook); cheap to clone, usable from any thread. A connection open with a
+/// certificate revoked since is not closed by it.
+#[derive(Clone)]
+pub struct CrlInstaller(Arc<ListenerTls>);
+
+impl std::fmt::Debug for CrlInstaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CrlInstaller")
+    }
+}
+
+impl CrlInstaller {
+    /// From the next handshake on, device certificates are checked against `crls` (they
+    /// replace the earlier ones).
+    pub fn install(
+        &self,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<(), EmbeddedError> {
+        let acceptor = self
+            .0
+            .acceptor_with(crls)
+            .map_err(|reason| EmbeddedError::Tls {
+                listener: Listener::Device,
+                reason,
+            })?;
+        *self.0.current.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+        Ok(())
+    }
+}
+
+impl ListenerTls {
+    /// The settings of a listener whose clients chain to `roots`, checked against `crls`.
+    fn new(
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        config: &EmbeddedConfig,
+        roots: &[CertificateDer<'static>],
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<Self, String> {
+        let current = server_config(
+            Arc::clone(&provider),
+            &config.server_chain,
+            &config.server_key,
+            roots,
+            crls,
+        )?;
+        Ok(Self {
+            provider,
+            chain: config.server_chain.clone(),
+            key: config.server_key.clone_key(),
+            roots: roots.to_vec(),
+            current: RwLock::new(tokio_rustls::TlsAcceptor::from(current)),
+        })
+    }
+
+    fn acceptor_with(
+        &self,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<tokio_rustls::TlsAcceptor, String> {
+        let config = server_config(
+            Arc::clone(&self.provider),
+            &self.chain,
+            &self.key,
+            &self.roots,
+            crls,
+        )?;
+        Ok(tokio_rustls::TlsAcceptor::from(config))
+    }
+
+    /// The acceptor for the next handshake.
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// What the connection tasks share.
 pub(crate) struct Shared {
     pub(crate) router: Mutex<Router>,
     pub(crate) limits: Limits,
+    pub(crate) local_provisioning: Option<LocalProvisioning>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -225,32 +355,37 @@ pub struct EmbeddedBroker {
     connections: Arc<Semaphore>,
     max_connections: u32,
     accept_tasks: Vec<JoinHandle<()>>,
+    device_tls: CrlInstaller,
 }
 
 impl EmbeddedBroker {
     /// Binds the listeners and starts accepting on the current tokio runtime. Returns once
     /// both ports accept connections.
     pub async fn start(config: EmbeddedConfig) -> Result<Self, EmbeddedError> {
+        if let Some(local) = &config.local_provisioning {
+            check_local_provisioning(local)?;
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = |listener: Listener, roots: &[CertificateDer<'static>]| {
-            server_config(
-                Arc::clone(&provider),
-                &config.server_chain,
-                &config.server_key,
-                roots,
-            )
-            .map_err(|reason| EmbeddedError::Tls { listener, reason })
+        let tls = |listener: Listener, roots: &[CertificateDer<'static>], crls| {
+            ListenerTls::new(Arc::clone(&provider), &config, roots, crls)
+                .map(Arc::new)
+                .map_err(|reason| EmbeddedError::Tls { listener, reason })
         };
+        let device_tls = tls(
+            Listener::Device,
+            &config.device_roots,
+            config.device_crls.clone(),
+        )?;
         let mut listeners = vec![(
             Listener::Device,
             config.device_port,
-            tls(Listener::Device, &config.device_roots)?,
+            Arc::clone(&device_tls),
         )];
         if let Some(roots) = &config.service_roots {
             listeners.push((
                 Listener::Service,
                 config.service_port,
-                tls(Listener::Service, roots)?,
+                tls(Listener::Service, roots, Vec::new())?,
             ));
         }
         let max_connections = u32::try_from(config.limits.max_connections)
@@ -261,6 +396,7 @@ impl EmbeddedBroker {
         let shared = Arc::new(Shared {
             router: Mutex::new(Router::new(config.limits.clone())),
             limits: config.limits,
+            local_provisioning: config.local_provisioning,
             shutdown: shutdown_rx,
         });
         let mut bound = Vec::new();
@@ -282,6 +418,7 @@ impl EmbeddedBroker {
             connections: Arc::clone(&connections),
             max_connections,
             accept_tasks: Vec::new(),
+            device_tls: CrlInstaller(device_tls),
         };
         for (listener, port, socket, tls) in bound {
             match listener {
@@ -292,7 +429,7 @@ impl EmbeddedBroker {
             broker.accept_tasks.push(tokio::spawn(accept(
                 listener,
                 socket,
-                tokio_rustls::TlsAcceptor::from(tls),
+                tls,
                 Arc::clone(&shared),
                 Arc::clone(&connections),
             )));
@@ -303,6 +440,11 @@ impl EmbeddedBroker {
     /// The device listener's port.
     pub fn device_port(&self) -> u16 {
         self.device_port
+    }
+
+    /// A handle that installs new device CRLs while the broker runs.
+    pub fn crl_installer(&self) -> CrlInstaller {
+        self.device_tls.clone()
     }
 
     /// The service listener's port, if there is one.
@@ -341,18 +483,42 @@ pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// Refuses a template the devices' topics cannot be made from, and a responder that is not a
+/// service identity (it could never connect on the service listener).
+fn check_local_provisioning(local: &LocalProvisioning) -> Result<(), EmbeddedError> {
+    acorn_mqtt::provisioning::check_template_name(&local.template)
+        .map_err(|e| EmbeddedError::LocalProvisioning(e.to_string()))?;
+    if !local
+        .responder
+        .starts_with(acorn_mqtt::SERVICE_CLIENT_PREFIX)
+    {
+        return Err(EmbeddedError::LocalProvisioning(format!(
+            "the responder {:?} is not a service identity ({}<name>)",
+            local.responder,
+            acorn_mqtt::SERVICE_CLIENT_PREFIX
+        )));
+    }
+    Ok(())
+}
+
 fn server_config(
     provider: Arc<rustls::crypto::CryptoProvider>,
     chain: &[CertificateDer<'static>],
     key: &PrivateKeyDer<'static>,
     roots: &[CertificateDer<'static>],
+    crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<Arc<ServerConfig>, String> {
     let mut store = RootCertStore::empty();
     for root in roots {
         store.add(root.clone()).map_err(|e| e.to_string())?;
     }
-    // Client certificates are required: build() refuses anonymous clients by default.
+    // Client certificates are required: build() refuses anonymous clients by default. The
+    // CRLs are the device CA's: only the client's own certificate is looked up, and a
+    // certificate of another issuer (no CRL of its own) is not refused for that alone.
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
         .build()
         .map_err(|e| e.to_string())?;
     let config = ServerConfig::builder_with_provider(provider)
@@ -367,7 +533,7 @@ fn server_config(
 async fn accept(
     listener: Listener,
     socket: TcpListener,
-    tls: tokio_rustls::TlsAcceptor,
+    tls: Arc<ListenerTls>,
     shared: Arc<Shared>,
     connections: Arc<Semaphore>,
 ) {
@@ -381,7 +547,7 @@ async fn accept(
             Ok((stream, peer)) => match Arc::clone(&connections).try_acquire_owned() {
                 Ok(permit) => {
                     let conn = connection::Connection::new(listener, peer, Arc::clone(&shared));
-                    tokio::spawn(conn.serve(stream, tls.clone(), permit));
+                    tokio::spawn(conn.serve(stream, tls.acceptor(), permit));
                 }
                 Err(_) => {
                     tracing::warn!(%peer, ?listener, "connection limit reached: connection closed");

@@ -10,7 +10,7 @@ use acorn_test_support::mqtt::{Ca, Client, Validity, WAIT};
 use acorn_transport::rumqttc::{self, ConnectReturnCode, Event, Packet, QoS, SubscribeReasonCode};
 use acorn_transport::{BrokerTarget, SessionOptions, TrustRoots};
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 /// A device CA, a service CA, and a broker with both listeners.
 struct Fixture {
@@ -36,7 +36,9 @@ impl Fixture {
             server_chain: vec![der(&cert)],
             server_key: PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
             device_roots: vec![der(&ca.pem())],
+            device_crls: Vec::new(),
             service_roots: Some(vec![der(&service_ca.pem())]),
+            local_provisioning: None,
             limits,
         };
         let broker = EmbeddedBroker::start(config).await.unwrap();
@@ -295,6 +297,34 @@ async fn each_listener_trusts_its_own_ca_and_names() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_certificate_in_an_installed_crl_is_refused_from_then_on() {
+    let f = Fixture::start().await;
+    let mut options = f.device("dev-1");
+    options.identity = f.ca.device_with_serial("dev-1", 41);
+    let mut before = Client::spawn(&options);
+    assert!(
+        outcome(&mut before).await.is_ok(),
+        "accepted before the CRL"
+    );
+    let crls = CertificateRevocationListDer::pem_slice_iter(f.ca.crl(&[41]).as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    f.broker.crl_installer().install(crls).unwrap();
+    let mut revoked = Client::spawn(&options);
+    match outcome(&mut revoked).await {
+        Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+            panic!("refused at CONNECT ({code:?}), not in TLS")
+        }
+        Err(_) => {}
+        Ok(ack) => panic!("a revoked certificate was accepted: {ack:?}"),
+    }
+    // Another certificate of the same CA still connects.
+    let mut other = f.device("dev-2");
+    other.identity = f.ca.device_with_serial("dev-2", 42);
+    assert!(outcome(&mut Client::spawn(&other)).await.is_ok());
 }
 
 #[tokio::test]

@@ -109,21 +109,14 @@ impl Connection {
             let why = "the client certificate has no common name".to_owned();
             return self.log_end(None, &refuse(io, NotAuthorized, why).await);
         };
-        let rights = match self.listener {
-            Listener::Device if acorn_mqtt::check_device_id(&name).is_ok() => {
-                Rights::Device(name.clone())
-            }
-            Listener::Service if name.starts_with(acorn_mqtt::SERVICE_CLIENT_PREFIX) => {
-                Rights::Service
-            }
-            listener => {
-                let what = match listener {
-                    Listener::Device => "device id",
-                    Listener::Service => "service identity",
-                };
-                let why = format!("certificate name {name:?} is not a {what}");
-                return self.log_end(Some(&name), &refuse(io, NotAuthorized, why).await);
-            }
+        let local = self.shared.local_provisioning.as_ref();
+        let Some(rights) = Rights::of(self.listener, &name, local) else {
+            let what = match self.listener {
+                Listener::Device => "device id",
+                Listener::Service => "service identity",
+            };
+            let why = format!("certificate name {name:?} is not a {what}");
+            return self.log_end(Some(&name), &refuse(io, NotAuthorized, why).await);
         };
         let will = match connect.last_will {
             Some(will) if !rights.may_publish(&will.topic) => {

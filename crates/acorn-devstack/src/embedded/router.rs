@@ -10,8 +10,10 @@ use rumqttc::mqttbytes::v4::{Publish, SubscribeReasonCode};
 use rumqttc::mqttbytes::{matches, QoS};
 use tokio::sync::Notify;
 
+use acorn_mqtt::provisioning::{local_prefix, ProvisioningTopics};
+
 use super::{Limits, Listener};
-use crate::broker::SERVICE_TOPICS;
+use crate::broker::{LocalProvisioning, SERVICE_TOPICS};
 
 /// A session is named by its listener and client id: the two listeners are separate name
 /// spaces, so a certificate from one CA can never take over a session of the other's.
@@ -20,13 +22,55 @@ pub(crate) type SessionKey = (Listener, String);
 /// What a client may do, decided once at CONNECT from its listener and certificate name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Rights {
-    /// A device (device listener): [`acorn_mqtt::DEVICE_POLICY`] on its own id.
-    Device(String),
-    /// A service identity (service listener): all of [`SERVICE_TOPICS`].
-    Service,
+    /// A device (device listener): [`acorn_mqtt::DEVICE_POLICY`] on its own id, and with
+    /// local provisioning its own six topics of AWS IoT's provisioning API
+    /// ([`LocalProvisioning::device_patterns`]: publish its two requests, receive its four
+    /// answers).
+    Device {
+        /// Its device id (certificate CN).
+        id: String,
+        /// Its provisioning topics under `acorn-local/<id>/`, when local provisioning is on.
+        provisioning: Option<Box<ProvisioningTopics>>,
+    },
+    /// A service identity (service listener): all of [`SERVICE_TOPICS`]; the local
+    /// provisioning responder also [`LocalProvisioning::RESPONDER_TOPICS`].
+    Service {
+        /// Whether it is [`LocalProvisioning::responder`].
+        responder: bool,
+    },
 }
 
 impl Rights {
+    /// The rights of a client named `name` on `listener`; `None` when the name is not one
+    /// that listener takes (a device id, a `service:` identity).
+    pub(crate) fn of(
+        listener: Listener,
+        name: &str,
+        local: Option<&LocalProvisioning>,
+    ) -> Option<Self> {
+        match listener {
+            Listener::Device => {
+                acorn_mqtt::check_device_id(name).ok()?;
+                // The template is checked at start, and an id is at most 128 bytes, so the
+                // topics are always made; a failure only means no provisioning rights.
+                let provisioning = local.and_then(|local| {
+                    ProvisioningTopics::new(&local_prefix(name), &local.template)
+                        .ok()
+                        .map(Box::new)
+                });
+                Some(Rights::Device {
+                    id: name.to_owned(),
+                    provisioning,
+                })
+            }
+            Listener::Service => name
+                .starts_with(acorn_mqtt::SERVICE_CLIENT_PREFIX)
+                .then(|| Rights::Service {
+                    responder: local.is_some_and(|local| local.responder == name),
+                }),
+        }
+    }
+
     /// Whether `self` may publish to `topic`.
     pub(crate) fn may_publish(&self, topic: &str) -> bool {
         self.allows(topic, acorn_mqtt::Access::Publish)
@@ -39,29 +83,55 @@ impl Rights {
 
     /// Whether `self` may subscribe to `filter`: a device only to its own topics, literally
     /// (no wildcard), as its AWS IoT policy's `topicfilter` resources; a service to any filter
-    /// that cannot match outside `acorn-pups/`.
+    /// that cannot match outside its topic trees.
     pub(crate) fn may_subscribe(&self, filter: &str) -> bool {
         match self {
-            Rights::Device(_) => self.may_receive(filter),
-            Rights::Service => {
-                let root = SERVICE_TOPICS.trim_end_matches('#');
+            Rights::Device { .. } => self.may_receive(filter),
+            Rights::Service { .. } => self.service_trees().any(|tree| {
+                let root = tree.trim_end_matches('#');
                 filter.starts_with(root) && filter.len() > root.len()
-            }
+            }),
         }
+    }
+
+    /// The `…/#` trees a service may use.
+    fn service_trees(&self) -> impl Iterator<Item = &'static str> {
+        let responder = matches!(self, Rights::Service { responder: true });
+        std::iter::once(SERVICE_TOPICS)
+            .chain(responder.then_some(LocalProvisioning::RESPONDER_TOPICS))
     }
 
     fn allows(&self, topic: &str, access: acorn_mqtt::Access) -> bool {
         match self {
-            Rights::Device(id) => acorn_mqtt::DEVICE_POLICY.iter().any(|(prefix, a)| {
-                *a == access
-                    && topic
-                        .strip_prefix(prefix)
-                        .and_then(|rest| rest.strip_prefix('/'))
-                        == Some(id.as_str())
-            }),
-            Rights::Service => matches(topic, SERVICE_TOPICS),
+            Rights::Device { id, provisioning } => {
+                acorn_mqtt::DEVICE_POLICY.iter().any(|(prefix, a)| {
+                    *a == access
+                        && topic
+                            .strip_prefix(prefix)
+                            .and_then(|rest| rest.strip_prefix('/'))
+                            == Some(id.as_str())
+                }) || provisioning
+                    .as_deref()
+                    .is_some_and(|topics| provisioning_allows(topics, topic, access))
+            }
+            Rights::Service { .. } => self.service_trees().any(|tree| matches(topic, tree)),
         }
     }
+}
+
+/// A device's own provisioning topics: it publishes the two requests and receives the four
+/// answers, each literally.
+fn provisioning_allows(
+    topics: &ProvisioningTopics,
+    topic: &str,
+    access: acorn_mqtt::Access,
+) -> bool {
+    [&topics.create_from_csr, &topics.register]
+        .into_iter()
+        .any(|[request, accepted, rejected]| match access {
+            acorn_mqtt::Access::Publish => topic == request,
+            acorn_mqtt::Access::Subscribe => topic == accepted || topic == rejected,
+        })
 }
 
 /// A message on its way to one subscriber.
@@ -419,7 +489,7 @@ mod tests {
     fn device(id: &str) -> (SessionKey, Rights) {
         (
             (Listener::Device, id.to_owned()),
-            Rights::Device(id.to_owned()),
+            Rights::of(Listener::Device, id, None).unwrap(),
         )
     }
 
@@ -433,7 +503,7 @@ mod tests {
 
     #[test]
     fn device_rights_are_the_policy_on_its_own_id() {
-        let rights = Rights::Device("dev-1".into());
+        let rights = Rights::of(Listener::Device, "dev-1", None).unwrap();
         assert!(rights.may_publish("acorn-pups/button-press/dev-1"));
         assert!(rights.may_publish("acorn-pups/status/dev-1"));
         assert!(!rights.may_publish("acorn-pups/settings/dev-1"));
@@ -448,9 +518,80 @@ mod tests {
         assert!(!rights.may_receive("acorn-pups/button-press/dev-1"));
     }
 
+    fn local_provisioning() -> LocalProvisioning {
+        LocalProvisioning {
+            template: "acorn-pups".into(),
+            responder: "service:backend".into(),
+        }
+    }
+
+    #[test]
+    fn device_rights_with_local_provisioning_add_its_own_six_topics_only() {
+        let local = local_provisioning();
+        let rights = Rights::of(Listener::Device, "dev-1", Some(&local)).unwrap();
+        let own = ProvisioningTopics::new(&local_prefix("dev-1"), "acorn-pups").unwrap();
+        let other = ProvisioningTopics::new(&local_prefix("dev-2"), "acorn-pups").unwrap();
+        for topics in [&own.create_from_csr, &own.register] {
+            let [request, accepted, rejected] = topics;
+            assert!(rights.may_publish(request), "{request}");
+            assert!(!rights.may_receive(request), "{request}");
+            for answer in [accepted, rejected] {
+                assert!(rights.may_subscribe(answer), "{answer}");
+                assert!(rights.may_receive(answer), "{answer}");
+                assert!(!rights.may_publish(answer), "{answer}");
+            }
+        }
+        // Another device's topics, wildcards, AWS's own (unprefixed) topics, other templates.
+        for topic in other.create_from_csr.iter().chain(&other.register) {
+            assert!(!rights.may_publish(topic), "{topic}");
+            assert!(!rights.may_subscribe(topic), "{topic}");
+        }
+        for filter in [
+            "acorn-local/#",
+            "acorn-local/+/$aws/certificates/create-from-csr/json/accepted",
+            "acorn-local/dev-1/#",
+            "acorn-local/dev-1/$aws/certificates/create-from-csr/json/+",
+            "$aws/certificates/create-from-csr/json/accepted",
+            "acorn-local/dev-1/$aws/provisioning-templates/other/provision/json/accepted",
+        ] {
+            assert!(!rights.may_subscribe(filter), "{filter}");
+        }
+        assert!(!rights.may_publish("$aws/certificates/create-from-csr/json"));
+        // The policy is still there, and nothing of the API without the option.
+        assert!(rights.may_publish("acorn-pups/status/dev-1"));
+        let plain = Rights::of(Listener::Device, "dev-1", None).unwrap();
+        assert!(!plain.may_publish(&own.create_from_csr[0]));
+        assert!(!plain.may_subscribe(&own.create_from_csr[1]));
+    }
+
+    #[test]
+    fn only_the_responder_service_gets_the_local_provisioning_tree() {
+        let local = local_provisioning();
+        let responder = Rights::of(Listener::Service, "service:backend", Some(&local)).unwrap();
+        let cloud = Rights::of(Listener::Service, "service:cloud", Some(&local)).unwrap();
+        let request = "acorn-local/dev-1/$aws/certificates/create-from-csr/json";
+        let filter = "acorn-local/+/$aws/certificates/create-from-csr/json";
+        assert!(responder.may_receive(request));
+        assert!(responder.may_subscribe(filter));
+        assert!(responder.may_publish(&format!("{request}/accepted")));
+        assert!(responder.may_subscribe("acorn-pups/status/+"));
+        assert!(!responder.may_subscribe("#"));
+        assert!(!responder.may_subscribe("acorn-local"));
+        assert!(!cloud.may_receive(request));
+        assert!(!cloud.may_subscribe(filter));
+        assert!(!cloud.may_publish(&format!("{request}/accepted")));
+        assert!(cloud.may_subscribe("acorn-pups/#"));
+        // Names each listener refuses.
+        assert_eq!(Rights::of(Listener::Service, "dev-1", Some(&local)), None);
+        assert_eq!(
+            Rights::of(Listener::Device, "service:backend", Some(&local)),
+            None
+        );
+    }
+
     #[test]
     fn service_rights_cover_the_acorn_tree_only() {
-        let rights = Rights::Service;
+        let rights = Rights::of(Listener::Service, "service:cloud", None).unwrap();
         assert!(rights.may_publish("acorn-pups/settings/dev-1"));
         assert!(rights.may_subscribe("acorn-pups/#"));
         assert!(rights.may_subscribe("acorn-pups/+/dev-1"));
@@ -504,7 +645,10 @@ mod tests {
     fn takeover_kicks_the_first_connection_and_publishes_its_will() {
         let mut router = Router::new(limits());
         let (key, rights) = device("dev-1");
-        let (watcher, service) = ((Listener::Service, "service:w".to_owned()), Rights::Service);
+        let (watcher, service) = (
+            (Listener::Service, "service:w".to_owned()),
+            Rights::Service { responder: false },
+        );
         let w = router
             .connect(&watcher, true, service, None, Arc::new(Signal::default()))
             .unwrap();
@@ -548,7 +692,7 @@ mod tests {
             .connect(
                 &key,
                 true,
-                Rights::Service,
+                Rights::Service { responder: false },
                 None,
                 Arc::new(Signal::default()),
             )
