@@ -156,16 +156,7 @@ impl Admin {
 
     /// Issues a service identity `service:<name>` from the service CA (in memory only).
     pub fn issue_service_identity(&self, name: &str) -> Result<IssuedKeyPair, AdminError> {
-        let client_id = acorn_mqtt::service_client_id(name).map_err(|e| AdminError {
-            code: "invalid_service_name",
-            message: e.to_string(),
-        })?;
-        let issued = self
-            .state
-            .service_ca
-            .issue_with_new_key(&client_id, KeyType::P256)?;
-        tracing::info!(%client_id, "service identity issued");
-        Ok(issued)
+        Ok(issue_service_identity(&self.state, name)?)
     }
 
     /// The broker's service listener (`host:port`), when the backend knows one.
@@ -177,4 +168,19 @@ impl Admin {
     pub fn ca_certificate_pem(&self) -> &str {
         self.state.ca.certificate_pem()
     }
+}
+
+/// Issues a service identity `service:<name>` from the service CA: trusted only on the
+/// broker's service listener (for [`Admin`] and `BackendHandle`).
+pub(crate) fn issue_service_identity(
+    state: &AppState,
+    name: &str,
+) -> Result<IssuedKeyPair, BackendError> {
+    let client_id =
+        acorn_mqtt::service_client_id(name).map_err(|e| BackendError::Config(e.to_string()))?;
+    let issued = state
+        .service_ca
+        .issue_with_new_key(&client_id, KeyType::P256)?;
+    tracing::info!(%client_id, "service identity issued");
+    Ok(issued)
 }

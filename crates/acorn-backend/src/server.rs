@@ -502,14 +502,7 @@ impl BackendHandle {
     /// broker's service listener, where it may read and write every device's topics. No
     /// registration can ever obtain one (see [`acorn_mqtt::SERVICE_CLIENT_PREFIX`]).
     pub fn issue_service_identity(&self, name: &str) -> Result<IssuedKeyPair, BackendError> {
-        let client_id =
-            acorn_mqtt::service_client_id(name).map_err(|e| BackendError::Config(e.to_string()))?;
-        let issued = self
-            .state
-            .service_ca
-            .issue_with_new_key(&client_id, KeyType::P256)?;
-        tracing::info!(%client_id, "service identity issued");
-        Ok(issued)
+        crate::admin::issue_service_identity(&self.state, name)
     }
 
     /// Issues a claim certificate `claim:<name>` (P-256, new key) from the claim CA (made in

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use acorn_backend::Admin;
 use acorn_mqtt::{
-    ButtonPressMessage, DeviceStatusMessage, TOPIC_BUTTON_PRESS, TOPIC_COMMANDS,
-    TOPIC_DEVICE_STATUS, TOPIC_SETTINGS,
+    ButtonPressMessage, DeviceStatusMessage, TOPIC_BUTTON_PRESS, TOPIC_DEVICE_STATUS,
 };
 use acorn_transport::rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
 use acorn_transport::{BrokerTarget, ClientIdentity, SessionOptions, TrustRoots};
@@ -50,16 +49,6 @@ impl Link {
     fn set(&self, client: Option<AsyncClient>) {
         *self.client.lock().unwrap_or_else(|p| p.into_inner()) = client;
     }
-}
-
-/// Settings topic of a device.
-pub fn settings_topic(device_id: &str) -> String {
-    format!("{TOPIC_SETTINGS}/{device_id}")
-}
-
-/// Command topic of a device.
-pub fn commands_topic(device_id: &str) -> String {
-    format!("{TOPIC_COMMANDS}/{device_id}")
 }
 
 /// Runs the link until the backend stops. Without a service endpoint there is no broker to
@@ -186,8 +175,11 @@ async fn probe(admin: &Admin, client: &AsyncClient) {
             "requestId": format!("console-probe-{}", hex::encode(rand::random::<[u8; 4]>())),
             "command": "get-status",
         });
+        let Ok(topics) = acorn_mqtt::Topics::new(&device.device_id) else {
+            continue;
+        };
         let _ = client.try_publish(
-            commands_topic(&device.device_id),
+            topics.commands(),
             QoS::AtLeastOnce,
             false,
             command.to_string(),

@@ -22,7 +22,6 @@ use maud::Markup;
 use crate::auth::{self, Session};
 use crate::cert::CertInfo;
 use crate::fleet::now_ms;
-use crate::link::{commands_topic, settings_topic};
 use crate::pages::{self, device, fleet, live, login, tokens};
 use crate::Shared;
 
@@ -385,9 +384,22 @@ fn settings_payload(
         return Err("Fill in at least one setting to change.".into());
     }
     let payload = serde_json::Value::Object(update).to_string().into_bytes();
-    let topic = settings_topic(topics.device_id());
-    acorn_mqtt::parse_inbound(topics, &topic, &payload).map_err(|e| e.to_string())?;
+    acorn_mqtt::parse_inbound(topics, topics.settings(), &payload).map_err(|e| e.to_string())?;
     Ok(payload)
+}
+
+/// What an action on a device starts from: its form's fields, the session (checked with its
+/// CSRF token), and the device's topics (registered, not revoked).
+async fn device_action(
+    shared: &Shared,
+    headers: &HeaderMap,
+    form: Fields,
+    id: &str,
+) -> Result<(HashMap<String, String>, Session, Topics), Refusal> {
+    let fields = fields(form);
+    let session = action_session(shared, headers, &fields)?;
+    let topics = active_device(shared, &session, id).await?;
+    Ok((fields, session, topics))
 }
 
 async fn send_settings(
@@ -396,13 +408,11 @@ async fn send_settings(
     Path(id): Path<String>,
     form: Fields,
 ) -> Result<Redirect, Refusal> {
-    let fields = fields(form);
-    let session = action_session(&shared, &headers, &fields)?;
-    let topics = active_device(&shared, &session, &id).await?;
+    let (fields, session, topics) = device_action(&shared, &headers, form, &id).await?;
     let request = request_id();
     let payload =
         settings_payload(&topics, &fields, &request).map_err(|m| bad_input(&session, m))?;
-    publish(&shared, &session, settings_topic(&id), payload).await?;
+    publish(&shared, &session, topics.settings().to_owned(), payload).await?;
     tracing::info!(device_id = %id, request_id = %request, "console: settings update sent");
     Ok(Redirect::to(&format!("/devices/{id}?sent={request}")))
 }
@@ -413,9 +423,7 @@ async fn send_command(
     Path(id): Path<String>,
     form: Fields,
 ) -> Result<Redirect, Refusal> {
-    let fields = fields(form);
-    let session = action_session(&shared, &headers, &fields)?;
-    active_device(&shared, &session, &id).await?;
+    let (fields, session, topics) = device_action(&shared, &headers, form, &id).await?;
     let name = fields.get("command").map(String::as_str).unwrap_or("");
     let command: CommandKind = device::COMMANDS
         .iter()
@@ -429,7 +437,7 @@ async fn send_command(
     };
     let payload = serde_json::to_vec(&message)
         .map_err(|e| bad_input(&session, format!("the command could not be written: {e}")))?;
-    publish(&shared, &session, commands_topic(&id), payload).await?;
+    publish(&shared, &session, topics.commands().to_owned(), payload).await?;
     tracing::info!(device_id = %id, command = name, request_id = %message.request_id, "console: command sent");
     Ok(Redirect::to(&format!(
         "/devices/{id}?sent={}",
@@ -458,6 +466,7 @@ async fn revoke(
 ) -> Result<Redirect, Refusal> {
     let fields = fields(form);
     let session = action_session(&shared, &headers, &fields)?;
+    acorn_mqtt::check_device_id(&id).map_err(|_| not_found(&session, &id))?;
     if fields.get("confirm").map(|c| c.trim()) != Some(id.as_str()) {
         return Err(bad_input(
             &session,
@@ -504,8 +513,21 @@ async fn events(State(shared): St, headers: HeaderMap) -> Response {
             }
         }
     });
-    let admin = shared.admin.clone();
-    let stream = stream.take_until(Box::pin(async move { admin.stopping().await }));
+    // The stream ends with the service, and within a few seconds of the session's end (a
+    // sign-out in another tab, expiry), like any other page would.
+    let (admin, sessions) = (shared.admin.clone(), Arc::clone(&shared.sessions));
+    let ended = async move {
+        let session_over = async {
+            while sessions.get(&headers).is_some() {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        };
+        tokio::select! {
+            _ = admin.stopping() => {}
+            _ = session_over => {}
+        }
+    };
+    let stream = stream.take_until(Box::pin(ended));
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
