@@ -141,7 +141,12 @@ fn the_device_policy_the_mosquitto_acl_and_acorn_mqtt_grant_the_same_topics() {
     // The provisioning API (certificate rotation): as is against AWS, under the device's
     // own prefix against the local stack, and another device's prefix for neither.
     for (topic, _) in acorn_mqtt::topics::ROTATION_POLICY {
-        for prefix in ["", local_me.as_str(), "acorn-local/acorn-0002/", "acorn-local/+/"] {
+        for prefix in [
+            "",
+            local_me.as_str(),
+            "acorn-local/acorn-0002/",
+            "acorn-local/+/",
+        ] {
             candidates.push(format!("{prefix}{topic}"));
         }
     }
@@ -159,7 +164,8 @@ fn the_device_policy_the_mosquitto_acl_and_acorn_mqtt_grant_the_same_topics() {
         let own = topic == topics.button_press() || topic == topics.status();
         let own_sub = topics.subscriptions().contains(&topic.as_str());
         let local_topic = topic.strip_prefix(local_me.as_str());
-        let acl_publish = own || local_topic.is_some_and(|t| rotation(acorn_mqtt::Access::Publish, t));
+        let acl_publish =
+            own || local_topic.is_some_and(|t| rotation(acorn_mqtt::Access::Publish, t));
         let acl_subscribe =
             own_sub || local_topic.is_some_and(|t| rotation(acorn_mqtt::Access::Subscribe, t));
         let may_publish = own || rotation(acorn_mqtt::Access::Publish, topic);

@@ -43,7 +43,10 @@ async fn a_rotation_issues_registers_and_supersedes_and_each_refusal_says_why() 
         .create_certificate_from_csr("dev-a", &request("dev-b"))
         .await
         .expect_err("CN of another device");
-    assert_eq!((no.status_code, no.error_code.as_str()), (400, "InvalidCsr"));
+    assert_eq!(
+        (no.status_code, no.error_code.as_str()),
+        (400, "InvalidCsr")
+    );
     assert!(no.error_message.contains("dev-b"), "{}", no.error_message);
     let no = iot
         .create_certificate_from_csr(
@@ -164,16 +167,23 @@ async fn the_rotate_endpoint_needs_the_admin_key_a_device_and_an_mqtt_link() {
         .expect("send");
     assert_eq!(resp.status(), 401);
     let (status, v) = b.admin_post("/v1/devices/nobody/rotate").await;
-    assert_eq!((status, v["error"]["code"].as_str()), (404, Some("device_not_found")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("device_not_found"))
+    );
     let (status, v) = b.admin_post("/v1/devices/dev-r/rotate").await;
-    assert_eq!((status, v["error"]["code"].as_str()), (503, Some("no_mqtt_link")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("no_mqtt_link"))
+    );
     // With a link, the command goes to the device's commands topic.
     let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = std::sync::Arc::clone(&sent);
-    b.handle.set_command_sink(std::sync::Arc::new(move |topic: &str, payload: Vec<u8>| {
-        seen.lock().unwrap().push((topic.to_owned(), payload));
-        Ok(())
-    }));
+    b.handle
+        .set_command_sink(std::sync::Arc::new(move |topic: &str, payload: Vec<u8>| {
+            seen.lock().unwrap().push((topic.to_owned(), payload));
+            Ok(())
+        }));
     let (status, v) = b.admin_post("/v1/devices/dev-r/rotate").await;
     assert_eq!(status, 202, "{v}");
     let sent = sent.lock().unwrap().clone();
@@ -185,5 +195,8 @@ async fn the_rotate_endpoint_needs_the_admin_key_a_device_and_an_mqtt_link() {
     // A revoked device is not asked.
     b.admin_post("/v1/devices/dev-r/revoke").await;
     let (status, v) = b.admin_post("/v1/devices/dev-r/rotate").await;
-    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("device_revoked")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("device_revoked"))
+    );
 }

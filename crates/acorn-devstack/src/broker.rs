@@ -160,6 +160,9 @@ pub struct LocalProvisioning {
 impl LocalProvisioning {
     /// What the responder may read and write on the service listener.
     pub const RESPONDER_TOPICS: &'static str = "acorn-local/#";
+    /// What the responder may read and write on the embedded broker's service listener for
+    /// claims (the claim endpoint's topics, `acorn-claim/<claim client id>/…`).
+    pub const CLAIM_RESPONDER_TOPICS: &'static str = "acorn-claim/#";
 
     /// The device listener's patterns: each device may publish its own requests and read its
     /// own answers, nothing else of the API (AWS's documented device policy for it, per
@@ -461,7 +464,11 @@ impl BrokerConfig {
                 .as_ref()
                 .is_some_and(|local| &local.responder == id)
             {
-                let _ = writeln!(acl, "topic readwrite {}", LocalProvisioning::RESPONDER_TOPICS);
+                let _ = writeln!(
+                    acl,
+                    "topic readwrite {}",
+                    LocalProvisioning::RESPONDER_TOPICS
+                );
             }
         }
         Ok(acl)

@@ -77,6 +77,12 @@ pub enum Listener {
     Device,
     /// Service identities: certificates from the service CA, all of `acorn-pups/#`.
     Service,
+    /// Fleet provisioning by claim: the shared claim certificate (from the claim CA, common
+    /// name `claim:<name>`) with a client id of its own choosing, `claim:<device id>`; rights:
+    /// the provisioning API under `acorn-claim/<client id>/` and nothing else. mosquitto
+    /// cannot serve this (its client ids come from the certificate, or are free for anyone),
+    /// hence this listener.
+    Claim,
 }
 
 /// Every bound of the broker.
@@ -144,6 +150,13 @@ pub struct EmbeddedConfig {
     /// responder (a service identity) may use all of
     /// [`LocalProvisioning::RESPONDER_TOPICS`]. Default: off.
     pub local_provisioning: Option<LocalProvisioning>,
+    /// Claim listener port; 0 picks a free one. Used only with [`Self::claim_roots`].
+    pub claim_port: u16,
+    /// CA certificates of claim certificates; `Some` opens the claim listener (needs
+    /// [`Self::local_provisioning`] for the template and the responder).
+    pub claim_roots: Option<Vec<CertificateDer<'static>>>,
+    /// Open the device listener (default); `false` for a broker that serves only claims.
+    pub device_listener: bool,
     /// Bounds.
     pub limits: Limits,
 }
@@ -173,6 +186,9 @@ impl EmbeddedConfig {
             device_crls: Vec::new(),
             service_roots: None,
             local_provisioning: None,
+            claim_port: 0,
+            claim_roots: None,
+            device_listener: true,
             limits: Limits::default(),
         })
     }
@@ -351,6 +367,7 @@ pub(crate) struct Shared {
 pub struct EmbeddedBroker {
     device_port: u16,
     service_port: Option<u16>,
+    claim_port: Option<u16>,
     shutdown: watch::Sender<bool>,
     connections: Arc<Semaphore>,
     max_connections: u32,
@@ -376,11 +393,27 @@ impl EmbeddedBroker {
             &config.device_roots,
             config.device_crls.clone(),
         )?;
-        let mut listeners = vec![(
-            Listener::Device,
-            config.device_port,
-            Arc::clone(&device_tls),
-        )];
+        let mut listeners = Vec::new();
+        if config.device_listener {
+            listeners.push((
+                Listener::Device,
+                config.device_port,
+                Arc::clone(&device_tls),
+            ));
+        }
+        if let Some(roots) = &config.claim_roots {
+            if config.local_provisioning.is_none() {
+                return Err(EmbeddedError::LocalProvisioning(
+                    "the claim listener needs local_provisioning (its template and responder)"
+                        .into(),
+                ));
+            }
+            listeners.push((
+                Listener::Claim,
+                config.claim_port,
+                tls(Listener::Claim, roots, Vec::new())?,
+            ));
+        }
         if let Some(roots) = &config.service_roots {
             listeners.push((
                 Listener::Service,
@@ -414,6 +447,7 @@ impl EmbeddedBroker {
         let mut broker = Self {
             device_port: 0,
             service_port: None,
+            claim_port: None,
             shutdown,
             connections: Arc::clone(&connections),
             max_connections,
@@ -424,6 +458,7 @@ impl EmbeddedBroker {
             match listener {
                 Listener::Device => broker.device_port = port,
                 Listener::Service => broker.service_port = Some(port),
+                Listener::Claim => broker.claim_port = Some(port),
             }
             tracing::info!(?listener, port, "embedded MQTT broker listening");
             broker.accept_tasks.push(tokio::spawn(accept(
@@ -450,6 +485,11 @@ impl EmbeddedBroker {
     /// The service listener's port, if there is one.
     pub fn service_port(&self) -> Option<u16> {
         self.service_port
+    }
+
+    /// The claim listener's port, if there is one.
+    pub fn claim_port(&self) -> Option<u16> {
+        self.claim_port
     }
 
     /// Stops accepting, closes every connection (no last wills are published) and waits

@@ -30,6 +30,7 @@
 //! ```
 
 mod answer;
+pub mod claim;
 mod error;
 mod http;
 mod keys;

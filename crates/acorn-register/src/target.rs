@@ -33,6 +33,11 @@ impl ImageTarget {
         }
     }
 
+    /// An error about this image.
+    pub(crate) fn image_error(&self, detail: impl Into<String>) -> RegistrationError {
+        self.err(detail)
+    }
+
     fn err(&self, detail: impl Into<String>) -> RegistrationError {
         RegistrationError::Image {
             path: self.path.clone(),
@@ -40,7 +45,7 @@ impl ImageTarget {
         }
     }
 
-    fn open(&self) -> Result<Nvs<FileFlash>, RegistrationError> {
+    pub(crate) fn open(&self) -> Result<Nvs<FileFlash>, RegistrationError> {
         let flash = if self.path.exists() {
             FileFlash::open(&self.path).map_err(|e| self.err(format!("cannot open: {e}")))?
         } else {

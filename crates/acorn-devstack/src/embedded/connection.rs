@@ -109,11 +109,23 @@ impl Connection {
             let why = "the client certificate has no common name".to_owned();
             return self.log_end(None, &refuse(io, NotAuthorized, why).await);
         };
+        // A claim connection names itself (`claim:<device id>`); its certificate must be a
+        // claim certificate (every claim device shares it).
+        let name = if self.listener == Listener::Claim {
+            if !name.starts_with(acorn_mqtt::topics::CLAIM_CLIENT_PREFIX) {
+                let why = format!("certificate name {name:?} is not a claim certificate");
+                return self.log_end(Some(&name), &refuse(io, NotAuthorized, why).await);
+            }
+            connect.client_id.clone()
+        } else {
+            name
+        };
         let local = self.shared.local_provisioning.as_ref();
         let Some(rights) = Rights::of(self.listener, &name, local) else {
             let what = match self.listener {
                 Listener::Device => "device id",
                 Listener::Service => "service identity",
+                Listener::Claim => "claim client id (claim:<device id>)",
             };
             let why = format!("certificate name {name:?} is not a {what}");
             return self.log_end(Some(&name), &refuse(io, NotAuthorized, why).await);

@@ -32,8 +32,16 @@ pub(crate) enum Rights {
         /// Its provisioning topics under `acorn-local/<id>/`, when local provisioning is on.
         provisioning: Option<Box<ProvisioningTopics>>,
     },
+    /// A device provisioning itself by claim (claim listener, client id
+    /// `claim:<device id>`): its own six topics of the provisioning API under
+    /// `acorn-claim/<client id>/`, nothing else.
+    Claim {
+        /// Its provisioning topics.
+        provisioning: Box<ProvisioningTopics>,
+    },
     /// A service identity (service listener): all of [`SERVICE_TOPICS`]; the local
-    /// provisioning responder also [`LocalProvisioning::RESPONDER_TOPICS`].
+    /// provisioning responder also [`LocalProvisioning::RESPONDER_TOPICS`] and
+    /// [`LocalProvisioning::CLAIM_RESPONDER_TOPICS`].
     Service {
         /// Whether it is [`LocalProvisioning::responder`].
         responder: bool,
@@ -63,6 +71,14 @@ impl Rights {
                     provisioning,
                 })
             }
+            Listener::Claim => {
+                acorn_mqtt::topics::device_of_claim_client(name)?;
+                let prefix = acorn_mqtt::provisioning::local_claim_prefix(name);
+                let provisioning = ProvisioningTopics::new(&prefix, &local?.template).ok()?;
+                Some(Rights::Claim {
+                    provisioning: Box::new(provisioning),
+                })
+            }
             Listener::Service => name
                 .starts_with(acorn_mqtt::SERVICE_CLIENT_PREFIX)
                 .then(|| Rights::Service {
@@ -86,7 +102,7 @@ impl Rights {
     /// that cannot match outside its topic trees.
     pub(crate) fn may_subscribe(&self, filter: &str) -> bool {
         match self {
-            Rights::Device { .. } => self.may_receive(filter),
+            Rights::Device { .. } | Rights::Claim { .. } => self.may_receive(filter),
             Rights::Service { .. } => self.service_trees().any(|tree| {
                 let root = tree.trim_end_matches('#');
                 filter.starts_with(root) && filter.len() > root.len()
@@ -99,6 +115,7 @@ impl Rights {
         let responder = matches!(self, Rights::Service { responder: true });
         std::iter::once(SERVICE_TOPICS)
             .chain(responder.then_some(LocalProvisioning::RESPONDER_TOPICS))
+            .chain(responder.then_some(LocalProvisioning::CLAIM_RESPONDER_TOPICS))
     }
 
     fn allows(&self, topic: &str, access: acorn_mqtt::Access) -> bool {
@@ -114,6 +131,7 @@ impl Rights {
                     .as_deref()
                     .is_some_and(|topics| provisioning_allows(topics, topic, access))
             }
+            Rights::Claim { provisioning } => provisioning_allows(provisioning, topic, access),
             Rights::Service { .. } => self.service_trees().any(|tree| matches(topic, tree)),
         }
     }
@@ -562,6 +580,36 @@ mod tests {
         let plain = Rights::of(Listener::Device, "dev-1", None).unwrap();
         assert!(!plain.may_publish(&own.create_from_csr[0]));
         assert!(!plain.may_subscribe(&own.create_from_csr[1]));
+    }
+
+    #[test]
+    fn a_claim_connection_gets_its_own_provisioning_topics_and_nothing_else() {
+        let local = local_provisioning();
+        let rights = Rights::of(Listener::Claim, "claim:dev-1", Some(&local)).unwrap();
+        let own = "acorn-claim/claim:dev-1/$aws/certificates/create-from-csr/json";
+        assert!(rights.may_publish(own));
+        assert!(rights.may_subscribe(&format!("{own}/accepted")));
+        assert!(!rights.may_publish(&format!("{own}/accepted")));
+        assert!(!rights.may_subscribe(
+            "acorn-claim/claim:dev-2/$aws/certificates/create-from-csr/json/accepted"
+        ));
+        assert!(
+            !rights.may_subscribe("acorn-claim/+/$aws/certificates/create-from-csr/json/accepted")
+        );
+        assert!(!rights.may_publish("acorn-pups/status/dev-1"));
+        assert!(!rights.may_subscribe("acorn-pups/commands/dev-1"));
+        assert!(!rights.may_publish("acorn-local/dev-1/$aws/certificates/create-from-csr/json"));
+        // Only claim client ids, and only with local provisioning on.
+        assert_eq!(Rights::of(Listener::Claim, "dev-1", Some(&local)), None);
+        assert_eq!(
+            Rights::of(Listener::Claim, "claim:bad:id", Some(&local)),
+            None
+        );
+        assert_eq!(Rights::of(Listener::Claim, "claim:dev-1", None), None);
+        let responder = Rights::of(Listener::Service, "service:backend", Some(&local)).unwrap();
+        assert!(responder.may_subscribe("acorn-claim/+/$aws/certificates/create-from-csr/json"));
+        let cloud = Rights::of(Listener::Service, "service:cloud", Some(&local)).unwrap();
+        assert!(!cloud.may_subscribe("acorn-claim/#"));
     }
 
     #[test]
