@@ -3,7 +3,10 @@
 //! client certificates and keeps each device to its own topics (acorn-devstack's), the
 //! registration backend, a cloud client, and N simulated devices that register with a CSR, keep
 //! their identity in their own NVS image, connect over mutual TLS, publish status and button
-//! presses, and apply a settings update and a command.
+//! presses, and apply a settings update and a command. Halfway through the run the first
+//! device rotates its certificate over AWS IoT's provisioning MQTT API (answered by the
+//! backend on the broker) and keeps pressing; the backend revokes the old certificate and the
+//! broker refuses it from then on.
 
 mod broker;
 mod cloud;
@@ -11,11 +14,15 @@ mod log;
 mod sim;
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use acorn_backend::{Backend, BackendConfig};
-use acorn_devstack::broker::free_port;
-use acorn_transport::{ping, BrokerTarget, ClientIdentity, PingOptions, SecretString, TrustRoots};
+use acorn_backend::{Backend, BackendConfig, CrlEvent, CrlHook};
+use acorn_devstack::broker::{free_port, LocalProvisioning};
+use acorn_devstack::embedded::{CrlInstaller, EmbeddedConfig};
+use acorn_transport::{
+    ping, BrokerTarget, ClientIdentity, PingOptions, SecretString, SessionOptions, TrustRoots,
+};
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 
@@ -75,6 +82,11 @@ async fn demo(args: Args) -> Result<bool> {
     // The web console follows the devices through the broker's service listener.
     config.service_endpoint = Some(format!("localhost:{service_port}"));
     config.console = Some(console.mount());
+    // The broker starts after the backend (it needs the CA, server certificate and CRL); the
+    // backend's CRL hook reaches it through this slot.
+    let crl_slot: Arc<Mutex<Option<CrlInstaller>>> = Arc::default();
+    let (crl_installed, crl_rx) = watch::channel(0u64);
+    config.crl_hook = Some(crl_hook(Arc::clone(&crl_slot), crl_installed, log.clone()));
     let backend = Backend::start(config)
         .await
         .context("cannot start the registration backend")?;
@@ -100,19 +112,35 @@ async fn demo(args: Args) -> Result<bool> {
     // 2. The broker: TLS on localhost, client certificates required, devices checked against
     // the device CA and the cloud (a service identity) on its own listener against the
     // service CA.
+    let backend_id = acorn_mqtt::service_client_id("backend")?;
     let listeners = broker::Listeners {
         device_port: port,
         device_ca: &paths.ca_cert,
+        device_crl: &paths.crl,
         service_port,
         service_ca: &paths.service_ca_cert,
+        local_provisioning: LocalProvisioning {
+            template: acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE.to_owned(),
+            responder: backend_id.clone(),
+        },
     };
-    let broker = broker::start(&listeners, &paths.server_cert, &paths.server_key).await?;
+    let broker = broker::start(listeners, &paths.server_cert, &paths.server_key).await?;
+    if let Ok(mut slot) = crl_slot.lock() {
+        *slot = Some(broker.crl_installer());
+    }
     log.line(
         "broker",
-        format!("embedded broker on localhost:{port} (devices) and :{service_port} (services): MQTT 3.1.1 over TLS, client certificate required and verified against the device CA or the service CA; each device reaches its own topics only"),
+        format!("embedded broker on localhost:{port} (devices) and :{service_port} (services): MQTT 3.1.1 over TLS, client certificate required and verified against the device CA (and its CRL) or the service CA; each device reaches its own topics only"),
     );
     let roots = TrustRoots::from_pem(backend.ca_certificate_pem(), "ca.pem")
         .context("the demo CA certificate")?;
+
+    // The backend on MQTT: it answers the devices' certificate requests (rotation).
+    let responder = start_responder(&backend, &backend_id, service_port, roots.clone())?;
+    log.line(
+        "backend",
+        format!("connected to the broker as `{backend_id}`: answers AWS IoT's provisioning MQTT API (CreateCertificateFromCsr, RegisterThing) on each device's own topics acorn-local/<id>/…"),
+    );
 
     // 3. Proof that the broker checks certificates: a self-signed one is refused.
     refuse_stranger(&log, port, roots.clone()).await;
@@ -133,6 +161,13 @@ async fn demo(args: Args) -> Result<bool> {
 
     // 5. The devices, each with a token of its own.
     let n = usize::from(args.devices);
+    // One rotation per run: the first device, halfway through (5 s in when running until
+    // Ctrl-C).
+    let rotate_after = if args.duration.is_zero() {
+        Duration::from_secs(5)
+    } else {
+        args.duration / 2
+    };
     let mut tasks = Vec::with_capacity(n);
     for i in 1..=n {
         let device_id = format!("acorn-demo-{i:02}");
@@ -148,6 +183,11 @@ async fn demo(args: Args) -> Result<bool> {
             token: SecretString::from(token.token.expose_secret().to_owned()),
             port,
             roots: roots.clone(),
+            rotation_ca: backend.ca_certificate_pem().as_bytes().to_vec(),
+            rotate: (i == 1).then(|| sim::RotatePlan {
+                after: rotate_after,
+                crl_installed: crl_rx.clone(),
+            }),
             press_every: args.press_every,
             offset: args.press_every.mul_f64(i as f64 / (n as f64 + 1.0)),
         };
@@ -176,11 +216,70 @@ async fn demo(args: Args) -> Result<bool> {
         }
     }
     cloud.stop().await;
+    responder.stop().await;
     broker.stop().await;
     if let Err(e) = backend.shutdown().await {
         log.line("backend", format!("shutdown: {e}"));
     }
     Ok(log.summary(n))
+}
+
+/// The backend's MQTT link (its service identity on the service listener): the dev stack's
+/// responder for AWS IoT's provisioning MQTT API, which also carries the admin API's
+/// `POST /v1/devices/{id}/rotate`.
+fn start_responder(
+    backend: &acorn_backend::BackendHandle,
+    client_id: &str,
+    service_port: u16,
+    roots: TrustRoots,
+) -> Result<crate::dev::local_iot::Responder> {
+    let issued = backend
+        .issue_service_identity("backend")
+        .context("cannot issue the backend's service identity")?;
+    let identity = ClientIdentity::new(
+        issued.certificate.pem.clone(),
+        SecretString::from(issued.private_key_pem.expose_secret().to_owned()),
+    );
+    let mut options = SessionOptions::new(
+        BrokerTarget::new("localhost", service_port),
+        identity,
+        roots,
+        client_id,
+        env!("CARGO_PKG_VERSION"),
+    );
+    // A reconnect keeps the subscriptions' queued requests.
+    options.clean_session = false;
+    let iot = backend.local_iot(acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE)?;
+    let (responder, sink) = crate::dev::local_iot::Responder::start(iot, &options)?;
+    backend.set_command_sink(sink);
+    Ok(responder)
+}
+
+/// After each CRL the backend writes (a revocation), the broker takes it for every new
+/// handshake; `installed` gets its number. Before the broker runs there is nothing to do: it
+/// reads the CRL file when it starts.
+fn crl_hook(
+    slot: Arc<Mutex<Option<CrlInstaller>>>,
+    installed: watch::Sender<u64>,
+    log: DemoLog,
+) -> CrlHook {
+    Arc::new(move |event: &CrlEvent| {
+        let Some(installer) = slot.lock().map_err(|e| e.to_string())?.clone() else {
+            return Ok(());
+        };
+        let crls =
+            EmbeddedConfig::crls_from_pem_file(&event.crl_path).map_err(|e| e.to_string())?;
+        installer.install(crls).map_err(|e| e.to_string())?;
+        log.line(
+            "backend",
+            format!(
+                "CRL #{} published (a certificate revoked) and installed in the broker: revoked certificates are refused from the next handshake on",
+                event.crl_number
+            ),
+        );
+        installed.send_replace(event.crl_number);
+        Ok(())
+    })
 }
 
 /// Tries the broker with a self-signed certificate (no CA the broker knows signed it) and logs

@@ -1,6 +1,7 @@
 //! `acorn demo`: one process runs the CA, the embedded broker (client certificates required),
 //! the backend and simulated devices; it exits 0 with a summary showing every device
-//! registered, connected and acknowledged.
+//! registered, connected and acknowledged, and one device's certificate rotated mid-run with
+//! none of its presses lost and its old certificate refused by the broker afterwards.
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};
@@ -70,7 +71,7 @@ fn demo_with_three_devices_exits_0_with_a_complete_summary() {
         "{out}"
     );
     // Each device row: registered, connected, presses sent = acked = received > 0, settings
-    // and command applied, no errors.
+    // and command applied, no errors; the first device rotated its certificate once.
     let rows: Vec<&str> = out
         .lines()
         .filter(|l| l.starts_with("acorn-demo-"))
@@ -78,16 +79,54 @@ fn demo_with_three_devices_exits_0_with_a_complete_summary() {
     assert_eq!(rows.len(), 3, "{out}");
     for row in rows {
         let cols: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(cols.len(), 9, "{row}");
+        assert_eq!(cols.len(), 10, "{row}");
         assert_eq!(&cols[1..3], ["yes", "yes"], "{row}");
         let n: Vec<u32> = cols[3..].iter().map(|c| c.parse().expect(row)).collect();
-        let (sent, acked, received, settings, commands, errors) =
-            (n[0], n[1], n[2], n[3], n[4], n[5]);
+        let (sent, acked, received, settings, commands, rotations, errors) =
+            (n[0], n[1], n[2], n[3], n[4], n[5], n[6]);
         assert!(sent > 0, "{row}");
         assert_eq!(acked, sent, "{row}");
         assert_eq!(received, sent, "{row}");
         assert!(settings >= 1 && commands >= 1 && errors == 0, "{row}");
+        let rotating = cols[0] == "acorn-demo-01";
+        assert_eq!(rotations, u32::from(rotating), "{row}");
     }
+    assert!(out.contains("certificates rotated 1,"), "{out}");
+    // The rotation's steps, in order, and presses after it.
+    let line_of = |what: &str| {
+        out.lines()
+            .position(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no `{what}`:\n{out}"))
+    };
+    let steps = [
+        "acorn-demo-01  certificate rotation started",
+        "acorn-demo-01 reports: certificate rotation started",
+        "acorn-demo-01  trial connection with the new certificate accepted",
+        "acorn-demo-01  certificate rotation committed",
+        "acorn-demo-01 reports: certificate rotation committed, now on certificate",
+        "installed in the broker: revoked certificates are refused",
+        "acorn-demo-01  a connection with the old certificate",
+    ];
+    let at: Vec<usize> = steps.iter().map(|s| line_of(s)).collect();
+    // The device's own steps are in order; the cloud's lines (its view of the device's
+    // answers) race them.
+    for pair in [0, 2, 3, 5, 6].windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        assert!(
+            at[a] < at[b],
+            "`{}` before `{}`:\n{out}",
+            steps[a],
+            steps[b]
+        );
+    }
+    let refused = &out.lines().nth(at[6]).unwrap_or_default();
+    assert!(refused.contains("is refused (step tls)"), "{refused}");
+    assert!(
+        out.lines()
+            .skip(at[3])
+            .any(|l| l.contains("acorn-demo-01") && l.contains("acknowledged by the broker")),
+        "no press acknowledged after the rotation:\n{out}"
+    );
     // The live log shows the whole flow for every device.
     for i in 1..=3 {
         let id = format!("acorn-demo-0{i}");

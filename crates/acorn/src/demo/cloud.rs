@@ -1,15 +1,17 @@
 //! The demo's cloud side on MQTT: a service identity (CN `service:cloud`, from the service
 //! CA, a name no device can register) that
-//! counts the presses it receives, and sends every device that comes online a settings update
-//! and a `get-status` command.
+//! counts the presses it receives (once per `pressId`: QoS 1 may deliver one twice across a
+//! reconnect, such as a certificate rotation's), follows the devices' certificate rotations
+//! on their status, and sends every device that comes online a settings update and a
+//! `get-status` command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use acorn_backend::IssuedKeyPair;
 use acorn_mqtt::{
-    DeviceStatus, DeviceStatusMessage, TOPIC_BUTTON_PRESS, TOPIC_COMMANDS, TOPIC_DEVICE_STATUS,
-    TOPIC_SETTINGS,
+    ButtonPressMessage, DeviceStatus, DeviceStatusMessage, RotationState, TOPIC_BUTTON_PRESS,
+    TOPIC_COMMANDS, TOPIC_DEVICE_STATUS, TOPIC_SETTINGS,
 };
 use acorn_transport::rumqttc::{AsyncClient, Event, Packet, QoS};
 use acorn_transport::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
@@ -116,6 +118,8 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
+    // (device, pressId) of every press counted.
+    let mut presses: HashSet<(String, String)> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         let event = tokio::select! {
@@ -143,7 +147,13 @@ async fn run(
             .topic
             .strip_prefix(&format!("{TOPIC_BUTTON_PRESS}/"))
         {
-            log.tally(device, |t| t.presses_received += 1);
+            let press_id = serde_json::from_slice::<ButtonPressMessage>(&publish.payload)
+                .ok()
+                .and_then(|press| press.press_id);
+            let first = press_id.is_none_or(|pid| presses.insert((device.to_owned(), pid)));
+            if first {
+                log.tally(device, |t| t.presses_received += 1);
+            }
             continue;
         }
         let Some(device) = publish
@@ -157,6 +167,10 @@ async fn run(
             log.line("cloud", format!("unreadable status from {device}"));
             continue;
         };
+        if let Some(rotation) = status.rotation {
+            log.line("cloud", rotation_line(&device, rotation, &status));
+            continue;
+        }
         if let Some(command) = &status.command {
             let request_id = status.request_id.clone().unwrap_or_default();
             if let Some(p) = pending.get_mut(&device) {
@@ -193,6 +207,29 @@ async fn run(
             );
             send_due(&client, &log, &mut pending);
         }
+    }
+}
+
+/// What a device's rotation answer says, in words.
+fn rotation_line(device: &str, rotation: RotationState, status: &DeviceStatusMessage) -> String {
+    let error = status.error.as_deref().unwrap_or("no reason given");
+    match rotation {
+        RotationState::Started => {
+            format!(
+                "{device} reports: certificate rotation started (new key, certificate requested)"
+            )
+        }
+        RotationState::Committed => format!(
+            "{device} reports: certificate rotation committed, now on certificate {}…",
+            super::sim::short_id(status.certificate_id.as_deref().unwrap_or_default())
+        ),
+        RotationState::RolledBack => {
+            format!(
+                "{device} reports: certificate rotation rolled back, old certificate kept: {error}"
+            )
+        }
+        RotationState::AlreadyRotating => format!("{device} reports: already rotating"),
+        RotationState::Failed => format!("{device} reports: certificate rotation failed: {error}"),
     }
 }
 

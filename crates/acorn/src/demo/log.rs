@@ -22,6 +22,8 @@ pub struct DeviceTally {
     pub settings_applied: u32,
     /// Commands answered.
     pub commands_answered: u32,
+    /// Certificate rotations committed.
+    pub rotations: u32,
     /// Errors (registration, connection, rejected messages).
     pub errors: u32,
 }
@@ -92,7 +94,7 @@ impl DemoLog {
         let _ = writeln!(out, "\nSummary ({:.1} s)", self.elapsed_secs());
         let _ = writeln!(
             out,
-            "{:<14} {:>10} {:>9} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6}",
+            "{:<14} {:>10} {:>9} {:>6} {:>6} {:>8} {:>8} {:>8} {:>9} {:>6}",
             "device",
             "registered",
             "connected",
@@ -101,6 +103,7 @@ impl DemoLog {
             "received",
             "settings",
             "commands",
+            "rotations",
             "errors"
         );
         let mut all = tallies.len() == expected_devices;
@@ -108,7 +111,7 @@ impl DemoLog {
             all &= t.complete();
             let _ = writeln!(
                 out,
-                "{id:<14} {:>10} {:>9} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6}",
+                "{id:<14} {:>10} {:>9} {:>6} {:>6} {:>8} {:>8} {:>8} {:>9} {:>6}",
                 yes(t.registered),
                 yes(t.connected),
                 t.presses_sent,
@@ -116,6 +119,7 @@ impl DemoLog {
                 t.presses_received,
                 t.settings_applied,
                 t.commands_answered,
+                t.rotations,
                 t.errors
             );
         }
@@ -125,7 +129,7 @@ impl DemoLog {
             out,
             "\nregistered {}/{expected_devices}, connected {}/{expected_devices}, presses sent {}, \
              acknowledged {}, received by the cloud {}, settings applied {}, commands answered {}, \
-             errors {}",
+             certificates rotated {}, errors {}",
             count(|t| t.registered),
             count(|t| t.connected),
             total(|t| t.presses_sent),
@@ -133,6 +137,7 @@ impl DemoLog {
             total(|t| t.presses_received),
             total(|t| t.settings_applied),
             total(|t| t.commands_answered),
+            total(|t| t.rotations),
             total(|t| t.errors),
         );
         let _ = writeln!(
