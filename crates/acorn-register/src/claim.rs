@@ -49,25 +49,43 @@ impl core::fmt::Debug for ClaimIdentity {
 impl ClaimIdentity {
     /// Writes the claim identity into `image` (namespace [`CLAIM_NAMESPACE`]).
     pub fn store(&self, image: &ImageTarget) -> Result<(), RegistrationError> {
+        let mut nvs = image.open()?;
+        self.store_into(&mut nvs)
+            .map_err(|e| image.image_error(format!("cannot store the claim identity: {e}")))
+    }
+
+    /// Writes the claim identity into `nvs` (namespace [`CLAIM_NAMESPACE`]), e.g. a factory
+    /// image being made in memory.
+    pub fn store_into<F: embedded_storage::nor_flash::NorFlash>(
+        &self,
+        nvs: &mut acorn_nvs::Nvs<F>,
+    ) -> Result<(), RegistrationError> {
         if !acorn_certs::is_valid_device_id(&self.device_id) {
             return Err(RegistrationError::Config(format!(
                 "device id `{}` must be 1-128 of A-Z a-z 0-9 _ -",
                 self.device_id
             )));
         }
-        let mut nvs = image.open()?;
-        let fail = |e: acorn_nvs::Error| {
-            image.image_error(format!("cannot store the claim identity: {e}"))
-        };
+        if !self.certificate_pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(RegistrationError::Config(
+                "the claim certificate is not a PEM CERTIFICATE".into(),
+            ));
+        }
+        if !self
+            .private_key_pem
+            .expose_secret()
+            .contains("PRIVATE KEY-----")
+        {
+            return Err(RegistrationError::Config(
+                "the claim key is not a PEM private key".into(),
+            ));
+        }
+        let fail = |e: acorn_nvs::Error| RegistrationError::Config(e.to_string());
         let ns = nvs.namespace(CLAIM_NAMESPACE).map_err(fail)?;
         nvs.set_blob(ns, CLAIM_KEYS[0], self.certificate_pem.as_bytes())
             .map_err(fail)?;
-        nvs.set_blob(
-            ns,
-            CLAIM_KEYS[1],
-            self.private_key_pem.expose_secret().as_bytes(),
-        )
-        .map_err(fail)?;
+        let key = self.private_key_pem.expose_secret().as_bytes();
+        nvs.set_blob(ns, CLAIM_KEYS[1], key).map_err(fail)?;
         nvs.set_str(ns, CLAIM_KEYS[2], &self.endpoint)
             .map_err(fail)?;
         nvs.set_str(ns, CLAIM_KEYS[3], &self.device_id)
@@ -195,6 +213,9 @@ pub async fn provision_by_claim(
         &client_id,
         env!("CARGO_PKG_VERSION"),
     );
+    // A claim connection has no status topic: no last will.
+    let mut session = session;
+    session.will_topic.clear();
     let (client, mut events) = session
         .connect()
         .map_err(|e| RegistrationError::Config(format!("claim connection: {e}")))?;

@@ -47,7 +47,8 @@ pub struct SessionOptions {
     pub network_timeout: Duration,
     /// Clean session (default false: persistent session).
     pub clean_session: bool,
-    /// Last will topic (default `acorn-pups/status/{client_id}`).
+    /// Last will topic (default `acorn-pups/status/{client_id}`); empty: no last will (a claim
+    /// connection, whose rights hold no status topic).
     pub will_topic: String,
     /// Last will payload (default a status JSON with `status: offline`).
     pub will_payload: Vec<u8>,
@@ -118,13 +119,15 @@ impl SessionOptions {
             .set_keep_alive(self.keep_alive)
             .set_clean_session(self.clean_session)
             .set_request_channel_capacity(self.channel_capacity)
-            .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
-            .set_last_will(LastWill::new(
+            .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+        if !self.will_topic.is_empty() {
+            options.set_last_will(LastWill::new(
                 self.will_topic.clone(),
                 self.will_payload.clone(),
                 QoS::AtLeastOnce,
                 false,
             ));
+        }
         Ok(options)
     }
 

@@ -250,7 +250,7 @@ fn start_responder(
     // A reconnect keeps the subscriptions' queued requests.
     options.clean_session = false;
     let iot = backend.local_iot(acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE)?;
-    let (responder, sink) = crate::dev::local_iot::Responder::start(iot, &options)?;
+    let (responder, sink) = crate::dev::local_iot::Responder::start(iot, &options, None)?;
     backend.set_command_sink(sink);
     Ok(responder)
 }

@@ -14,6 +14,7 @@ use acorn_transport::TrustRoots;
 use anyhow::{Context, Result};
 use secrecy::ExposeSecret as _;
 
+mod claim;
 mod enforce;
 pub mod local_iot;
 
@@ -44,6 +45,10 @@ pub struct UpArgs {
     /// identities (from the service CA) connect (0 picks a free one).
     #[arg(long, default_value_t = 8884)]
     service_port: u16,
+    /// Port of the claim endpoint on 127.0.0.1 (fleet provisioning by claim: devices with
+    /// the shared claim certificate; 0 picks a free one).
+    #[arg(long, default_value_t = 8885)]
+    claim_port: u16,
     /// Lifetime of the first registration token, in seconds.
     #[arg(long, default_value_t = 3600)]
     token_ttl: i64,
@@ -147,11 +152,13 @@ fn up(args: UpArgs) -> Result<ExitCode> {
             "open files {open_files} (soft limit raised to the hard limit), mosquitto \
              max_connections {max_connections} per listener"
         );
-        // AWS IoT's provisioning MQTT API (certificate rotation), answered by the backend.
-        broker_config.local_provisioning = Some(LocalProvisioning {
+        // AWS IoT's provisioning MQTT API (certificate rotation, claims), answered by the
+        // backend.
+        let local = LocalProvisioning {
             template: acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE.to_owned(),
             responder: acorn_mqtt::service_client_id("backend")?,
-        });
+        };
+        broker_config.local_provisioning = Some(local.clone());
         broker_config.service_identities = SERVICE_NAMES
             .iter()
             .map(|name| acorn_mqtt::service_client_id(name))
@@ -178,7 +185,15 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         if let Ok(mut guard) = slot.lock() {
             *guard = Some(Arc::clone(&enforcer));
         }
-        let responder = start_responder(&backend, &enforcer)?;
+        let claim = claim::ClaimEndpoint::start(
+            &backend,
+            &paths,
+            local,
+            &args.dir,
+            pick_port(args.claim_port)?,
+        )
+        .await?;
+        let responder = start_responder(&backend, &enforcer, claim.service_port)?;
         drop(enforcer);
         let token = backend
             .mint_token(args.token_ttl.max(1))
@@ -198,12 +213,14 @@ fn up(args: UpArgs) -> Result<ExitCode> {
             admin_key: &paths.data_dir.join(ADMIN_KEY_FILE),
             broker_log: &log_path,
             token_file: &token_file,
+            claim: &claim,
             ttl: args.token_ttl.max(1),
             limits: &limits,
         });
         stop.wait().await;
         println!("stopping: registration backend and mosquitto");
         responder.stop().await;
+        claim.stop().await;
         let stopped_backend = backend.shutdown().await;
         let enforcer = slot.lock().ok().and_then(|mut g| g.take());
         if let Some(broker) = enforcer.and_then(Arc::into_inner).map(|e| e.broker) {
@@ -219,6 +236,7 @@ fn up(args: UpArgs) -> Result<ExitCode> {
 fn start_responder(
     backend: &acorn_backend::BackendHandle,
     enforcer: &enforce::Enforcer,
+    claim_service_port: u16,
 ) -> Result<local_iot::Responder> {
     let iot = backend.local_iot(acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE)?;
     let client_id = acorn_mqtt::service_client_id("backend")?;
@@ -227,7 +245,10 @@ fn start_responder(
         .map_err(anyhow::Error::msg)?;
     // A reconnect keeps the subscriptions' queued requests.
     options.clean_session = false;
-    let (responder, sink) = local_iot::Responder::start(iot, &options)?;
+    let mut claim =
+        enforcer.service_session_at(&enforcer.backend_identity, &client_id, claim_service_port);
+    claim.clean_session = false;
+    let (responder, sink) = local_iot::Responder::start(iot, &options, Some(&claim))?;
     backend.set_command_sink(sink);
     Ok(responder)
 }
@@ -241,6 +262,7 @@ struct Banner<'a> {
     admin_key: &'a Path,
     broker_log: &'a Path,
     token_file: &'a Path,
+    claim: &'a claim::ClaimEndpoint,
     ttl: i64,
     limits: &'a str,
 }
@@ -275,6 +297,12 @@ fn print_banner(b: &Banner<'_>) {
     println!(
         "  token:     {token} (one registration, expires in {} s)",
         b.ttl
+    );
+    println!(
+        "  claim:     mqtts://localhost:{} (fleet provisioning by claim: certificate {}, key {}; client id claim:<device id>)",
+        b.claim.port,
+        b.claim.cert.display(),
+        b.claim.key.display()
     );
     println!();
     println!("Register and run a device:");

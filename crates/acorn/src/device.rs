@@ -264,6 +264,7 @@ fn init_logging(format: LogFormat) {
 
 fn run_device(args: RunArgs) -> Result<ExitCode> {
     init_logging(args.log_format);
+    claim_if_needed(&args.connection)?;
     if args.connection.transport == TransportKind::Embedded {
         let conn = &args.connection;
         let keys = crate::image_file::maybe_keys(conn.nvs_keys.as_deref())?;
@@ -292,6 +293,46 @@ fn run_device(args: RunArgs) -> Result<ExitCode> {
     // The stdin reader may be blocked in a read: do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// A device whose image holds only a claim identity (`acorn certs provision --claim`)
+/// provisions itself first: its own key, its certificate over the provisioning MQTT API
+/// (against a local stack, under `acorn-claim/claim:<id>/`), its identity stored; then it runs
+/// as itself. `--ca` is trusted for the claim endpoint and for the new certificate.
+fn claim_if_needed(conn: &ConnectionArgs) -> Result<()> {
+    use acorn_register::claim::{provision_by_claim, ClaimIdentity, ClaimOptions};
+    let mut image = acorn_register::ImageTarget::new(&conn.image);
+    image.keys = crate::image_file::maybe_keys(conn.nvs_keys.as_deref())?;
+    let now = acorn_agent::device_image::unix_now();
+    if !conn.image.exists() || image.stored_device(now)?.is_some() {
+        return Ok(());
+    }
+    let Some(identity) = ClaimIdentity::load(&image)? else {
+        return Ok(());
+    };
+    let host = acorn_transport::BrokerTarget::parse(&identity.endpoint, false)
+        .map_err(|e| anyhow::anyhow!("the claim endpoint in the image: {e}"))?
+        .host;
+    let ca_pem = match &conn.ca {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --ca {}", path.display()))?,
+        None => String::new(),
+    };
+    let device_id = identity.device_id.clone();
+    let endpoint = identity.endpoint.clone();
+    let mut options = ClaimOptions::new(identity, roots(conn.ca.as_deref())?, ca_pem);
+    options.local = !acorn_certs::is_aws_iot_endpoint(&host);
+    options.allow_custom_endpoint = options.local;
+    eprintln!("no identity yet: provisioning `{device_id}` by claim at {endpoint}");
+    let runtime = current_thread_runtime()?;
+    let done = runtime
+        .block_on(provision_by_claim(&options, &image))
+        .context("fleet provisioning by claim failed")?;
+    eprintln!(
+        "provisioned by claim: `{}` has certificate {}; connecting as itself",
+        done.device_id, done.certificate_id
+    );
+    Ok(())
 }
 
 /// The device options every command that runs the device shares: the image, its keys, where

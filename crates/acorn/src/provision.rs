@@ -106,6 +106,12 @@ pub struct ProvisionArgs {
     /// Accept any DNS name as endpoint (a local broker).
     #[arg(long)]
     pub allow_custom_endpoint: bool,
+    /// Write a claim identity (fleet provisioning by claim) instead of a device identity:
+    /// --cert/--private-key are the shared claim certificate and its key, --endpoint the
+    /// claim endpoint (`host[:port]`), --device-id the id the device provisions itself as
+    /// (NVS namespace `mqtt_claim`; the device makes its own key at first boot).
+    #[arg(long, conflicts_with = "batch")]
+    pub claim: bool,
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
@@ -407,6 +413,28 @@ pub fn provision(args: &ProvisionArgs) -> Result<ExitCode> {
             } else {
                 None
             };
+            if args.claim {
+                let claim = acorn_register::claim::ClaimIdentity {
+                    certificate_pem: String::from_utf8(read(cert, "claim certificate")?)
+                        .context("the claim certificate is not PEM text")?,
+                    private_key_pem: acorn_transport::SecretString::from(
+                        String::from_utf8(read(key, "claim key")?)
+                            .context("the claim key is not PEM text")?,
+                    ),
+                    endpoint: endpoint.clone(),
+                    device_id: id.clone(),
+                };
+                provision_image(out, size, keys.as_ref(), args, |nvs| {
+                    claim
+                        .store_into(nvs)
+                        .map_err(|e| anyhow::anyhow!("the claim identity: {e}"))
+                })?;
+                eprintln!(
+                    "wrote {} with the claim identity for `{id}` (it provisions itself at first boot)",
+                    out.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let certs = certificates(cert, key, endpoint, id)?;
             provision_one(&certs, out, size, keys.as_ref(), args)?;
             eprintln!("wrote {} for `{id}`", out.display());
@@ -433,11 +461,24 @@ fn provision_one(
     keys: Option<&NvsKeys>,
     args: &ProvisionArgs,
 ) -> Result<()> {
+    provision_image(out, size, keys, args, |nvs| {
+        store(nvs, certs, args.allow_custom_endpoint)
+    })
+}
+
+/// Makes a factory image at `out`: what `identity` writes, then the Wi-Fi settings.
+fn provision_image(
+    out: &Path,
+    size: usize,
+    keys: Option<&NvsKeys>,
+    args: &ProvisionArgs,
+    identity: impl FnOnce(&mut Nvs<MemFlash>) -> Result<()>,
+) -> Result<()> {
     if out.exists() && !args.force {
         bail!("{} exists; add --force to replace it", out.display());
     }
     let mut nvs = blank(size, keys)?;
-    store(&mut nvs, certs, args.allow_custom_endpoint)?;
+    identity(&mut nvs)?;
     if let Some(wifi) = Wifi::from_args(args)? {
         wifi.store(&mut nvs)?;
     }

@@ -4,9 +4,11 @@
 
 #[path = "dev_up/attack.rs"]
 mod attack;
+#[path = "dev_up/claim.rs"]
+mod claim;
+mod devstack;
 #[path = "dev_up/rotation.rs"]
 mod rotation;
-mod devstack;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;

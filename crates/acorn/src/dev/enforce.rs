@@ -114,6 +114,17 @@ impl Enforcer {
             .broker
             .service_port()
             .ok_or("the broker has no service listener")?;
+        Ok(self.service_session_at(identity, client_id, port))
+    }
+
+    /// Session options for `identity` on a service listener at `port` of localhost whose
+    /// server certificate chains to the backend's CA (mosquitto's, or the claim endpoint's).
+    pub fn service_session_at(
+        &self,
+        identity: &IssuedKeyPair,
+        client_id: &str,
+        port: u16,
+    ) -> SessionOptions {
         let identity = ClientIdentity::new(
             identity.certificate.pem.clone(),
             SecretString::from(identity.private_key_pem.expose_secret().to_owned()),
@@ -127,7 +138,7 @@ impl Enforcer {
         );
         options.clean_session = true;
         options.network_timeout = STEP_TIMEOUT;
-        Ok(options)
+        options
     }
 }
 

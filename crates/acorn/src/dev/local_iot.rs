@@ -11,7 +11,7 @@ use std::time::Duration;
 use acorn_backend::rotation::{CommandSink, LocalIot};
 use acorn_mqtt::provisioning::{
     self, CreateCertificateFromCsrRequest, ProvisioningRejected, RegisterThingRequest,
-    LOCAL_TOPIC_ROOT,
+    LOCAL_CLAIM_ROOT, LOCAL_TOPIC_ROOT,
 };
 use acorn_transport::rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
 use acorn_transport::SessionOptions;
@@ -28,16 +28,25 @@ const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// A running responder; stops when dropped or stopped.
 pub struct Responder {
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Responder {
-    /// Connects with `options` (the backend's service identity) and serves until stopped.
-    /// Returns the responder and a [`CommandSink`] that publishes through its connection.
-    pub fn start(iot: LocalIot, options: &SessionOptions) -> anyhow::Result<(Self, CommandSink)> {
-        let (client, events) = options
-            .connect()
-            .map_err(|e| anyhow::anyhow!("the provisioning responder's MQTT options: {e}"))?;
+    /// Connects with `options` (the backend's service identity on the device broker) and, when
+    /// given, `claim` (the same identity on the claim endpoint's service listener), and
+    /// serves until stopped. Returns the responder and a [`CommandSink`] that publishes
+    /// through the device broker connection.
+    pub fn start(
+        iot: LocalIot,
+        options: &SessionOptions,
+        claim: Option<&SessionOptions>,
+    ) -> anyhow::Result<(Self, CommandSink)> {
+        let connect = |options: &SessionOptions| {
+            options
+                .connect()
+                .map_err(|e| anyhow::anyhow!("the provisioning responder's MQTT options: {e}"))
+        };
+        let (client, events) = connect(options)?;
         let sink_client = client.clone();
         let sink: CommandSink = Arc::new(move |topic: &str, payload: Vec<u8>| {
             sink_client
@@ -45,20 +54,30 @@ impl Responder {
                 .map_err(|e| e.to_string())
         });
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(serve(iot, client, events, stop_rx));
-        Ok((
-            Self {
-                stop,
-                task: Some(task),
-            },
-            sink,
-        ))
+        let mut tasks = vec![tokio::spawn(serve(
+            iot.clone(),
+            client,
+            events,
+            device_filters(),
+            stop_rx.clone(),
+        ))];
+        if let Some(claim) = claim {
+            let (client, events) = connect(claim)?;
+            tasks.push(tokio::spawn(serve(
+                iot,
+                client,
+                events,
+                claim_filters(),
+                stop_rx,
+            )));
+        }
+        Ok((Self { stop, tasks }, sink))
     }
 
-    /// Stops serving and waits (bounded) for the connection to close.
+    /// Stops serving and waits (bounded) for the connections to close.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
+        for task in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
         }
     }
@@ -67,22 +86,27 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        if let Some(task) = &self.task {
+        for task in &self.tasks {
             task.abort();
         }
     }
 }
 
-/// The filters the responder subscribes to: every device's requests of both APIs, and every
-/// device's status (for the certificate it reports in use).
-fn filters() -> [String; 3] {
-    [
-        format!(
-            "{LOCAL_TOPIC_ROOT}/+/{}",
-            provisioning::CREATE_FROM_CSR
-        ),
+/// The filters of the device broker connection: every device's requests of both APIs, and
+/// every device's status (for the certificate it reports in use).
+fn device_filters() -> Vec<String> {
+    vec![
+        format!("{LOCAL_TOPIC_ROOT}/+/{}", provisioning::CREATE_FROM_CSR),
         format!("{LOCAL_TOPIC_ROOT}/+/$aws/provisioning-templates/+/provision/json"),
         format!("{}/+", acorn_mqtt::TOPIC_DEVICE_STATUS),
+    ]
+}
+
+/// The filters of the claim endpoint connection: every claim connection's requests.
+fn claim_filters() -> Vec<String> {
+    vec![
+        format!("{LOCAL_CLAIM_ROOT}/+/{}", provisioning::CREATE_FROM_CSR),
+        format!("{LOCAL_CLAIM_ROOT}/+/$aws/provisioning-templates/+/provision/json"),
     ]
 }
 
@@ -90,6 +114,7 @@ async fn serve(
     iot: LocalIot,
     client: AsyncClient,
     mut events: EventLoop,
+    filters: Vec<String>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -105,7 +130,7 @@ async fn serve(
             }
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    for filter in filters() {
+                    for filter in &filters {
                         if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
                             tracing::warn!(error = %e, "the provisioning responder cannot subscribe");
                         }
@@ -142,6 +167,13 @@ enum Request<'a> {
     },
     /// `acorn-pups/status/<id>`.
     Status { device_id: &'a str },
+    /// `acorn-claim/claim:<id>/$aws/certificates/create-from-csr/json`.
+    ClaimCreateFromCsr { device_id: &'a str },
+    /// `acorn-claim/claim:<id>/$aws/provisioning-templates/<template>/provision/json`.
+    ClaimRegisterThing {
+        device_id: &'a str,
+        template: &'a str,
+    },
 }
 
 /// Reads a topic; `None` for anything else (answers, malformed ids).
@@ -154,19 +186,46 @@ fn classify(topic: &str) -> Option<Request<'_>> {
             .is_ok()
             .then_some(Request::Status { device_id });
     }
+    if let Some(rest) = topic
+        .strip_prefix(LOCAL_CLAIM_ROOT)
+        .and_then(|t| t.strip_prefix('/'))
+    {
+        let (client_id, api) = rest.split_once('/')?;
+        let device_id = acorn_mqtt::topics::device_of_claim_client(client_id)?;
+        return Some(match api_of(api)? {
+            Api::CreateFromCsr => Request::ClaimCreateFromCsr { device_id },
+            Api::RegisterThing(template) => Request::ClaimRegisterThing {
+                device_id,
+                template,
+            },
+        });
+    }
     let rest = topic.strip_prefix(LOCAL_TOPIC_ROOT)?.strip_prefix('/')?;
     let (device_id, api) = rest.split_once('/')?;
     acorn_mqtt::check_device_id(device_id).ok()?;
+    Some(match api_of(api)? {
+        Api::CreateFromCsr => Request::CreateFromCsr { device_id },
+        Api::RegisterThing(template) => Request::RegisterThing {
+            device_id,
+            template,
+        },
+    })
+}
+
+/// Which call of the API a topic (after its prefix) is.
+enum Api<'a> {
+    CreateFromCsr,
+    RegisterThing(&'a str),
+}
+
+fn api_of(api: &str) -> Option<Api<'_>> {
     if api == provisioning::CREATE_FROM_CSR {
-        return Some(Request::CreateFromCsr { device_id });
+        return Some(Api::CreateFromCsr);
     }
     let template = api
         .strip_prefix("$aws/provisioning-templates/")?
         .strip_suffix("/provision/json")?;
-    (!template.contains('/')).then_some(Request::RegisterThing {
-        device_id,
-        template,
-    })
+    (!template.contains('/')).then_some(Api::RegisterThing(template))
 }
 
 async fn handle(
@@ -198,6 +257,25 @@ async fn handle(
         } => match parse::<RegisterThingRequest>(&publish.payload) {
             Ok(req) => iot
                 .register_thing(device_id, template, &req)
+                .await
+                .and_then(|a| to_json(&a)),
+            Err(rejected) => Err(rejected),
+        },
+        Request::ClaimCreateFromCsr { device_id } => {
+            match parse::<CreateCertificateFromCsrRequest>(&publish.payload) {
+                Ok(req) => iot
+                    .claim_certificate_from_csr(device_id, &req)
+                    .await
+                    .and_then(|a| to_json(&a)),
+                Err(rejected) => Err(rejected),
+            }
+        }
+        Request::ClaimRegisterThing {
+            device_id,
+            template,
+        } => match parse::<RegisterThingRequest>(&publish.payload) {
+            Ok(req) => iot
+                .claim_register_thing(device_id, template, &req)
                 .await
                 .and_then(|a| to_json(&a)),
             Err(rejected) => Err(rejected),
@@ -304,9 +382,35 @@ mod tests {
     }
 
     #[test]
+    fn claim_topics_name_the_device_by_the_claim_client_id() {
+        assert_eq!(
+            classify("acorn-claim/claim:dev-9/$aws/certificates/create-from-csr/json"),
+            Some(Request::ClaimCreateFromCsr { device_id: "dev-9" })
+        );
+        assert_eq!(
+            classify(
+                "acorn-claim/claim:dev-9/$aws/provisioning-templates/acorn-pups/provision/json"
+            ),
+            Some(Request::ClaimRegisterThing {
+                device_id: "dev-9",
+                template: "acorn-pups"
+            })
+        );
+        for other in [
+            "acorn-claim/dev-9/$aws/certificates/create-from-csr/json",
+            "acorn-claim/claim:bad:id/$aws/certificates/create-from-csr/json",
+            "acorn-claim/claim:dev-9/$aws/certificates/create-from-csr/json/accepted",
+        ] {
+            assert_eq!(classify(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn the_subscriptions_match_the_request_topics() {
-        let f = filters();
-        assert!(f[0].starts_with("acorn-local/+/$aws/certificates/"));
-        assert!(f.iter().all(|f| !f.contains('#')));
+        for f in device_filters().iter().chain(claim_filters().iter()) {
+            assert!(!f.contains('#'), "{f}");
+        }
+        assert!(device_filters()[0].starts_with("acorn-local/+/$aws/certificates/"));
+        assert!(claim_filters()[0].starts_with("acorn-claim/+/$aws/certificates/"));
     }
 }

@@ -190,8 +190,8 @@ impl Stack {
 /// A running `acorn device run`.
 pub(super) struct Device {
     child: Child,
-    stdout: Lines,
-    stderr: Lines,
+    pub(super) stdout: Lines,
+    pub(super) stderr: Lines,
 }
 
 impl Device {

@@ -108,7 +108,10 @@ fn check_rotated(stack: &Stack, id: &str, image: &Path, old_image: &Path, new_id
     // The broker refuses the old identity from then on; the new one connects.
     let refusal = ping_refusal(stack, old_image).expect("the old certificate is refused");
     assert!(refusal.contains("revoked"), "{refusal}");
-    assert!(ping_refusal(stack, image).is_none(), "the new identity connects");
+    assert!(
+        ping_refusal(stack, image).is_none(),
+        "the new identity connects"
+    );
 }
 
 #[test]
@@ -171,10 +174,20 @@ fn rotation_by_the_admin_apis_command_ends_on_the_new_certificate_and_no_one_els
         .wait_for(WAIT, |l| {
             l.starts_with("acorn-pups/status/rot-1 ") && l.contains(r#""rotation":"committed""#)
         })
-        .unwrap_or_else(|| panic!("no committed rotation: {:?}", rotation_lines(&mut watch, "rot-1")));
+        .unwrap_or_else(|| {
+            panic!(
+                "no committed rotation: {:?}",
+                rotation_lines(&mut watch, "rot-1")
+            )
+        });
     let answers = rotation_lines(&mut watch, "rot-1");
     assert_eq!(answers[0]["rotation"], "started", "{answers:?}");
-    assert!(answers.iter().all(|a| a["requestId"] == request_id.as_str()), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a["requestId"] == request_id.as_str()),
+        "{answers:?}"
+    );
     let committed: serde_json::Value =
         serde_json::from_str(committed.split_once(' ').expect("payload").1).expect("json");
     let new_id = committed["certificateId"].as_str().expect("certificateId");
@@ -191,7 +204,10 @@ fn rotation_by_the_admin_apis_command_ends_on_the_new_certificate_and_no_one_els
         .filter(|l| l.starts_with("acorn-local/"))
         .cloned()
         .collect();
-    assert!(seen.is_empty(), "another device read rotation answers: {seen:?}");
+    assert!(
+        seen.is_empty(),
+        "another device read rotation answers: {seen:?}"
+    );
     let history = device_until(&stack, "rot-1", |_| true)["certificateHistory"].clone();
     assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
 }

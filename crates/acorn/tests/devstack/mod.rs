@@ -129,7 +129,7 @@ impl DevUp {
     pub fn start_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = acorn()
             .args(["dev", "up", "--backend-port", "0", "--mqtt-port", "0"])
-            .args(["--service-port", "0", "--dir"])
+            .args(["--service-port", "0", "--claim-port", "0", "--dir"])
             .arg(dir)
             .args(extra)
             .envs(env.iter().copied())
