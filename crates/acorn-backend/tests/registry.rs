@@ -803,3 +803,50 @@ async fn postgres_errors_name_the_database_without_its_password() {
         );
     }
 }
+
+both!(unused_tokens_are_listed_until_used_or_expired);
+async fn unused_tokens_are_listed_until_used_or_expired(registry: Registry) {
+    let t = now();
+    let bound = TokenBinding {
+        device_id: Some("dev-bound".into()),
+        ..TokenBinding::default()
+    };
+    let soon = registry.mint_tokens(1, 60, t).await.expect("mint");
+    let later = registry
+        .mint_bound_tokens(1, 600, &bound, t)
+        .await
+        .expect("mint bound");
+    registry
+        .mint_tokens(1, 1, t - 10)
+        .await
+        .expect("mint expired");
+    let listed = registry.unused_tokens(t).await.expect("list");
+    let hash = |m: &acorn_backend::registry::MintedToken| {
+        acorn_backend::registry::token_hash(m.token.expose_secret())
+    };
+    // Soonest expiry first, by hash only, the binding shown; the expired one is gone.
+    assert_eq!(
+        listed
+            .iter()
+            .map(|u| (u.hash.clone(), u.expires_at, u.bound_device_id.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (hash(&soon[0]), t + 60, None),
+            (hash(&later[0]), t + 600, Some("dev-bound".into())),
+        ]
+    );
+    // A used token leaves the list.
+    let d = device("dev-bound", 1);
+    let token = later[0].token.expose_secret();
+    let reservation = registry
+        .reserve(token, &claim(&d), t)
+        .await
+        .expect("reserve");
+    registry
+        .register(token, &reservation, &d, t)
+        .await
+        .expect("register");
+    let listed = registry.unused_tokens(t).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].hash, hash(&soon[0]));
+}
