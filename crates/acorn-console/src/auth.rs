@@ -34,12 +34,24 @@ struct Stored {
 }
 
 /// The sessions and the one-time links.
-#[derive(Default)]
 pub struct Sessions {
+    /// How long a session lasts from sign-in.
+    lifetime: Duration,
     /// Session id → session.
     sessions: Mutex<HashMap<String, Stored>>,
     /// SHA-256 of a one-time token → its expiry.
     links: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+impl Default for Sessions {
+    /// Sessions of [`SESSION_LIFETIME`].
+    fn default() -> Self {
+        Self {
+            lifetime: SESSION_LIFETIME,
+            sessions: Mutex::default(),
+            links: Mutex::default(),
+        }
+    }
 }
 
 fn random_hex() -> String {
@@ -75,7 +87,7 @@ impl Sessions {
             id.clone(),
             Stored {
                 csrf: random_hex(),
-                expires: now + SESSION_LIFETIME,
+                expires: now + self.lifetime,
             },
         );
         id
@@ -202,6 +214,18 @@ mod tests {
         assert!(!s.redeem(&token), "single use");
         let expired = s.one_time_token(Duration::ZERO);
         assert!(!s.redeem(&expired), "expired");
+
+        let short = Sessions {
+            lifetime: Duration::ZERO,
+            ..Sessions::default()
+        };
+        let id = short.create();
+        assert!(
+            short
+                .get(&with_cookie(&format!("acorn_console={id}")))
+                .is_none(),
+            "expired"
+        );
     }
 
     #[test]

@@ -8,8 +8,10 @@ use acorn_mqtt::{ButtonPressMessage, DeviceStatus, DeviceStatusMessage};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-/// Status messages and presses kept per device, and live events kept for the Live page.
-const KEEP_PER_DEVICE: usize = 50;
+/// Status messages and presses kept per device, and live events kept for the Live page. Small
+/// on purpose: the dev stack also carries simulated fleets of thousands (`acorn sim`), and
+/// this is kept in memory for each device.
+const KEEP_PER_DEVICE: usize = 20;
 const KEEP_RECENT: usize = 100;
 /// Minutes of the presses-per-minute chart.
 pub const CHART_MINUTES: usize = 30;
