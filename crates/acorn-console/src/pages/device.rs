@@ -41,12 +41,8 @@ pub fn render(session: &Session, v: &View<'_>) -> Markup {
     let id = &v.record.device_id;
     let revoked = v.record.status == RegistrationStatus::Revoked;
     let state = if revoked { "revoked" } else { v.live.state() };
-    let settings = v
-        .live
-        .statuses
-        .iter()
-        .find_map(|(_, s)| s.settings)
-        .unwrap_or_default();
+    let reported = v.live.statuses.iter().find_map(|(_, s)| s.settings);
+    let settings = reported.unwrap_or_default();
     let action = |what: &str| format!("/devices/{id}/{what}");
     let main = html! {
         h1 { "Device " code { (id) } " " span.state #device-state data-state=(state) { (state) } }
@@ -117,7 +113,7 @@ pub fn render(session: &Session, v: &View<'_>) -> Markup {
                         (number("heartbeatSeconds", "Heartbeat s", HEARTBEAT_SECONDS_RANGE.0, HEARTBEAT_SECONDS_RANGE.1, settings.heartbeat_seconds))
                         button type="submit" #send-settings { "Send settings" }
                     }
-                    (current(&settings))
+                    (current(reported.as_ref()))
                 }
                 section.card {
                     h2 { "Commands" }
@@ -192,10 +188,15 @@ fn number(name: &str, label: &str, min: u32, max: u32, now: u32) -> Markup {
     }
 }
 
-fn current(s: &DeviceSettings) -> Markup {
+/// The settings the device last reported (the placeholders show the defaults until then).
+fn current(reported: Option<&DeviceSettings>) -> Markup {
     html! {
-        p.hint { "Last reported: soundEnabled " (s.sound_enabled) ", soundVolume " (s.sound_volume)
-            ", ledBrightness " (s.led_brightness) ", cooldownMs " (s.cooldown_ms)
-            ", heartbeatSeconds " (s.heartbeat_seconds) }
+        @if let Some(s) = reported {
+            p.hint { "Last reported: soundEnabled " (s.sound_enabled) ", soundVolume " (s.sound_volume)
+                ", ledBrightness " (s.led_brightness) ", cooldownMs " (s.cooldown_ms)
+                ", heartbeatSeconds " (s.heartbeat_seconds) }
+        } @else {
+            p.hint { "No settings reported since the console started: the placeholders are the defaults. Get status asks the device." }
+        }
     }
 }
