@@ -39,6 +39,9 @@ impl Fixture {
             device_crls: Vec::new(),
             service_roots: Some(vec![der(&service_ca.pem())]),
             local_provisioning: None,
+            claim_port: 0,
+            claim_roots: None,
+            device_listener: true,
             limits,
         };
         let broker = EmbeddedBroker::start(config).await.unwrap();
