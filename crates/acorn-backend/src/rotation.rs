@@ -22,8 +22,8 @@ use crate::registry::history::{
 };
 use crate::stats::Count;
 
-/// Issued certificates not registered or not used within this long are abandoned (revoked).
-pub const UNUSED_CERTIFICATE_SECONDS: i64 = 3600;
+/// Certificates issued and not registered (`RegisterThing`) within this long are abandoned (revoked).
+pub const UNREGISTERED_CERTIFICATE_SECONDS: i64 = 3600;
 
 /// An AWS-style rejection: `statusCode`, `errorCode`, `errorMessage`.
 fn rejected(
@@ -71,7 +71,7 @@ impl LocalIot {
 
     /// `CreateCertificateFromCsr` for `device_id`: a certificate from the local CA for the
     /// CSR's key (subject CN = the device id), recorded as pending with a fresh ownership
-    /// token. Any earlier certificate issued to the device and not yet in use is revoked.
+    /// token. Any earlier certificate issued to the device and not yet registered is revoked.
     pub async fn create_certificate_from_csr(
         &self,
         device_id: &str,
@@ -286,13 +286,13 @@ impl LocalIot {
         Ok(Some(promotion))
     }
 
-    /// Revokes certificates issued more than [`UNUSED_CERTIFICATE_SECONDS`] ago and never
-    /// used; returns how many.
+    /// Revokes certificates issued more than [`UNREGISTERED_CERTIFICATE_SECONDS`] ago and never
+    /// registered; returns how many.
     pub async fn abandon_stale(&self) -> Result<u64, crate::BackendError> {
         let n = self
             .state
             .registry
-            .abandon_stale_certificates(now(), UNUSED_CERTIFICATE_SECONDS)
+            .abandon_stale_certificates(now(), UNREGISTERED_CERTIFICATE_SECONDS)
             .await?;
         if n > 0 {
             self.publish_crl("stale rotation certificates revoked")

@@ -554,6 +554,54 @@ async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
         .collect();
     crl.sort();
     assert_eq!(crl, ["01", "02", "101", "103", "104"]);
+    // A registered certificate may be in use on a device whose status was missed: neither a
+    // newer CSR nor the sweep revokes it (only a pending one).
+    registry
+        .add_pending_certificate(
+            &issued("rot-a", 6),
+            "tok-6",
+            CertificatePurpose::Rotation,
+            t + 900,
+        )
+        .await
+        .expect("db")
+        .expect("issued");
+    registry
+        .register_certificate("rot-a", "tok-6", t + 901)
+        .await
+        .expect("db")
+        .expect("registered");
+    assert_eq!(
+        registry
+            .add_pending_certificate(
+                &issued("rot-a", 7),
+                "tok-7",
+                CertificatePurpose::Rotation,
+                t + 902
+            )
+            .await
+            .expect("db"),
+        Ok(0)
+    );
+    assert_eq!(
+        registry
+            .abandon_stale_certificates(t + 99_999, 600)
+            .await
+            .expect("db"),
+        1,
+        "the pending one only"
+    );
+    let crl: Vec<String> = registry
+        .revoked_serials()
+        .await
+        .expect("serials")
+        .into_iter()
+        .map(|s| s.serial_hex)
+        .collect();
+    assert!(
+        crl.contains(&"107".to_owned()) && !crl.contains(&"106".to_owned()),
+        "{crl:?}"
+    );
 }
 
 both!(a_claim_makes_a_new_device_from_its_pending_certificate_once);

@@ -131,7 +131,7 @@ pub struct Promotion {
 impl Registry {
     /// Records a certificate issued to `certificate.device_id` by `CreateCertificateFromCsr`,
     /// `pending` until `RegisterThing` presents `ownership_token`. Any other certificate of
-    /// the device still pending or registered is abandoned (revoked) in the same transaction;
+    /// the device still pending (not registered) is abandoned (revoked) in the same transaction;
     /// returns how many.
     ///
     /// For a [`CertificatePurpose::Claim`] the device must *not* be registered yet; the
@@ -219,7 +219,7 @@ impl Registry {
         }
     }
 
-    /// Abandons (revokes) every certificate issued but not in use whose last step is older
+    /// Abandons (revokes) every certificate issued and never registered whose last step is older
     /// than `max_age_seconds`; returns how many.
     pub async fn abandon_stale_certificates(
         &self,
@@ -275,3 +275,9 @@ pub(super) const CERTIFICATE_COLUMNS: &str = "certificate_id, device_id, certifi
 
 /// The states of certificates issued but not in use.
 pub(super) const UNUSED_STATES: &str = "('pending', 'registered')";
+
+/// The state of certificates issued and not yet registered. Only these are abandoned by a
+/// newer `CreateCertificateFromCsr` or by the sweep: a `registered` one may already be in use
+/// on a device whose status the service missed, and revoking it would cut that device off;
+/// it is abandoned when another certificate of the device is seen in use, or with the device.
+pub(super) const PENDING_STATES: &str = "('pending')";

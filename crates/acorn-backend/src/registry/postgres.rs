@@ -468,9 +468,15 @@ impl PgStore {
             .map_err(self.err("revoke a device"))?;
         if row.is_some() {
             // A certificate issued for a rotation and not yet in use goes with the device.
-            history::abandon(&tx, Some(device_id), i64::MAX, now)
-                .await
-                .map_err(self.err("abandon unused certificates"))?;
+            history::abandon(
+                &tx,
+                Some(device_id),
+                i64::MAX,
+                now,
+                super::history::UNUSED_STATES,
+            )
+            .await
+            .map_err(self.err("abandon unused certificates"))?;
         }
         tx.commit()
             .await

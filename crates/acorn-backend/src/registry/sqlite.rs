@@ -281,7 +281,13 @@ impl SqliteStore {
             return Ok(None);
         }
         // A certificate issued for a rotation and not yet in use goes with the device.
-        history::abandon(&tx, Some(device_id), i64::MAX, now)?;
+        history::abandon(
+            &tx,
+            Some(device_id),
+            i64::MAX,
+            now,
+            super::history::UNUSED_STATES,
+        )?;
         tx.commit().map_err(db("commit the revocation"))?;
         self.get(device_id)
     }

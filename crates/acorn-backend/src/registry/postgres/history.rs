@@ -10,7 +10,8 @@ use crate::error::BackendError;
 use crate::registry::history::purpose_admits;
 use crate::registry::history::{
     CertificatePurpose, CertificateRecord, CertificateState, ClaimedDevice, NewCertificate,
-    Promotion, RotationRefusal, CERTIFICATE_COLUMNS, OWNERSHIP_TOKEN_SECONDS, UNUSED_STATES,
+    Promotion, RotationRefusal, CERTIFICATE_COLUMNS, OWNERSHIP_TOKEN_SECONDS, PENDING_STATES,
+    UNUSED_STATES,
 };
 use crate::registry::{DeviceRecord, RegistrationStatus};
 
@@ -38,7 +39,7 @@ impl PgStore {
         if let Err(refusal) = purpose_admits(purpose, status) {
             return Ok(Err(refusal));
         }
-        let abandoned = abandon(&tx, Some(&c.device_id), i64::MAX, now)
+        let abandoned = abandon(&tx, Some(&c.device_id), i64::MAX, now, PENDING_STATES)
             .await
             .map_err(self.err("abandon unused certificates"))?;
         tx.execute(
@@ -223,7 +224,7 @@ impl PgStore {
             )
             .await
             .map_err(self.err("make the certificate current"))?;
-        let abandoned = abandon(&tx, Some(device_id), i64::MAX, now)
+        let abandoned = abandon(&tx, Some(device_id), i64::MAX, now, UNUSED_STATES)
             .await
             .map_err(self.err("abandon unused certificates"))?;
         tx.commit()
@@ -243,7 +244,7 @@ impl PgStore {
         now: i64,
     ) -> Result<u64, BackendError> {
         let client = self.client().await?;
-        abandon(&client, device_id, before, now)
+        abandon(&client, device_id, before, now, PENDING_STATES)
             .await
             .map_err(self.err("abandon unused certificates"))
     }
@@ -267,19 +268,20 @@ impl PgStore {
     }
 }
 
-/// Marks unused certificates abandoned and revoked; returns how many.
+/// Marks the certificates in `states` abandoned and revoked; returns how many.
 pub(super) async fn abandon(
     client: &impl GenericClient,
     device_id: Option<&str>,
     before: i64,
     now: i64,
+    states: &str,
 ) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
             &format!(
                 "UPDATE certificates SET state = 'abandoned', ownership_token_hash = NULL,
                      revoked_at = $1, updated_at = $1
-                 WHERE state IN {UNUSED_STATES} AND updated_at < $2
+                 WHERE state IN {states} AND updated_at < $2
                      AND ($3::TEXT IS NULL OR device_id = $3)"
             ),
             &[&now, &before, &device_id],

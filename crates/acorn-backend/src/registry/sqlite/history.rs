@@ -7,7 +7,8 @@ use crate::error::BackendError;
 use crate::registry::history::purpose_admits;
 use crate::registry::history::{
     CertificatePurpose, CertificateRecord, CertificateState, ClaimedDevice, NewCertificate,
-    Promotion, RotationRefusal, CERTIFICATE_COLUMNS, OWNERSHIP_TOKEN_SECONDS, UNUSED_STATES,
+    Promotion, RotationRefusal, CERTIFICATE_COLUMNS, OWNERSHIP_TOKEN_SECONDS, PENDING_STATES,
+    UNUSED_STATES,
 };
 use crate::registry::{DeviceRecord, RegistrationStatus};
 
@@ -36,7 +37,7 @@ impl SqliteStore {
         {
             return Ok(Err(refusal));
         }
-        let abandoned = abandon(&tx, Some(&c.device_id), i64::MAX, now)?;
+        let abandoned = abandon(&tx, Some(&c.device_id), i64::MAX, now, PENDING_STATES)?;
         tx.execute(
             "INSERT INTO certificates (certificate_id, device_id, certificate_serial,
                  certificate_pem, certificate_arn, state, ownership_token_hash, created_at,
@@ -216,7 +217,7 @@ impl SqliteStore {
             ],
         )
         .map_err(db("make the certificate current"))?;
-        let abandoned = abandon(&tx, Some(device_id), i64::MAX, now)?;
+        let abandoned = abandon(&tx, Some(device_id), i64::MAX, now, UNUSED_STATES)?;
         let device = tx
             .query_row(
                 &format!("{SELECT_DEVICE} WHERE device_id = ?1"),
@@ -240,7 +241,7 @@ impl SqliteStore {
         before: i64,
         now: i64,
     ) -> Result<u64, BackendError> {
-        abandon(&self.connect()?, device_id, before, now)
+        abandon(&self.connect()?, device_id, before, now, PENDING_STATES)
     }
 
     pub(in crate::registry) fn certificate_history(
@@ -262,19 +263,20 @@ impl SqliteStore {
     }
 }
 
-/// Marks unused certificates abandoned and revoked; returns how many.
+/// Marks the certificates in `states` abandoned and revoked; returns how many.
 pub(super) fn abandon(
     conn: &Connection,
     device_id: Option<&str>,
     before: i64,
     now: i64,
+    states: &str,
 ) -> Result<u64, BackendError> {
     let changed = conn
         .execute(
             &format!(
                 "UPDATE certificates SET state = 'abandoned', ownership_token_hash = NULL,
                      revoked_at = ?1, updated_at = ?1
-                 WHERE state IN {UNUSED_STATES} AND updated_at < ?2
+                 WHERE state IN {states} AND updated_at < ?2
                      AND (?3 IS NULL OR device_id = ?3)"
             ),
             params![now, before, device_id],
