@@ -8,8 +8,7 @@ mod cdp;
 #[allow(dead_code)]
 mod devstack;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -485,37 +484,7 @@ fn get_with_cookie(base: &str, path: &str, cookie: &str) -> (u16, String) {
     (status, location)
 }
 
-/// One HTTP/1.1 request; the status, the header lines and the body.
-fn request(
-    base: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String, String) {
-    let host = base.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(host).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if method == "POST" {
-        text.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-    }
-    text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(text.as_bytes()).expect("send");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read");
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not HTTP: {answer}"));
-    (status, head.to_owned(), body.to_owned())
-}
-
+/// The value of header field `name` (any case) in a response head.
 fn header(head: &str, name: &str) -> Option<String> {
     head.lines().find_map(|l| {
         let (n, v) = l.split_once(':')?;
@@ -523,6 +492,21 @@ fn header(head: &str, name: &str) -> Option<String> {
             .eq_ignore_ascii_case(name)
             .then(|| v.trim().to_owned())
     })
+}
+
+/// One HTTP/1.1 request, a POST's body form-encoded; the status, the head and the body.
+fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut headers = headers.to_vec();
+    if method == "POST" {
+        headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+    }
+    devstack::request(base, method, path, &headers, body)
 }
 
 #[test]

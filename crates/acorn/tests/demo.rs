@@ -3,6 +3,10 @@
 //! registered, connected and acknowledged, and one device's certificate rotated mid-run with
 //! none of its presses lost and its old certificate refused by the broker afterwards.
 
+// Its HTTP client only.
+#[allow(dead_code)]
+mod devstack;
+
 use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -260,29 +264,12 @@ fn demo_with_duration_0_runs_until_sigint() {
     );
 }
 
-/// `GET url` (plain `http://host:port/path`) with an optional cookie; status and whole answer.
+/// `GET url` (plain `http://host:port/path`) with an optional cookie; status and head.
 fn get(url: &str, cookie: Option<&str>) -> (u16, String) {
-    use std::io::Write as _;
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut stream = std::net::TcpStream::connect(host).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let cookie = cookie
-        .map(|c| format!("Cookie: {c}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{cookie}Connection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read");
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, answer)
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("Cookie", c)).into_iter().collect();
+    let (status, head, body) =
+        devstack::request(&format!("http://{host}"), "GET", path, &headers, "");
+    (status, format!("{head}\r\n\r\n{body}"))
 }
