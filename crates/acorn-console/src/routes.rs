@@ -156,7 +156,8 @@ fn start_session(shared: &Shared) -> Response {
 
 async fn sign_in(State(shared): St, headers: HeaderMap, form: Fields) -> Response {
     let fields = fields(form);
-    let key = fields.get("key").map(String::as_str).unwrap_or("");
+    // Pasted keys often carry a newline; the key itself never has surrounding blanks.
+    let key = fields.get("key").map(|k| k.trim()).unwrap_or("");
     if !auth::same_origin(&headers) {
         return Refusal::new(
             StatusCode::FORBIDDEN,
