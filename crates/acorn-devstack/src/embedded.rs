@@ -59,7 +59,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
@@ -195,39 +195,31 @@ impl EmbeddedConfig {
 
     /// Every certificate of a PEM file (at least one).
     pub fn roots_from_pem_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, EmbeddedError> {
-        let pem = |reason: String| EmbeddedError::Pem {
-            path: path.to_owned(),
-            reason,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| pem(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| pem(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(pem("no CERTIFICATE block".into()));
-        }
-        Ok(certs)
+        pem_items(path, "CERTIFICATE")
     }
-}
 
-impl EmbeddedConfig {
     /// Every CRL of a PEM file (at least one), e.g. the registration backend's `crl.pem`.
     pub fn crls_from_pem_file(
         path: &Path,
     ) -> Result<Vec<CertificateRevocationListDer<'static>>, EmbeddedError> {
-        let pem = |reason: String| EmbeddedError::Pem {
-            path: path.to_owned(),
-            reason,
-        };
-        let crls = CertificateRevocationListDer::pem_file_iter(path)
-            .map_err(|e| pem(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| pem(e.to_string()))?;
-        if crls.is_empty() {
-            return Err(pem("no X509 CRL block".into()));
-        }
-        Ok(crls)
+        pem_items(path, "X509 CRL")
     }
+}
+
+/// Every `label` block of a PEM file (at least one).
+fn pem_items<T: PemObject>(path: &Path, label: &str) -> Result<Vec<T>, EmbeddedError> {
+    let pem = |reason: String| EmbeddedError::Pem {
+        path: path.to_owned(),
+        reason,
+    };
+    let items = T::pem_file_iter(path)
+        .map_err(|e| pem(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem(e.to_string()))?;
+    if items.is_empty() {
+        return Err(pem(format!("no {label} block")));
+    }
+    Ok(items)
 }
 
 /// Why the broker could not start.

@@ -236,23 +236,34 @@ fn start_responder(
     let issued = backend
         .issue_service_identity("backend")
         .context("cannot issue the backend's service identity")?;
-    let identity = ClientIdentity::new(
-        issued.certificate.pem.clone(),
-        SecretString::from(issued.private_key_pem.expose_secret().to_owned()),
-    );
-    let mut options = SessionOptions::new(
-        BrokerTarget::new("localhost", service_port),
-        identity,
-        roots,
-        client_id,
-        env!("CARGO_PKG_VERSION"),
-    );
+    let mut options = service_session(&issued, service_port, roots, client_id);
     // A reconnect keeps the subscriptions' queued requests.
     options.clean_session = false;
     let iot = backend.local_iot(acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE)?;
     let (responder, sink) = crate::dev::local_iot::Responder::start(iot, &options, None)?;
     backend.set_command_sink(sink);
     Ok(responder)
+}
+
+/// MQTT settings of a service identity (`client_id` = its certificate's name) on the broker's
+/// service listener at `port`.
+fn service_session(
+    issued: &acorn_backend::IssuedKeyPair,
+    port: u16,
+    roots: TrustRoots,
+    client_id: &str,
+) -> SessionOptions {
+    let identity = ClientIdentity::new(
+        issued.certificate.pem.clone(),
+        SecretString::from(issued.private_key_pem.expose_secret().to_owned()),
+    );
+    SessionOptions::new(
+        BrokerTarget::new("localhost", port),
+        identity,
+        roots,
+        client_id,
+        env!("CARGO_PKG_VERSION"),
+    )
 }
 
 /// After each CRL the backend writes (a revocation), the broker takes it for every new

@@ -14,13 +14,12 @@ use acorn_mqtt::{
     TOPIC_COMMANDS, TOPIC_DEVICE_STATUS, TOPIC_SETTINGS,
 };
 use acorn_transport::rumqttc::{AsyncClient, Event, Packet, QoS};
-use acorn_transport::{BrokerTarget, ClientIdentity, SecretString, SessionOptions, TrustRoots};
+use acorn_transport::TrustRoots;
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::log::DemoLog;
-use secrecy::ExposeSecret as _;
 
 /// The cloud client's MQTT client id and certificate CN.
 pub const CLOUD_ID: &str = "service:cloud";
@@ -41,17 +40,7 @@ impl Cloud {
         log: DemoLog,
         stop: watch::Receiver<bool>,
     ) -> Result<Self> {
-        let identity = ClientIdentity::new(
-            issued.certificate.pem.clone(),
-            SecretString::from(issued.private_key_pem.expose_secret().to_owned()),
-        );
-        let mut options = SessionOptions::new(
-            BrokerTarget::new("localhost", port),
-            identity,
-            roots,
-            CLOUD_ID,
-            env!("CARGO_PKG_VERSION"),
-        );
+        let mut options = super::service_session(&issued, port, roots, CLOUD_ID);
         options.clean_session = true;
         let (client, mut eventloop) = options.connect().context("cloud client settings")?;
         // Wait (bounded) for the CONNACK so the subscriptions are in place before devices start.
