@@ -199,6 +199,18 @@ fn the_console_in_a_browser_follows_the_fleet_live() {
         browser.eval("document.querySelectorAll('#fleet tbody tr').length"),
         json!(3)
     );
+    // Search (id, state or firmware, any case) and sorting by a column.
+    let rows = "Array.from(document.querySelectorAll('#fleet tbody tr')).map(r => r.dataset.device).join(' ')";
+    browser.submit(&[("q", "0003")], "search");
+    assert_eq!(browser.eval(rows), json!("acorn-0003"));
+    browser.goto(&format!("{backend}/?q=ONLINE"));
+    assert_eq!(browser.eval(rows), json!("acorn-0001 acorn-0002"));
+    browser.goto(&format!("{backend}/?sort=state"));
+    assert_eq!(
+        browser.eval(rows),
+        json!("acorn-0001 acorn-0002 acorn-0003")
+    );
+    assert_eq!(browser.text("th a[aria-sort]"), "State");
 
     // A press shows in the device's row within 2 s...
     browser.goto(&format!("{backend}/"));

@@ -115,9 +115,9 @@ pub fn render(
         }
         (chart(summary.chart))
         form.search method="get" action="/" {
-            input type="search" name="q" value=(q) placeholder="Search id, state, firmware" aria-label="Search";
+            input #q type="search" name="q" value=(q) placeholder="Search id, state, firmware" aria-label="Search";
             input type="hidden" name="sort" value=(sort);
-            button type="submit" { "Search" }
+            button #search type="submit" { "Search" }
         }
         table #fleet {
             thead { tr {
