@@ -711,7 +711,7 @@ async fn migrations_are_applied_once_and_recorded(registry: Registry) {
         "sqlite" => migrate::latest(migrate::SQLITE),
         _ => migrate::latest(migrate::POSTGRES),
     };
-    assert_eq!(latest, 3);
+    assert_eq!(latest, 4);
     assert_eq!(registry.schema_version().await.expect("version"), latest);
 }
 
@@ -738,7 +738,10 @@ async fn sqlite_an_old_registry_is_adopted_and_migrated_with_its_data() {
     .expect("old schema");
     drop(conn);
     let registry = Registry::open(&path).expect("adopted");
-    assert_eq!(registry.schema_version().await.expect("version"), 3);
+    assert_eq!(
+        registry.schema_version().await.expect("version"),
+        migrate::latest(migrate::SQLITE)
+    );
     let old = registry.get("old-1").await.expect("get").expect("kept");
     assert_eq!(
         (old.status, old.certificate_arn),
@@ -767,14 +770,15 @@ async fn sqlite_an_old_registry_is_adopted_and_migrated_with_its_data() {
         .expect("register");
     // Opening again applies nothing more.
     let again = Registry::open(&path).expect("reopen");
-    assert_eq!(again.schema_version().await.expect("version"), 3);
+    let latest = migrate::latest(migrate::SQLITE);
+    assert_eq!(again.schema_version().await.expect("version"), latest);
     let conn = rusqlite::Connection::open(&path).expect("open");
     let rows: i64 = conn
         .query_row("SELECT COUNT(*) FROM acorn_schema_migrations", [], |r| {
             r.get(0)
         })
         .expect("count");
-    assert_eq!(rows, 3);
+    assert_eq!(rows, latest);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -794,20 +798,25 @@ async fn postgres_instances_starting_together_migrate_once_and_a_newer_schema_is
             .expect("task")
             .expect("each instance opens the registry");
     }
+    let latest = migrate::latest(migrate::POSTGRES);
     assert_eq!(
         pg.psql("acorn", "SELECT COUNT(*) FROM acorn_schema_migrations"),
-        "3"
+        latest.to_string()
     );
     pg.psql(
         "acorn",
-        "INSERT INTO acorn_schema_migrations VALUES (4, 'from the future', 0)",
+        &format!(
+            "INSERT INTO acorn_schema_migrations VALUES ({}, 'from the future', 0)",
+            latest + 1
+        ),
     );
     let err = Registry::connect(&url, &PoolOptions::default())
         .await
         .expect_err("too new");
     let text = err.to_string();
     assert!(
-        text.contains("version 4") && text.contains("up to 3"),
+        text.contains(&format!("version {}", latest + 1))
+            && text.contains(&format!("up to {latest}")),
         "{text}"
     );
 }
