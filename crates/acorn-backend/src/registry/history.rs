@@ -117,6 +117,22 @@ pub struct ClaimedDevice {
     pub firmware_version: String,
 }
 
+impl ClaimedDevice {
+    /// The device to insert, registered with `cert`.
+    pub(super) fn with(&self, cert: CertificateRecord) -> super::NewDevice {
+        super::NewDevice {
+            device_id: self.device_id.clone(),
+            serial_number: self.serial_number.clone(),
+            mac_address: self.mac_address.clone(),
+            firmware_version: self.firmware_version.clone(),
+            certificate_pem: cert.certificate_pem,
+            certificate_id: cert.certificate_id,
+            certificate_serial: cert.certificate_serial,
+            certificate_arn: cert.certificate_arn,
+        }
+    }
+}
+
 /// What [`Registry::promote_certificate`] did.
 #[derive(Debug, Clone)]
 pub struct Promotion {

@@ -374,29 +374,7 @@ impl PgStore {
             row.usable(now)?;
             return Err(RegisterError::TokenBusy);
         }
-        // ON CONFLICT DO NOTHING: a unique violation would abort the transaction, and we
-        // still need to ask why nothing was inserted.
-        let inserted = tx
-            .query_opt(
-                &format!(
-                    "INSERT INTO devices (device_id, serial_number, mac_address,
-                         firmware_version, certificate_pem, certificate_id, certificate_serial,
-                         certificate_arn, status, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $9)
-                     ON CONFLICT DO NOTHING RETURNING {DEVICE_COLUMNS}"
-                ),
-                &[
-                    &device.device_id,
-                    &device.serial_number,
-                    &device.mac_address,
-                    &device.firmware_version,
-                    &device.certificate_pem,
-                    &device.certificate_id,
-                    &device.certificate_serial,
-                    &device.certificate_arn,
-                    &now,
-                ],
-            )
+        let inserted = insert_device(&tx, device, now)
             .await
             .map_err(self.err("insert the device"))?;
         let Some(row) = inserted else {
@@ -573,6 +551,38 @@ async fn current_version(client: &impl GenericClient) -> Result<i64, tokio_postg
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// Inserts an active device unless its id, certificate id or serial is taken; the row, if
+/// inserted. (`ON CONFLICT DO NOTHING`: a unique violation would abort the transaction, and
+/// a caller may still need to ask why nothing was inserted.)
+async fn insert_device(
+    client: &impl GenericClient,
+    device: &NewDevice,
+    now: i64,
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    client
+        .query_opt(
+            &format!(
+                "INSERT INTO devices (device_id, serial_number, mac_address,
+                     firmware_version, certificate_pem, certificate_id, certificate_serial,
+                     certificate_arn, status, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $9)
+                 ON CONFLICT DO NOTHING RETURNING {DEVICE_COLUMNS}"
+            ),
+            &[
+                &device.device_id,
+                &device.serial_number,
+                &device.mac_address,
+                &device.firmware_version,
+                &device.certificate_pem,
+                &device.certificate_id,
+                &device.certificate_serial,
+                &device.certificate_arn,
+                &now,
+            ],
+        )
+        .await
 }
 
 async fn device_exists(

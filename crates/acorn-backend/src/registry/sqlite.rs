@@ -194,23 +194,7 @@ impl SqliteStore {
             // Usable but not ours: the reservation lapsed and another request holds it.
             return Err(RegisterError::TokenBusy);
         }
-        let inserted = tx.execute(
-            "INSERT INTO devices (device_id, serial_number, mac_address, firmware_version,
-                 certificate_pem, certificate_id, certificate_serial, certificate_arn, status,
-                 created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9, ?9)",
-            params![
-                device.device_id,
-                device.serial_number,
-                device.mac_address,
-                device.firmware_version,
-                device.certificate_pem,
-                device.certificate_id,
-                device.certificate_serial,
-                device.certificate_arn,
-                now
-            ],
-        );
+        let inserted = insert_device(&tx, "INSERT", device, now);
         match inserted {
             Ok(_) => {}
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -341,6 +325,34 @@ fn row_to_device(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
         updated_at: row.get(10)?,
         revoked_at: row.get(11)?,
     })
+}
+
+/// Inserts an active device (`verb`: `INSERT`, or `INSERT OR IGNORE`); the rows inserted.
+fn insert_device(
+    conn: &Connection,
+    verb: &str,
+    device: &NewDevice,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        &format!(
+            "{verb} INTO devices (device_id, serial_number, mac_address, firmware_version,
+                 certificate_pem, certificate_id, certificate_serial, certificate_arn, status,
+                 created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9, ?9)"
+        ),
+        params![
+            device.device_id,
+            device.serial_number,
+            device.mac_address,
+            device.firmware_version,
+            device.certificate_pem,
+            device.certificate_id,
+            device.certificate_serial,
+            device.certificate_arn,
+            now
+        ],
+    )
 }
 
 fn device_exists(conn: &Connection, device_id: &str) -> Result<bool, BackendError> {

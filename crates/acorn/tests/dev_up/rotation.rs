@@ -114,20 +114,27 @@ fn check_rotated(stack: &Stack, id: &str, image: &Path, old_image: &Path, new_id
     );
 }
 
-#[test]
-fn rotation_by_the_admin_apis_command_ends_on_the_new_certificate_and_no_one_else_sees_it() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let stack = Stack::start(tmp.path(), &[], &[]);
+/// A dev stack, an observer of every status, and device `id` registered: its image and a copy
+/// of it as it is before any rotation.
+fn registered(tmp: &Path, id: &str) -> (Stack, Subscriber, PathBuf, PathBuf) {
+    let stack = Stack::start(tmp, &[], &[]);
     let (observer_id, observer) = stack.service("observer");
-    let mut watch = Subscriber::start(
+    let watch = Subscriber::start(
         stack.service_port,
         &observer,
         &observer_id,
         &["acorn-pups/status/+"],
     );
-    let image = stack.register("rot-1", &[]);
-    let old_image: PathBuf = stack.work.join("rot-1-before.nvs.bin");
+    let image = stack.register(id, &[]);
+    let old_image = stack.work.join(format!("{id}-before.nvs.bin"));
     std::fs::copy(&image, &old_image).expect("copy the image");
+    (stack, watch, image, old_image)
+}
+
+#[test]
+fn rotation_by_the_admin_apis_command_ends_on_the_new_certificate_and_no_one_else_sees_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (stack, mut watch, image, old_image) = registered(tmp.path(), "rot-1");
 
     // Another device tries to ask for a certificate in rot-1's name (the broker drops it: the
     // backend never sees it), and listens to every rotation's answers.
@@ -215,17 +222,7 @@ fn rotation_by_the_admin_apis_command_ends_on_the_new_certificate_and_no_one_els
 #[test]
 fn a_certificate_near_its_end_rotates_by_itself_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let stack = Stack::start(tmp.path(), &[], &[]);
-    let (observer_id, observer) = stack.service("observer");
-    let mut watch = Subscriber::start(
-        stack.service_port,
-        &observer,
-        &observer_id,
-        &["acorn-pups/status/+"],
-    );
-    let image = stack.register("rot-2", &[]);
-    let old_image = stack.work.join("rot-2-before.nvs.bin");
-    std::fs::copy(&image, &old_image).expect("copy the image");
+    let (stack, mut watch, image, old_image) = registered(tmp.path(), "rot-2");
     // The dev CA issues for a year: with a 400-day threshold the certificate is "near its end".
     let mut flags = rotation_flags(&stack);
     flags.extend(["--rotation-days-before".into(), "400".into()]);

@@ -5,7 +5,7 @@
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{row_to_device, PgStore, DEVICE_COLUMNS};
+use super::{insert_device, row_to_device, PgStore, DEVICE_COLUMNS};
 use crate::error::BackendError;
 use crate::registry::history::purpose_admits;
 use crate::registry::history::{
@@ -117,27 +117,7 @@ impl PgStore {
         let Some(cert) = pending else {
             return Ok(None);
         };
-        let inserted = tx
-            .query_opt(
-                &format!(
-                    "INSERT INTO devices (device_id, serial_number, mac_address,
-                         firmware_version, certificate_pem, certificate_id, certificate_serial,
-                         certificate_arn, status, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $9)
-                     ON CONFLICT DO NOTHING RETURNING {DEVICE_COLUMNS}"
-                ),
-                &[
-                    &device.device_id,
-                    &device.serial_number,
-                    &device.mac_address,
-                    &device.firmware_version,
-                    &cert.certificate_pem,
-                    &cert.certificate_id,
-                    &cert.certificate_serial,
-                    &cert.certificate_arn,
-                    &now,
-                ],
-            )
+        let inserted = insert_device(&tx, &device.with(cert), now)
             .await
             .map_err(self.err("insert the claimed device"))?;
         let Some(row) = inserted else {

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{db, row_to_device, SqliteStore, SELECT_DEVICE};
+use super::{db, insert_device, row_to_device, SqliteStore, SELECT_DEVICE};
 use crate::error::BackendError;
 use crate::registry::history::purpose_admits;
 use crate::registry::history::{
@@ -115,24 +115,7 @@ impl SqliteStore {
         let Some(cert) = pending else {
             return Ok(None);
         };
-        let inserted = tx
-            .execute(
-                "INSERT OR IGNORE INTO devices (device_id, serial_number, mac_address,
-                     firmware_version, certificate_pem, certificate_id, certificate_serial,
-                     certificate_arn, status, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9, ?9)",
-                params![
-                    device.device_id,
-                    device.serial_number,
-                    device.mac_address,
-                    device.firmware_version,
-                    cert.certificate_pem,
-                    cert.certificate_id,
-                    cert.certificate_serial,
-                    cert.certificate_arn,
-                    now
-                ],
-            )
+        let inserted = insert_device(&tx, "INSERT OR IGNORE", &device.with(cert), now)
             .map_err(db("insert the claimed device"))?;
         if inserted != 1 {
             return Ok(None);
