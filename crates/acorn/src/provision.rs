@@ -254,6 +254,36 @@ pub fn import(args: &ImportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `acorn certs show` of an image without a device identity: its claim identity (fleet
+/// provisioning by claim), if it holds one, else an error that says how to provision it.
+fn show_claim(nvs: &mut Nvs<MemFlash>, args: &ShowArgs) -> Result<ExitCode> {
+    use acorn_register::claim::{CLAIM_KEYS, CLAIM_NAMESPACE};
+    let claim = nvs.find_namespace(CLAIM_NAMESPACE).map(|ns| {
+        let mut text = |key: &str| nvs.get_string(ns, key).ok().flatten().unwrap_or_default();
+        (text(CLAIM_KEYS[3]), text(CLAIM_KEYS[2]))
+    });
+    let Some((device_id, endpoint)) = claim else {
+        bail!(
+            "{} holds no device identity (namespace `mqtt_certs`); provision it with `acorn certs import`, \
+             or with a claim certificate (`acorn certs provision --claim`)",
+            args.image.display()
+        );
+    };
+    if args.json {
+        let out = serde_json::json!({
+            "device_id": device_id,
+            "claim": {"endpoint": endpoint},
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("device id:     {device_id}");
+        println!(
+            "identity:      none yet: a claim identity (namespace `{CLAIM_NAMESPACE}`); the device provisions itself by claim at {endpoint} at its first start"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `acorn certs show`: what the image holds, checked; never the key itself.
 pub fn show(args: &ShowArgs) -> Result<ExitCode> {
     let keys = maybe_keys(args.nvs_keys.as_deref())?;
@@ -274,7 +304,7 @@ pub fn show(args: &ShowArgs) -> Result<ExitCode> {
         Ok(Some(buf))
     };
     let (Some(cert), Some(key)) = (value("device_cert")?, value("private_key")?) else {
-        bail!("{} holds no device identity (namespace `mqtt_certs`); provision it with `acorn certs import`", args.image.display());
+        return show_claim(&mut nvs, args);
     };
     let endpoint =
         String::from_utf8_lossy(&value("iot_endpoint")?.unwrap_or_default()).into_owned();

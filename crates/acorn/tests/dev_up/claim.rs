@@ -69,6 +69,18 @@ fn a_device_with_only_the_claim_certificate_ends_connected_as_itself() {
 
     let image = stack.work.join("claimed-1.nvs.bin");
     claim_image(&cert, &key, claim_port, "claimed-1", &image);
+    let show = |image: &Path| {
+        let mut cmd = acorn();
+        cmd.args(["certs", "show", "--image"]).arg(image);
+        run_bounded(cmd)
+    };
+    let before = show(&image);
+    assert!(before.status.success(), "{}", text(&before));
+    let shown = String::from_utf8_lossy(&before.stdout).into_owned();
+    assert!(
+        shown.contains("claimed-1") && shown.contains("claim identity"),
+        "{shown}"
+    );
     let mut device = stack.run_device(&image, None);
     device.status_until(WAIT, connected);
     assert!(
@@ -97,6 +109,13 @@ fn a_device_with_only_the_claim_certificate_ends_connected_as_itself() {
         Some(stored.trim())
     );
     drop(device);
+    let after = show(&image);
+    let shown = String::from_utf8_lossy(&after.stdout).into_owned();
+    assert!(
+        after.status.success() && !shown.contains("claim identity"),
+        "{}",
+        text(&after)
+    );
 
     // The spy read nothing of it.
     let seen: Vec<String> = spy
