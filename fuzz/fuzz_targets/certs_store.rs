@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 
 use acorn_certs::nvs_kv::NvsCertKv;
+use acorn_certs::ExposeSecret as _;
 use acorn_certs::{
     CertKv, CertStore, CertificateMetadata, CertificateValidation, DeviceCertificates, MemoryKv,
     MemoryValue, PrivateKey, StoreError, KEY_CERT_META, KEY_CERT_VALID, KEY_DEVICE_CERT,
