@@ -137,6 +137,15 @@ impl LocalIot {
                     "ResourceConflict",
                     format!("{device_id} is registered already; a claim makes new devices only"),
                 ),
+                RotationRefusal::Throttled {
+                    retry_after_seconds,
+                } => rejected(
+                    429,
+                    "ThrottlingException",
+                    format!(
+                        "too many certificates for {device_id} lately; ask again in {retry_after_seconds} s"
+                    ),
+                ),
                 _ => rejected(403, "Forbidden", format!("{device_id} is revoked")),
             })?;
         if abandoned > 0 {

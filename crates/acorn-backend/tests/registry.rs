@@ -412,6 +412,7 @@ async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
             .expect("db"),
         Ok(0)
     );
+    // Not within a minute of the first.
     assert_eq!(
         registry
             .add_pending_certificate(
@@ -422,44 +423,58 @@ async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
             )
             .await
             .expect("db"),
+        Err(RotationRefusal::Throttled {
+            retry_after_seconds: 59
+        })
+    );
+    assert_eq!(
+        registry
+            .add_pending_certificate(
+                &issued("rot-a", 2),
+                "tok-2",
+                CertificatePurpose::Rotation,
+                t + 60
+            )
+            .await
+            .expect("db"),
         Ok(1)
     );
     // Not yet registered: not promotable. The abandoned one's token is dead; a token works
     // for its own device only, and once.
     assert!(registry
-        .promote_certificate("rot-a", &issued("rot-a", 2).certificate_id, t + 2)
+        .promote_certificate("rot-a", &issued("rot-a", 2).certificate_id, t + 102)
         .await
         .expect("db")
         .is_none());
     assert!(registry
-        .register_certificate("rot-a", "tok-1", t + 2)
+        .register_certificate("rot-a", "tok-1", t + 102)
         .await
         .expect("db")
         .is_none());
     assert!(registry
-        .register_certificate("rot-b", "tok-2", t + 2)
+        .register_certificate("rot-b", "tok-2", t + 102)
         .await
         .expect("db")
         .is_none());
     let registered = registry
-        .register_certificate("rot-a", "tok-2", t + 2)
+        .register_certificate("rot-a", "tok-2", t + 102)
         .await
         .expect("db")
         .expect("registered");
     assert_eq!(registered.state, CertificateState::Registered);
     assert!(registry
-        .register_certificate("rot-a", "tok-2", t + 2)
+        .register_certificate("rot-a", "tok-2", t + 102)
         .await
         .expect("db")
         .is_none());
     // Another device cannot claim it.
     assert!(registry
-        .promote_certificate("rot-b", &registered.certificate_id, t + 3)
+        .promote_certificate("rot-b", &registered.certificate_id, t + 103)
         .await
         .expect("db")
         .is_none());
     let promoted = registry
-        .promote_certificate("rot-a", &registered.certificate_id, t + 3)
+        .promote_certificate("rot-a", &registered.certificate_id, t + 103)
         .await
         .expect("db")
         .expect("promoted");
@@ -478,13 +493,13 @@ async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
     assert_eq!(
         states,
         [
-            ("01", CertificateState::Superseded, Some(t + 3)),
-            ("101", CertificateState::Abandoned, Some(t + 1)),
+            ("01", CertificateState::Superseded, Some(t + 103)),
+            ("101", CertificateState::Abandoned, Some(t + 60)),
         ]
     );
     // Promoting again is a no-op.
     assert!(registry
-        .promote_certificate("rot-a", &registered.certificate_id, t + 4)
+        .promote_certificate("rot-a", &registered.certificate_id, t + 104)
         .await
         .expect("db")
         .is_none());
@@ -577,7 +592,7 @@ async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
                 &issued("rot-a", 7),
                 "tok-7",
                 CertificatePurpose::Rotation,
-                t + 902
+                t + 1000
             )
             .await
             .expect("db"),
@@ -602,6 +617,51 @@ async fn a_rotation_supersedes_the_old_certificate_and_revokes_every_unused_one(
         crl.contains(&"107".to_owned()) && !crl.contains(&"106".to_owned()),
         "{crl:?}"
     );
+}
+
+both!(a_device_asking_in_a_loop_gets_at_most_twenty_certificates_a_day);
+/// Every unused certificate ends in the CRL: a device (or claim) asking in a loop is throttled
+/// (one a minute, twenty a day) so the CRL cannot grow without bound.
+async fn a_device_asking_in_a_loop_gets_at_most_twenty_certificates_a_day(registry: Registry) {
+    let t = now();
+    let cert = |n: i64| NewCertificate {
+        device_id: "looper".into(),
+        certificate_id: format!("{:064x}", 0x300 + n),
+        certificate_serial: format!("{:x}", 0x300 + n),
+        certificate_pem: format!("loop-pem-{n}"),
+        certificate_arn: None,
+    };
+    for n in 0..20 {
+        let at = t + n * 61;
+        assert!(
+            registry
+                .add_pending_certificate(&cert(n), "tok", CertificatePurpose::Claim, at)
+                .await
+                .expect("db")
+                .is_ok(),
+            "certificate {n}"
+        );
+    }
+    assert_eq!(
+        registry
+            .add_pending_certificate(&cert(20), "tok", CertificatePurpose::Claim, t + 20 * 61)
+            .await
+            .expect("db"),
+        Err(RotationRefusal::Throttled {
+            retry_after_seconds: 3600
+        })
+    );
+    // A day later the budget is back.
+    assert!(registry
+        .add_pending_certificate(
+            &cert(21),
+            "tok",
+            CertificatePurpose::Claim,
+            t + 86_400 + 20 * 61
+        )
+        .await
+        .expect("db")
+        .is_ok());
 }
 
 both!(a_claim_makes_a_new_device_from_its_pending_certificate_once);

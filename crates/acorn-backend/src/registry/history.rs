@@ -93,7 +93,37 @@ pub enum RotationRefusal {
     DeviceRevoked,
     /// A device with this id is registered already (a claim makes a new one).
     DeviceExists,
+    /// Too many certificates for this device lately (see [`MAX_CERTIFICATES_PER_DAY`] and
+    /// [`MIN_SECONDS_BETWEEN_CERTIFICATES`]): every unused one ends in the CRL, so a device
+    /// asking in a loop must not grow it without bound.
+    Throttled {
+        /// When to ask again, in seconds.
+        retry_after_seconds: i64,
+    },
 }
+
+/// Most certificates issued to one device id in 24 hours (rotations and claims).
+pub const MAX_CERTIFICATES_PER_DAY: i64 = 20;
+/// Least time between two certificates issued to one device id.
+pub const MIN_SECONDS_BETWEEN_CERTIFICATES: i64 = 60;
+
+/// The refusal, if a device issued `count` certificates in the last 24 hours, the latest at
+/// `latest` (Unix seconds), may not get another at `now`.
+pub(super) fn throttled(count: i64, latest: i64, now: i64) -> Option<RotationRefusal> {
+    let wait = if count >= MAX_CERTIFICATES_PER_DAY {
+        3600
+    } else {
+        latest + MIN_SECONDS_BETWEEN_CERTIFICATES - now
+    };
+    (count > 0 && wait > 0).then_some(RotationRefusal::Throttled {
+        retry_after_seconds: wait,
+    })
+}
+
+/// The query counting a device's certificates since a time: (count, latest `created_at`).
+pub(super) const RECENT_CERTIFICATES: &str =
+    "SELECT COUNT(*), COALESCE(MAX(created_at), 0) FROM certificates
+     WHERE device_id = $1 AND created_at > $2";
 
 /// What a certificate issued by `CreateCertificateFromCsr` is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

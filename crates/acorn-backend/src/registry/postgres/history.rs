@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 use super::{insert_device, row_to_device, PgStore, DEVICE_COLUMNS};
 use crate::error::BackendError;
-use crate::registry::history::purpose_admits;
+use crate::registry::history::{purpose_admits, throttled, RECENT_CERTIFICATES};
 use crate::registry::history::{
     CertificatePurpose, CertificateRecord, CertificateState, ClaimedDevice, NewCertificate,
     Promotion, RotationRefusal, CERTIFICATE_COLUMNS, OWNERSHIP_TOKEN_SECONDS, PENDING_STATES,
@@ -37,6 +37,14 @@ impl PgStore {
             .map_err(self.err("read the device's status"))?
             .map(|r| RegistrationStatus::from_db(&r.get::<_, String>(0)));
         if let Err(refusal) = purpose_admits(purpose, status) {
+            return Ok(Err(refusal));
+        }
+        let since = now - 86_400;
+        let recent = tx
+            .query_one(RECENT_CERTIFICATES, &[&c.device_id, &since])
+            .await
+            .map_err(self.err("count the device's recent certificates"))?;
+        if let Some(refusal) = throttled(recent.get(0), recent.get(1), now) {
             return Ok(Err(refusal));
         }
         let abandoned = abandon(&tx, Some(&c.device_id), i64::MAX, now, PENDING_STATES)

@@ -4,7 +4,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{db, insert_device, row_to_device, SqliteStore, SELECT_DEVICE};
 use crate::error::BackendError;
-use crate::registry::history::purpose_admits;
+use crate::registry::history::{purpose_admits, throttled, RECENT_CERTIFICATES};
 use crate::registry::history::{
     CertificatePurpose, CertificateRecord, CertificateState, ClaimedDevice, NewCertificate,
     Promotion, RotationRefusal, CERTIFICATE_COLUMNS, OWNERSHIP_TOKEN_SECONDS, PENDING_STATES,
@@ -35,6 +35,16 @@ impl SqliteStore {
         if let Err(refusal) =
             purpose_admits(purpose, status.as_deref().map(RegistrationStatus::from_db))
         {
+            return Ok(Err(refusal));
+        }
+        let (count, latest): (i64, i64) = tx
+            .query_row(
+                RECENT_CERTIFICATES,
+                params![c.device_id, now - 86_400],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(db("count the device's recent certificates"))?;
+        if let Some(refusal) = throttled(count, latest, now) {
             return Ok(Err(refusal));
         }
         let abandoned = abandon(&tx, Some(&c.device_id), i64::MAX, now, PENDING_STATES)?;
