@@ -77,6 +77,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/devices/{id}", get(get_device))
         .route("/v1/devices/{id}/revoke", post(revoke_device))
         .route("/v1/devices/{id}/rotate", post(rotate_device))
+        .route(
+            "/v1/devices/{id}/certificate-in-use",
+            post(certificate_in_use),
+        )
         .route("/v1/service-identities", post(issue_service_identity))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -159,7 +163,7 @@ impl From<BackendError> for ApiError {
 impl ApiError {
     /// A signer's failure: 5xx answers carry only the summary and a request id (the details
     /// are logged under it), 4xx the summary.
-    fn from_signer(state: &AppState, err: SignerError) -> Self {
+    pub(crate) fn from_signer(state: &AppState, err: SignerError) -> Self {
         state.metrics.signer_error(state.signer.name(), err.code);
         let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_GATEWAY);
         if status.is_server_error() {
@@ -826,6 +830,26 @@ async fn rotate_device(
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "deviceId": id, "requestId": request_id })),
     ))
+}
+
+/// Body of `POST /v1/devices/{id}/certificate-in-use`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CertificateInUse {
+    certificate_id: String,
+}
+
+async fn certificate_in_use(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<CertificateInUse>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&state, &headers)?;
+    let req = json_body(body)?;
+    crate::rotation::report_certificate_in_use(&state, &id, &req.certificate_id)
+        .await
+        .map(Json)
 }
 
 /// Revokes where the signer keeps the certificate (AWS: `REVOKED` and detached), then in the

@@ -376,3 +376,90 @@ pub(crate) async fn send_rotate_command(
     tracing::info!(%device_id, %request_id, "rotate-certificate command sent");
     Ok(request_id)
 }
+
+/// `POST /v1/devices/{id}/certificate-in-use`: the device reports `certificate_id` in use
+/// (its status after a rotation). A certificate AWS IoT Core made (the `aws` signer: AWS
+/// answers the provisioning API itself) is checked to be `ACTIVE` and attached to the device's
+/// thing and recorded; then the old certificate is revoked where the signer keeps it (AWS:
+/// `REVOKED` and detached, before the registry changes, so a retry finishes the job) and the
+/// new one becomes current (local CA: a new CRL). Idempotent.
+pub(crate) async fn report_certificate_in_use(
+    state: &Arc<AppState>,
+    device_id: &str,
+    certificate_id: &str,
+) -> Result<serde_json::Value, api::ApiError> {
+    use crate::registry::RegistrationStatus;
+    use axum::http::StatusCode;
+    let id_ok = certificate_id.len() == 64 && certificate_id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !id_ok {
+        return Err(api::ApiError::bad_request(
+            "invalid_certificate_id",
+            "certificateId must be the certificate's SHA-256, 64 hex digits",
+        ));
+    }
+    let certificate_id = certificate_id.to_ascii_lowercase();
+    let device = state
+        .registry
+        .get(device_id)
+        .await?
+        .ok_or_else(|| api::device_not_found(device_id))?;
+    if device.status != RegistrationStatus::Active {
+        return Err(api::ApiError::new(
+            StatusCode::CONFLICT,
+            "device_revoked",
+            format!("{device_id} is revoked"),
+        ));
+    }
+    let unchanged = serde_json::json!({
+        "deviceId": device_id, "certificateId": certificate_id, "changed": false,
+    });
+    if device.certificate_id == certificate_id {
+        return Ok(unchanged);
+    }
+    let now = now();
+    if let Some(made) = state
+        .signer
+        .attached_certificate(device_id, &certificate_id)
+        .await
+        .map_err(|e| api::ApiError::from_signer(state, e))?
+    {
+        state
+            .registry
+            .add_registered_certificate(&made, now)
+            .await?;
+        // Revoke the old one in AWS first: if that fails, nothing changed here and a retry
+        // does it all again; if the registry then fails, a retry revokes again (harmless).
+        state
+            .signer
+            .revoke(&device)
+            .await
+            .map_err(|e| api::ApiError::from_signer(state, e))?;
+    }
+    let Some(promotion) = state
+        .registry
+        .promote_certificate(device_id, &certificate_id, now)
+        .await?
+    else {
+        return Err(api::ApiError::new(
+            StatusCode::CONFLICT,
+            "certificate_not_registered",
+            format!(
+                "{certificate_id} is not a registered certificate of {device_id} (one issued by CreateCertificateFromCsr and registered by RegisterThing)"
+            ),
+        ));
+    };
+    if state.signer.uses_crl() {
+        api::publish_crl(state, None)
+            .await
+            .map_err(|e| api::ApiError::internal(&e))?;
+    }
+    state.counters.add(Count::Revocation);
+    tracing::info!(%device_id, %certificate_id, superseded = %promotion.superseded_id,
+        signer = state.signer.name(), "the device uses its new certificate; the old one is revoked");
+    Ok(serde_json::json!({
+        "deviceId": device_id,
+        "certificateId": certificate_id,
+        "changed": true,
+        "supersededCertificateId": promotion.superseded_id,
+    }))
+}

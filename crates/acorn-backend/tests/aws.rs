@@ -557,3 +557,92 @@ async fn the_sdk_chain_honours_aws_endpoint_url_and_aws_region() {
     );
     assert!(state(&moto).await["things"]["env-1"].is_object());
 }
+
+/// A rotation AWS IoT Core answered itself (its CreateCertificateFromCsr and RegisterThing:
+/// a new ACTIVE certificate attached to the thing), reported through
+/// `POST /v1/devices/{id}/certificate-in-use`: the old certificate ends REVOKED and detached,
+/// the registry has the new one and the old one in its history; certificates not attached to
+/// the thing, unknown or malformed ids are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_answered_by_aws_is_followed_and_the_old_certificate_revoked() {
+    let moto = moto().await;
+    let b = backend(&moto.endpoint, |_, _| {}).await;
+    let (_, csr_pem) = csr("aws-rot-1");
+    let mut req = body("aws-rot-1");
+    req["csr"] = json!(csr_pem);
+    let (status, registered) = b.register(Some(&b.token().await), &req).await;
+    assert_eq!(status, 201, "{registered}");
+    let old_id = registered["certificateId"].as_str().expect("id").to_owned();
+
+    // What AWS IoT Core does for the device's CreateCertificateFromCsr and RegisterThing.
+    let boto = |method: &'static str, kwargs: Value| {
+        let moto = Arc::clone(&moto);
+        tokio::task::spawn_blocking(move || moto.boto3(method, &kwargs))
+    };
+    let make = |cn: &'static str| {
+        let (_, pem) = csr(cn);
+        boto(
+            "create_certificate_from_csr",
+            json!({"certificateSigningRequest": pem, "setAsActive": true}),
+        )
+    };
+    let new = make("aws-rot-1").await.expect("create");
+    let new_id = new["certificateId"].as_str().expect("id").to_owned();
+    let new_arn = new["certificateArn"].as_str().expect("arn").to_owned();
+    boto(
+        "attach_thing_principal",
+        json!({"thingName": "aws-rot-1", "principal": new_arn}),
+    )
+    .await
+    .expect("attach");
+
+    let report = |id: String| {
+        let b = &b;
+        async move {
+            let resp = b
+                .client
+                .post(b.url("/v1/devices/aws-rot-1/certificate-in-use"))
+                .bearer_auth(b.admin())
+                .json(&json!({ "certificateId": id }))
+                .send()
+                .await
+                .expect("send");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.expect("json"))
+        }
+    };
+    // Refused: malformed, unknown, and a certificate not attached to this thing.
+    let (status, v) = report("xyz".into()).await;
+    assert_eq!((status, code(&v)), (400, "invalid_certificate_id"), "{v}");
+    let (status, v) = report("0".repeat(64)).await;
+    assert_eq!((status, code(&v)), (409, "certificate_not_found"), "{v}");
+    let stray = make("aws-rot-1").await.expect("create");
+    let (status, v) = report(stray["certificateId"].as_str().expect("id").into()).await;
+    assert_eq!((status, code(&v)), (409, "certificate_not_attached"), "{v}");
+
+    let (status, v) = report(new_id.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["changed"], true);
+    assert_eq!(v["supersededCertificateId"], old_id.as_str());
+    let now = state(&moto).await;
+    let old_arn = now["certificates"]
+        .as_object()
+        .expect("certificates")
+        .keys()
+        .find(|arn| arn.ends_with(&old_id))
+        .expect("old certificate")
+        .clone();
+    assert_eq!(now["certificates"][&old_arn]["status"], "REVOKED");
+    assert_eq!(now["certificates"][&new_arn]["status"], "ACTIVE");
+    assert_eq!(now["things"]["aws-rot-1"]["principals"], json!([new_arn]));
+    let (_, device) = b.admin_get("/v1/devices/aws-rot-1").await;
+    assert_eq!(device["certificateId"], new_id.as_str());
+    assert_eq!(device["certificateHistory"][0]["state"], "superseded");
+    assert_eq!(
+        device["certificateHistory"][0]["certificateId"],
+        old_id.as_str()
+    );
+    // Reporting it again changes nothing.
+    let (status, v) = report(new_id).await;
+    assert_eq!((status, v["changed"].as_bool()), (200, Some(false)), "{v}");
+}

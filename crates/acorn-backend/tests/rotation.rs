@@ -192,6 +192,33 @@ async fn the_rotate_endpoint_needs_the_admin_key_a_device_and_an_mqtt_link() {
     let command: Value = serde_json::from_slice(&sent[0].1).expect("json");
     assert_eq!(command["command"], "rotate-certificate");
     assert_eq!(command["requestId"], v["requestId"]);
+    // Reports of the certificate in use: the current one changes nothing, one the registry
+    // never issued is refused (the local CA's rotations are recorded as they are issued).
+    let (_, device) = b.admin_get("/v1/devices/dev-r").await;
+    let report = |id: String| {
+        let b = &b;
+        async move {
+            let resp = b
+                .client
+                .post(b.url("/v1/devices/dev-r/certificate-in-use"))
+                .bearer_auth(b.admin())
+                .json(&serde_json::json!({ "certificateId": id }))
+                .send()
+                .await
+                .expect("send");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.expect("json"))
+        }
+    };
+    let current = device["certificateId"].as_str().unwrap().to_owned();
+    let (status, v) = report(current).await;
+    assert_eq!((status, v["changed"].as_bool()), (200, Some(false)), "{v}");
+    let (status, v) = report("ab".repeat(32)).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("certificate_not_registered")),
+        "{v}"
+    );
     // A revoked device is not asked.
     b.admin_post("/v1/devices/dev-r/revoke").await;
     let (status, v) = b.admin_post("/v1/devices/dev-r/rotate").await;

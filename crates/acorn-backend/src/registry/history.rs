@@ -170,6 +170,10 @@ pub struct Promotion {
     pub device: DeviceRecord,
     /// The serial of the certificate it replaced (now superseded and revoked).
     pub superseded_serial: String,
+    /// The id (SHA-256) of the certificate it replaced.
+    pub superseded_id: String,
+    /// The ARN of the certificate it replaced, when AWS IoT Core issued it.
+    pub superseded_arn: Option<String>,
     /// How many other issued-but-unused certificates of the device were abandoned.
     pub abandoned: u64,
 }
@@ -221,6 +225,24 @@ impl Registry {
             }
             #[cfg(feature = "postgres")]
             Store::Postgres(p) => p.register_claimed_device(device, &hash, now).await,
+        }
+    }
+
+    /// Records a certificate made and attached to the device outside this service (AWS IoT
+    /// Core's own provisioning API) as `registered`, ready for
+    /// [`Registry::promote_certificate`]. Nothing changes when it is known already.
+    pub async fn add_registered_certificate(
+        &self,
+        certificate: &NewCertificate,
+        now: i64,
+    ) -> Result<(), BackendError> {
+        match &self.store {
+            Store::Sqlite(s) => {
+                let (s, c) = (s.clone(), certificate.clone());
+                blocking(move || s.add_registered_certificate(&c, now)).await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(p) => p.add_registered_certificate(certificate, now).await,
         }
     }
 

@@ -30,6 +30,7 @@ use secrecy::SecretString;
 
 use super::{AwsSignerConfig, IssueRequest, Issued, SignerError, THING_ATTRIBUTES};
 use crate::error::BackendError;
+use crate::registry::history::NewCertificate;
 use crate::registry::DeviceRecord;
 
 /// Amazon Root CA 1 (RSA) and 3 (EC): what an AWS IoT `-ats` endpoint's server certificate
@@ -622,6 +623,88 @@ impl AwsSigner {
                     "could not undo part of a failed registration in AWS IoT: remove it by hand");
             }
         }
+    }
+
+    /// The certificate `certificate_id` as a new certificate of `device_id`, when AWS IoT Core
+    /// holds it `ACTIVE` and attached to the device's thing (what `RegisterThing` of the
+    /// provisioning template does in a rotation); else why not.
+    pub(crate) async fn attached_certificate(
+        &self,
+        device_id: &str,
+        certificate_id: &str,
+    ) -> Result<NewCertificate, SignerError> {
+        const CODE: &str = "aws_describe_failed";
+        let refused = |code: &'static str, summary: String| SignerError {
+            status: 409,
+            code,
+            summary,
+            detail: String::new(),
+        };
+        self.limit("DescribeCertificate")
+            .await
+            .map_err(|e| e.into_signer_error(CODE))?;
+        let described = self
+            .client
+            .describe_certificate()
+            .certificate_id(certificate_id)
+            .send()
+            .await
+            .map_err(|e| CallError::from_sdk("DescribeCertificate", e));
+        let described = match described {
+            Ok(d) => d,
+            Err(e) if e.is("ResourceNotFoundException") => {
+                return Err(refused(
+                    "certificate_not_found",
+                    format!("AWS IoT Core has no certificate {certificate_id}"),
+                ))
+            }
+            Err(e) => return Err(e.into_signer_error(CODE)),
+        };
+        let description = described.certificate_description();
+        let (Some(arn), Some(pem)) = (
+            description.and_then(|d| d.certificate_arn()),
+            description.and_then(|d| d.certificate_pem()),
+        ) else {
+            return Err(refused(
+                "certificate_not_found",
+                format!("AWS IoT Core describes certificate {certificate_id} without ARN or PEM"),
+            ));
+        };
+        if description.and_then(|d| d.status()) != Some(&CertificateStatus::Active) {
+            return Err(refused(
+                "certificate_not_active",
+                format!("certificate {certificate_id} is not ACTIVE in AWS IoT Core"),
+            ));
+        }
+        self.limit("ListThingPrincipals")
+            .await
+            .map_err(|e| e.into_signer_error(CODE))?;
+        let principals = self
+            .client
+            .list_thing_principals()
+            .thing_name(device_id)
+            .send()
+            .await
+            .map_err(|e| CallError::from_sdk("ListThingPrincipals", e).into_signer_error(CODE))?;
+        if !principals.principals().iter().any(|p| p == arn) {
+            return Err(refused(
+                "certificate_not_attached",
+                format!("certificate {certificate_id} is not attached to thing {device_id:?}"),
+            ));
+        }
+        let (serial, _) = serial_and_id(pem).map_err(|detail| SignerError {
+            status: 502,
+            code: CODE,
+            summary: format!("AWS IoT Core's certificate {certificate_id} does not parse"),
+            detail,
+        })?;
+        Ok(NewCertificate {
+            device_id: device_id.to_owned(),
+            certificate_id: certificate_id.to_owned(),
+            certificate_serial: serial,
+            certificate_pem: pem.to_owned(),
+            certificate_arn: Some(arn.to_owned()),
+        })
     }
 
     /// Sets the device's certificate `REVOKED` and detaches it from its thing and policies.

@@ -325,6 +325,28 @@ impl Signer {
         }
     }
 
+    /// A certificate the device reports in use that the signer made outside this service
+    /// (AWS IoT Core's own `CreateCertificateFromCsr` and `RegisterThing` in a rotation),
+    /// checked to belong to the device; `None` for the local signer, whose rotation
+    /// certificates are in the registry already.
+    pub(crate) async fn attached_certificate(
+        &self,
+        device_id: &str,
+        certificate_id: &str,
+    ) -> Result<Option<crate::registry::history::NewCertificate>, SignerError> {
+        match self {
+            Self::Local => {
+                let _ = (device_id, certificate_id);
+                Ok(None)
+            }
+            #[cfg(feature = "aws")]
+            Self::Aws(aws) => aws
+                .attached_certificate(device_id, certificate_id)
+                .await
+                .map(Some),
+        }
+    }
+
     /// Whether the signer can issue now (`Err` says why not).
     pub(crate) async fn ready(&self) -> Result<(), String> {
         match self {

@@ -73,6 +73,32 @@ impl PgStore {
         Ok(Ok(abandoned))
     }
 
+    pub(in crate::registry) async fn add_registered_certificate(
+        &self,
+        c: &NewCertificate,
+        now: i64,
+    ) -> Result<(), BackendError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO certificates (certificate_id, device_id, certificate_serial,
+                     certificate_pem, certificate_arn, state, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, 'registered', $6, $6)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &c.certificate_id,
+                    &c.device_id,
+                    &c.certificate_serial,
+                    &c.certificate_pem,
+                    &c.certificate_arn,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(self.err("record the registered certificate"))?;
+        Ok(())
+    }
+
     pub(in crate::registry) async fn register_certificate(
         &self,
         device_id: &str,
@@ -221,6 +247,8 @@ impl PgStore {
         Ok(Some(Promotion {
             device: row_to_device(&device),
             superseded_serial: old.certificate_serial,
+            superseded_id: old.certificate_id,
+            superseded_arn: old.certificate_arn,
             abandoned,
         }))
     }

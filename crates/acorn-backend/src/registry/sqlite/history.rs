@@ -68,6 +68,30 @@ impl SqliteStore {
         Ok(Ok(abandoned))
     }
 
+    pub(in crate::registry) fn add_registered_certificate(
+        &self,
+        c: &NewCertificate,
+        now: i64,
+    ) -> Result<(), BackendError> {
+        self.connect()?
+            .execute(
+                "INSERT OR IGNORE INTO certificates (certificate_id, device_id,
+                     certificate_serial, certificate_pem, certificate_arn, state, created_at,
+                     updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'registered', ?6, ?6)",
+                params![
+                    c.certificate_id,
+                    c.device_id,
+                    c.certificate_serial,
+                    c.certificate_pem,
+                    c.certificate_arn,
+                    now
+                ],
+            )
+            .map_err(db("record the registered certificate"))?;
+        Ok(())
+    }
+
     pub(in crate::registry) fn register_certificate(
         &self,
         device_id: &str,
@@ -222,6 +246,8 @@ impl SqliteStore {
         Ok(Some(Promotion {
             device,
             superseded_serial: old.certificate_serial,
+            superseded_id: old.certificate_id,
+            superseded_arn: old.certificate_arn,
             abandoned,
         }))
     }
