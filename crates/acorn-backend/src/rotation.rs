@@ -332,20 +332,8 @@ pub(crate) async fn send_rotate_command(
     state: &Arc<AppState>,
     device_id: &str,
 ) -> Result<String, api::ApiError> {
-    use crate::registry::RegistrationStatus;
     use axum::http::StatusCode;
-    let device = state
-        .registry
-        .get(device_id)
-        .await?
-        .ok_or_else(|| api::device_not_found(device_id))?;
-    if device.status != RegistrationStatus::Active {
-        return Err(api::ApiError::new(
-            StatusCode::CONFLICT,
-            "device_revoked",
-            format!("{device_id} is revoked; a revoked device cannot rotate its certificate"),
-        ));
-    }
+    active_device(state, device_id).await?;
     let sink = state
         .command_sink
         .lock()
@@ -388,7 +376,6 @@ pub(crate) async fn report_certificate_in_use(
     device_id: &str,
     certificate_id: &str,
 ) -> Result<serde_json::Value, api::ApiError> {
-    use crate::registry::RegistrationStatus;
     use axum::http::StatusCode;
     let id_ok = certificate_id.len() == 64 && certificate_id.bytes().all(|b| b.is_ascii_hexdigit());
     if !id_ok {
@@ -398,18 +385,7 @@ pub(crate) async fn report_certificate_in_use(
         ));
     }
     let certificate_id = certificate_id.to_ascii_lowercase();
-    let device = state
-        .registry
-        .get(device_id)
-        .await?
-        .ok_or_else(|| api::device_not_found(device_id))?;
-    if device.status != RegistrationStatus::Active {
-        return Err(api::ApiError::new(
-            StatusCode::CONFLICT,
-            "device_revoked",
-            format!("{device_id} is revoked"),
-        ));
-    }
+    let device = active_device(state, device_id).await?;
     let unchanged = serde_json::json!({
         "deviceId": device_id, "certificateId": certificate_id, "changed": false,
     });
@@ -462,4 +438,24 @@ pub(crate) async fn report_certificate_in_use(
         "changed": true,
         "supersededCertificateId": promotion.superseded_id,
     }))
+}
+
+/// The registered, active device `device_id`, or the API's answer why not (404 or 409).
+async fn active_device(
+    state: &Arc<AppState>,
+    device_id: &str,
+) -> Result<crate::registry::DeviceRecord, api::ApiError> {
+    let device = state
+        .registry
+        .get(device_id)
+        .await?
+        .ok_or_else(|| api::device_not_found(device_id))?;
+    if device.status != crate::registry::RegistrationStatus::Active {
+        return Err(api::ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "device_revoked",
+            format!("{device_id} is revoked; a revoked device's certificate does not change"),
+        ));
+    }
+    Ok(device)
 }
