@@ -217,6 +217,29 @@ fn rotation_by_the_admin_apis_command_ends_on_the_new_certificate_and_no_one_els
     );
     let history = device_until(&stack, "rot-1", |_| true)["certificateHistory"].clone();
     assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
+
+    // A second rotation within the minute is refused by the backend (429, AWS's shape); the
+    // device reports it, keeps its identity and will try again later.
+    let (status, body) = http(
+        "POST",
+        &stack.backend,
+        "/v1/devices/rot-1/rotate",
+        Some(&stack.admin),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    let failed = watch
+        .lines
+        .wait_for(WAIT, |l| {
+            l.starts_with("acorn-pups/status/rot-1 ") && l.contains(r#""rotation":"failed""#)
+        })
+        .unwrap_or_else(|| panic!("no refusal: {:?}", rotation_lines(&mut watch, "rot-1")));
+    assert!(
+        failed.contains("ThrottlingException") || failed.contains("too many certificates"),
+        "{failed}"
+    );
+    assert!(failed.contains(new_id), "still on the new certificate: {failed}");
+    device.status_until(WAIT, connected);
 }
 
 #[test]
