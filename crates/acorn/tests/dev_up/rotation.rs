@@ -238,7 +238,10 @@ fn rotation_by_the_admin_apis_command_ends_on_the_new_certificate_and_no_one_els
         failed.contains("ThrottlingException") || failed.contains("too many certificates"),
         "{failed}"
     );
-    assert!(failed.contains(new_id), "still on the new certificate: {failed}");
+    assert!(
+        failed.contains(new_id),
+        "still on the new certificate: {failed}"
+    );
     device.status_until(WAIT, connected);
 }
 
