@@ -38,6 +38,15 @@ fn rejected(
     }
 }
 
+/// `RegisterThing` with a token that does not open any pending certificate of the device.
+fn invalid_ownership_token() -> ProvisioningRejected {
+    rejected(
+        400,
+        "InvalidCertificateOwnershipToken",
+        "the certificate ownership token is unknown, used, expired or not this device's; call CreateCertificateFromCsr again",
+    )
+}
+
 fn internal(what: &str, e: &dyn std::fmt::Display) -> ProvisioningRejected {
     tracing::error!(error = %e, "{what}");
     rejected(500, "InternalFailure", format!("{what}; try again later"))
@@ -212,13 +221,7 @@ impl LocalIot {
             .register_claimed_device(&device, &request.certificate_ownership_token, now())
             .await
             .map_err(|e| internal("the registry could not register the device", &e))?
-            .ok_or_else(|| {
-                rejected(
-                    400,
-                    "InvalidCertificateOwnershipToken",
-                    "the certificate ownership token is unknown, used, expired or not this device's; call CreateCertificateFromCsr again",
-                )
-            })?;
+            .ok_or_else(invalid_ownership_token)?;
         self.state.counters.add(Count::Registration);
         tracing::info!(device_id = %record.device_id, certificate_id = %record.certificate_id,
             "device provisioned by claim");
@@ -254,13 +257,7 @@ impl LocalIot {
             .register_certificate(device_id, &request.certificate_ownership_token, now())
             .await
             .map_err(|e| internal("the registry could not register the certificate", &e))?
-            .ok_or_else(|| {
-                rejected(
-                    400,
-                    "InvalidCertificateOwnershipToken",
-                    "the certificate ownership token is unknown, used, expired or not this device's; call CreateCertificateFromCsr again",
-                )
-            })?;
+            .ok_or_else(invalid_ownership_token)?;
         tracing::info!(%device_id, certificate_id = %registered.certificate_id,
             "rotation: certificate registered (becomes current at its first use)");
         Ok(RegisterThingAccepted {
@@ -278,21 +275,12 @@ impl LocalIot {
         device_id: &str,
         certificate_id: &str,
     ) -> Result<Option<Promotion>, crate::BackendError> {
-        let Some(promotion) = self
-            .state
-            .registry
-            .promote_certificate(device_id, certificate_id, now())
-            .await?
-        else {
+        let Some(device) = self.state.registry.get(device_id).await? else {
             return Ok(None);
         };
-        self.state.counters.add(Count::Revocation);
-        self.publish_crl("superseded certificate revoked")
+        make_current(&self.state, &device, certificate_id)
             .await
-            .map_err(|r| crate::BackendError::Task(r.error_message))?;
-        tracing::info!(%device_id, %certificate_id, superseded_serial = %promotion.superseded_serial,
-            "rotation: the device uses its new certificate; the old one is revoked");
-        Ok(Some(promotion))
+            .map_err(|e| crate::BackendError::Task(e.message().to_owned()))
     }
 
     /// Revokes certificates issued more than [`UNREGISTERED_CERTIFICATE_SECONDS`] ago and never
@@ -392,30 +380,7 @@ pub(crate) async fn report_certificate_in_use(
     if device.certificate_id == certificate_id {
         return Ok(unchanged);
     }
-    let now = now();
-    if let Some(made) = state
-        .signer
-        .attached_certificate(device_id, &certificate_id)
-        .await
-        .map_err(|e| api::ApiError::from_signer(state, e))?
-    {
-        state
-            .registry
-            .add_registered_certificate(&made, now)
-            .await?;
-        // Revoke the old one in AWS first: if that fails, nothing changed here and a retry
-        // does it all again; if the registry then fails, a retry revokes again (harmless).
-        state
-            .signer
-            .revoke(&device)
-            .await
-            .map_err(|e| api::ApiError::from_signer(state, e))?;
-    }
-    let Some(promotion) = state
-        .registry
-        .promote_certificate(device_id, &certificate_id, now)
-        .await?
-    else {
+    let Some(promotion) = make_current(state, &device, &certificate_id).await? else {
         return Err(api::ApiError::new(
             StatusCode::CONFLICT,
             "certificate_not_registered",
@@ -424,14 +389,6 @@ pub(crate) async fn report_certificate_in_use(
             ),
         ));
     };
-    if state.signer.uses_crl() {
-        api::publish_crl(state, None)
-            .await
-            .map_err(|e| api::ApiError::internal(&e))?;
-    }
-    state.counters.add(Count::Revocation);
-    tracing::info!(%device_id, %certificate_id, superseded = %promotion.superseded_id,
-        signer = state.signer.name(), "the device uses its new certificate; the old one is revoked");
     Ok(serde_json::json!({
         "deviceId": device_id,
         "certificateId": certificate_id,
@@ -458,4 +415,54 @@ async fn active_device(
         ));
     }
     Ok(device)
+}
+
+/// The device reported `certificate_id` in use: a certificate the signer made outside this
+/// service (AWS IoT Core answering the provisioning API) is checked and recorded, and the old
+/// one revoked there first (a retry after a failure then finishes the job); a `registered`
+/// certificate of the history becomes current, the old one superseded (local CA: a new CRL).
+/// `None` when `certificate_id` is no registered certificate of the device.
+async fn make_current(
+    state: &Arc<AppState>,
+    device: &crate::registry::DeviceRecord,
+    certificate_id: &str,
+) -> Result<Option<Promotion>, api::ApiError> {
+    let device_id = device.device_id.as_str();
+    let now = now();
+    if let Some(made) = state
+        .signer
+        .attached_certificate(device_id, certificate_id)
+        .await
+        .map_err(|e| api::ApiError::from_signer(state, e))?
+    {
+        state
+            .registry
+            .add_registered_certificate(&made, now)
+            .await?;
+        state
+            .signer
+            .revoke(device)
+            .await
+            .map_err(|e| api::ApiError::from_signer(state, e))?;
+    }
+    let Some(promotion) = state
+        .registry
+        .promote_certificate(device_id, certificate_id, now)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if state.signer.uses_crl() {
+        let number = api::publish_crl(state, None)
+            .await
+            .map_err(|e| api::ApiError::internal(&e))?;
+        tracing::info!(
+            crl_number = number,
+            "superseded certificate revoked: CRL published"
+        );
+    }
+    state.counters.add(Count::Revocation);
+    tracing::info!(%device_id, %certificate_id, superseded = %promotion.superseded_id,
+        signer = state.signer.name(), "the device uses its new certificate; the old one is revoked");
+    Ok(Some(promotion))
 }
