@@ -55,6 +55,7 @@ extern crate alloc;
 
 #[cfg(feature = "rsa")]
 mod bigint;
+pub mod candidate;
 mod chain;
 mod decode;
 mod endpoint;

@@ -56,6 +56,8 @@ use acorn_device::{
 use rand_core::RngCore;
 
 use crate::diagnosis::Diagnosis;
+use crate::identity::TlsIdentity;
+use crate::rotation::{NoRotation, Rotator};
 use crate::transport::{ConnectOrder, Driver, LinkEvent, Order, OutPublish, Time};
 
 /// What the platform hands to the device.
@@ -132,21 +134,34 @@ pub trait DeviceIo {
     }
 }
 
-/// The device core as the transport's [`Driver`]: see the module docs.
+/// The device core as the transport's [`Driver`]: see the module docs. `Z` carries out
+/// certificate rotations ([`crate::rotation`]).
 #[derive(Debug)]
-pub struct DeviceDriver<R, S, I, Q = MemoryPresses> {
+pub struct DeviceDriver<R, S, I, Q = MemoryPresses, Z = NoRotation> {
     device: Device<R, S, Q>,
     io: I,
+    rotation: Z,
     finished: bool,
 }
 
 impl<R: RngCore, S: SettingsStore, I: DeviceIo, Q: PressStore> DeviceDriver<R, S, I, Q> {
     /// Drives `device` (made, not started: [`Transport::drive`](crate::Transport::drive)
-    /// starts it), with `io` for inputs and reports.
+    /// starts it), with `io` for inputs and reports; no certificate rotation.
     pub fn new(device: Device<R, S, Q>, io: I) -> Self {
+        Self::with_rotation(device, io, NoRotation)
+    }
+}
+
+impl<R: RngCore, S: SettingsStore, I: DeviceIo, Q: PressStore, Z: Rotator<S>>
+    DeviceDriver<R, S, I, Q, Z>
+{
+    /// As [`DeviceDriver::new`], with `rotation` carrying out the device's certificate
+    /// rotations (`acorn_device::DeviceConfig::rotation` says when and how).
+    pub fn with_rotation(device: Device<R, S, Q>, io: I, rotation: Z) -> Self {
         DeviceDriver {
             device,
             io,
+            rotation,
             finished: false,
         }
     }
@@ -166,6 +181,11 @@ impl<R: RngCore, S: SettingsStore, I: DeviceIo, Q: PressStore> DeviceDriver<R, S
         &mut self.io
     }
 
+    /// The rotation side (e.g. to read its identity slots after a run).
+    pub fn rotation_mut(&mut self) -> &mut Z {
+        &mut self.rotation
+    }
+
     /// Gives the device and the platform side back.
     pub fn into_parts(self) -> (Device<R, S, Q>, I) {
         (self.device, self.io)
@@ -176,7 +196,9 @@ impl<R: RngCore, S: SettingsStore, I: DeviceIo, Q: PressStore> DeviceDriver<R, S
     }
 }
 
-impl<R: RngCore, S: SettingsStore, I: DeviceIo, Q: PressStore> Driver for DeviceDriver<R, S, I, Q> {
+impl<R: RngCore, S: SettingsStore, I: DeviceIo, Q: PressStore, Z: Rotator<S>> Driver
+    for DeviceDriver<R, S, I, Q, Z>
+{
     type Tag = Tag;
     type Input = Input;
 
@@ -208,6 +230,13 @@ impl<R: RngCore, S: SettingsStore, I: DeviceIo, Q: PressStore> Driver for Device
                 Action::Disconnect => return Some(Order::Disconnect),
                 Action::Notice(notice) => self.io.report(now, Report::Notice(&notice)),
                 Action::ShutdownComplete => self.finished = true,
+                Action::Rotation(request) => {
+                    let device_id = self.device.device_id().to_string();
+                    let store = self.device.store_mut();
+                    if let Some(input) = self.rotation.step(store, &device_id, now, request) {
+                        self.device.rotation(Self::now(now), input);
+                    }
+                }
                 // A later kind of action this driver does not know: nothing for the network.
                 _ => {}
             }
@@ -217,6 +246,10 @@ impl<R: RngCore, S: SettingsStore, I: DeviceIo, Q: PressStore> Driver for Device
 
     fn poll_timeout(&self) -> Option<u64> {
         self.device.poll_timeout()
+    }
+
+    fn identity(&self) -> Option<&TlsIdentity> {
+        self.rotation.identity()
     }
 
     fn tick(&mut self, now: Time) {

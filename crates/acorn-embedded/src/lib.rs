@@ -91,6 +91,8 @@ extern crate alloc;
 pub mod app;
 pub mod boot;
 pub mod codec;
+#[cfg(any(feature = "register", feature = "rotation"))]
+pub mod csr;
 #[cfg(feature = "device")]
 pub mod device;
 pub mod diagnosis;
@@ -102,6 +104,8 @@ pub mod identity;
 pub mod ping;
 #[cfg(feature = "register")]
 pub mod register;
+#[cfg(feature = "device")]
+pub mod rotation;
 pub mod tls;
 pub mod transport;
 pub mod verify;

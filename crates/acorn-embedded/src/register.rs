@@ -16,24 +16,18 @@
 
 use alloc::format;
 use alloc::string::{String, ToString};
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
 use acorn_api::{ErrorBody, RegisterRequest, RegisterResponse, REGISTER_PATH};
-use acorn_certs::{DeviceCertificates, PrivateKey};
-use const_oid::ObjectIdentifier;
-use der::asn1::{BitString, SetOfVec, Utf8StringRef};
-use der::{Any, Encode};
+use acorn_certs::DeviceCertificates;
 use embedded_io_async::{Read, Write};
 use rand_core::{CryptoRng, RngCore};
 use secrecy::{ExposeSecret, SecretString};
-use x509_cert::attr::AttributeTypeAndValue;
-use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
-use x509_cert::request::{CertReq, CertReqInfo, Version};
-use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use zeroize::Zeroizing;
 
+pub use crate::csr::key_and_csr;
+use crate::csr::{sec1_pem, CsrError};
 use crate::diagnosis::Diagnosis;
 use crate::transport::Connector;
 
@@ -41,11 +35,6 @@ use crate::transport::Connector;
 pub const NAMESPACE: &str = "register";
 /// Largest answer read, bytes (a certificate and a CA certificate in JSON are ~3 KB).
 pub const MAX_RESPONSE: usize = 16 * 1024;
-
-const COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
-const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const SECP_256_R_1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 
 /// Why registration failed; every message says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +81,15 @@ pub enum RegisterError {
         /// The answer's.
         got: String,
     },
+}
+
+impl From<CsrError> for RegisterError {
+    fn from(e: CsrError) -> Self {
+        match e {
+            CsrError::BadDeviceId(id) => RegisterError::BadDeviceId(id),
+            other => RegisterError::Csr(other.to_string()),
+        }
+    }
 }
 
 /// A registration backend's address: plain HTTP.
@@ -202,53 +200,6 @@ pub fn read_config<F: embedded_storage::nor_flash::NorFlash>(
     }))
 }
 
-/// A new P-256 key from `rng` (the hardware RNG on the chip) and a PEM PKCS#10 request for
-/// `CN=<device_id>` signed with it.
-pub fn key_and_csr<R: RngCore + CryptoRng>(
-    rng: &mut R,
-    device_id: &str,
-) -> Result<(p256::SecretKey, String), RegisterError> {
-    if !acorn_certs::is_valid_device_id(device_id) {
-        return Err(RegisterError::BadDeviceId(device_id.to_string()));
-    }
-    let csr_err = |e: der::Error| RegisterError::Csr(e.to_string());
-    let key = p256::SecretKey::random(rng);
-    let point = key.public_key().to_sec1_bytes();
-    let cn = AttributeTypeAndValue {
-        oid: COMMON_NAME,
-        value: Any::encode_from(&Utf8StringRef::new(device_id).map_err(csr_err)?)
-            .map_err(csr_err)?,
-    };
-    let rdn = RelativeDistinguishedName(SetOfVec::try_from(vec![cn]).map_err(csr_err)?);
-    let info = CertReqInfo {
-        version: Version::V1,
-        subject: RdnSequence(vec![rdn]),
-        public_key: SubjectPublicKeyInfoOwned {
-            algorithm: AlgorithmIdentifierOwned {
-                oid: ID_EC_PUBLIC_KEY,
-                parameters: Some(Any::encode_from(&SECP_256_R_1).map_err(csr_err)?),
-            },
-            subject_public_key: BitString::from_bytes(&point).map_err(csr_err)?,
-        },
-        attributes: SetOfVec::new(),
-    };
-    let signed = info.to_der().map_err(csr_err)?;
-    let signature: p256::ecdsa::DerSignature =
-        signature::Signer::sign(&p256::ecdsa::SigningKey::from(&key), &signed);
-    let request = CertReq {
-        info,
-        algorithm: AlgorithmIdentifierOwned {
-            oid: ECDSA_WITH_SHA256,
-            parameters: None,
-        },
-        signature: BitString::from_bytes(signature.as_bytes()).map_err(csr_err)?,
-    };
-    let der = request.to_der().map_err(csr_err)?;
-    let pem = der::pem::encode_string("CERTIFICATE REQUEST", der::pem::LineEnding::LF, &der)
-        .map_err(|e| RegisterError::Csr(e.to_string()))?;
-    Ok((key, pem))
-}
-
 /// A registered identity, ready for `CertStore::store`.
 #[derive(Debug)]
 pub struct Registered {
@@ -302,14 +253,7 @@ pub async fn register<C: Connector, R: RngCore + CryptoRng>(
         });
     }
     // SEC1 (`EC PRIVATE KEY`): what the store reads back, and smaller to make than PKCS#8.
-    let private_key = {
-        let der = key
-            .to_sec1_der()
-            .map_err(|e| RegisterError::Csr(e.to_string()))?;
-        der::pem::encode_string("EC PRIVATE KEY", der::pem::LineEnding::LF, &der)
-            .map(|pem| PrivateKey::new(pem.into_bytes()))
-            .map_err(|e| RegisterError::Csr(e.to_string()))?
-    };
+    let private_key = sec1_pem(&key)?;
     let (host, endpoint_port) = match answer.iot_endpoint.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (
             host.to_string(),
@@ -501,7 +445,8 @@ mod tests {
 
     #[test]
     fn the_request_is_for_the_device_and_its_key() {
-        use der::Decode;
+        use der::{Decode, Encode};
+        use x509_cert::request::CertReq;
         let mut rng = rand::rngs::OsRng;
         let (key, pem) = key_and_csr(&mut rng, "acorn-0042").unwrap();
         let (label, der) = der::pem::decode_vec(pem.as_bytes()).unwrap();

@@ -380,6 +380,11 @@ pub trait Driver {
     fn input(&mut self, now: Time, input: Self::Input);
     /// Done: [`Transport::drive`] returns once no order is left.
     fn is_finished(&self) -> bool;
+    /// The identity to connect with instead of the transport's own (a rotation's candidate
+    /// on trial, or the identity it committed); `None` (the default) = the transport's.
+    fn identity(&self) -> Option<&TlsIdentity> {
+        None
+    }
 }
 
 /// [`Driver`] for an `acorn_mqtt::Session` with an [`Application`] on top.
@@ -705,9 +710,13 @@ where
         > = TlsConnection::new(&duplex, &mut bufs.tls_read, &mut bufs.tls_write);
         let alpn: [&[u8]; 1] = [AWS_ALPN];
         let tls_config = tls::tls_config(target.tls_name(), target.alpn.then_some(&alpn[..]));
+        // Cloned so that the driver can be told what happens meanwhile; only while a
+        // rotation's identity is in use.
+        let rotated = driver.identity().cloned();
+        let identity = rotated.as_ref().unwrap_or(self.identity);
         let mut provider = Provider::new(
             &mut self.rng,
-            self.identity,
+            identity,
             self.anchors,
             target.tls_name(),
             unix,

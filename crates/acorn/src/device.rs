@@ -269,6 +269,10 @@ fn run_device(args: RunArgs) -> Result<ExitCode> {
         let conn = &args.connection;
         let keys = crate::image_file::maybe_keys(conn.nvs_keys.as_deref())?;
         let mut image = DeviceImage::open(&conn.image, keys.as_ref())?;
+        // As the default transport does: finish or drop what an interrupted rotation left.
+        if let Some(note) = image.recover_rotation()? {
+            eprintln!("{note}");
+        }
         let (loaded, target) = identity_and_target(&mut image, conn)?;
         let queue_path = args
             .queue_image

@@ -3,6 +3,7 @@
 //! commit and roll-back (`acorn_certs::Slots`). What happens when is the device core's
 //! (`acorn_device::rotation`).
 
+use acorn_certs::candidate::{stage_checked, ExpectedIssuer};
 use acorn_certs::{DeviceCertificates, PrivateKey};
 use acorn_device::rotation::{RotationInput, RotationRequest};
 use acorn_device::CertificateFacts;
@@ -106,49 +107,17 @@ impl Runtime {
             iot_endpoint: self.rotation.endpoint.clone(),
             device_id: self.device.device_id().to_owned(),
         };
-        if let Some(ca) = &self.rotation.ca {
-            let options = acorn_certs::ValidationOptions::new(unix_now())
-                .allow_custom_endpoint(true)
-                .with_ca(ca);
-            let report = acorn_certs::validate(&certs, &options);
-            if !report.is_valid() {
-                let failures: Vec<String> = report
-                    .checks
-                    .iter()
-                    .filter(|c| c.status == acorn_certs::Status::Fail)
-                    .map(|c| c.explanation.clone())
-                    .collect();
-                return RotationInput::StageRefused {
-                    reason: format!(
-                        "it does not validate against the expected CA: {}",
-                        failures.join("; ")
-                    ),
-                };
-            }
-        }
+        let expected = match &self.rotation.ca {
+            Some(ca) => ExpectedIssuer::Ca(ca),
+            None => ExpectedIssuer::SameAs(&self.rotation.issuer),
+        };
         let mut slots = self.device.store_mut().slots();
-        match slots.stage(&certs, unix_now()) {
-            Ok(report) => {
-                let issuer = report
-                    .certificate
-                    .as_ref()
-                    .map(|c| c.issuer.clone())
-                    .unwrap_or_default();
-                if self.rotation.ca.is_none() && issuer != self.rotation.issuer {
-                    let _ = slots.discard();
-                    return RotationInput::StageRefused {
-                        reason: format!(
-                            "it is issued by {issuer:?}, not by {:?} as the current certificate",
-                            self.rotation.issuer
-                        ),
-                    };
-                }
+        match stage_checked(&mut slots, &certs, unix_now(), expected) {
+            Ok(_) => {
                 info!(certificate = %certificate_id, "new certificate stored as the candidate identity");
                 RotationInput::Staged
             }
-            Err(e) => RotationInput::StageRefused {
-                reason: e.to_string(),
-            },
+            Err(reason) => RotationInput::StageRefused { reason },
         }
     }
 

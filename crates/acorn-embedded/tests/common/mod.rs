@@ -95,6 +95,9 @@ pub struct Setup {
     pub server_expired: bool,
     /// The server chain comes from a CA the device does not trust.
     pub rogue_server_ca: bool,
+    /// Devices may use AWS IoT's provisioning API under `acorn-local/<id>/`, answered by
+    /// the backend client (as in `acorn dev up`).
+    pub local_provisioning: bool,
 }
 
 impl Default for Setup {
@@ -103,6 +106,7 @@ impl Default for Setup {
             server_sans: vec!["localhost".into()],
             server_expired: false,
             rogue_server_ca: false,
+            local_provisioning: false,
         }
     }
 }
@@ -114,13 +118,14 @@ pub struct Env {
     pub ca: Ca,
     pub service_ca: Ca,
     pub broker: Broker,
+    local_provisioning: bool,
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
 }
 
-fn broker_config(dir: &Path) -> BrokerConfig {
+fn broker_config(dir: &Path, local_provisioning: bool) -> BrokerConfig {
     let mut config = BrokerConfig::new(
         dir,
         dir.join("ca.pem"),
@@ -130,6 +135,11 @@ fn broker_config(dir: &Path) -> BrokerConfig {
     config.service_ca_file = Some(dir.join("service-ca.pem"));
     config.service_identities = vec![BACKEND_ID.to_owned()];
     config.tls_version = Some("tlsv1.3".into());
+    config.local_provisioning =
+        local_provisioning.then(|| acorn_devstack::broker::LocalProvisioning {
+            template: "acorn-pups".into(),
+            responder: BACKEND_ID.into(),
+        });
     config
 }
 
@@ -155,13 +165,14 @@ impl Env {
             &format!("{leaf}{}", intermediate.pem()),
         );
         write(dir.path(), "server.key", &key);
-        let broker = Broker::start(broker_config(dir.path()))
+        let broker = Broker::start(broker_config(dir.path(), setup.local_provisioning))
             .expect("mosquitto must start (apt-get install mosquitto)");
         Env {
             dir,
             ca,
             service_ca,
             broker,
+            local_provisioning: setup.local_provisioning,
         }
     }
 
@@ -190,7 +201,7 @@ impl Env {
 
     /// Starts a new broker on the same ports with the same files.
     pub fn start_broker_again(&mut self) {
-        let mut config = broker_config(self.dir.path());
+        let mut config = broker_config(self.dir.path(), self.local_provisioning);
         config.port = Some(self.broker.port());
         config.service_port = self.broker.service_port();
         let new = Broker::start(config).expect("mosquitto restarts");

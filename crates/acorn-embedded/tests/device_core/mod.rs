@@ -16,12 +16,15 @@ use acorn_nvs::{MemFlash, Nvs};
 use rand::SeedableRng;
 use tokio::sync::mpsc;
 
+#[cfg(feature = "rotation")]
+mod rotation;
+
 const PARTITION: u32 = 0x6000;
 
 /// Presses and shutdown from the test; every report kept as text.
-struct TestIo {
-    inputs: mpsc::UnboundedReceiver<Input>,
-    reports: Vec<String>,
+pub(crate) struct TestIo {
+    pub(crate) inputs: mpsc::UnboundedReceiver<Input>,
+    pub(crate) reports: Vec<String>,
 }
 
 impl DeviceIo for TestIo {

@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use acorn_agent::device::AGENT_VERSION;
-use acorn_agent::{LoadedDevice, QueueImage};
+use acorn_agent::{DeviceImage, LoadedDevice, QueueImage};
 use acorn_device::{Device, DeviceConfig, HostFacts};
 use acorn_embedded::device::{DeviceDriver, DeviceIo, Input, Report};
 use acorn_embedded::ping::PingOptions;
+use acorn_embedded::rotation::{Rotation, RotationSlots};
 use acorn_embedded::{
     host, Buffers, Target, Time, TlsIdentity, Transport, TransportConfig, TrustAnchors,
 };
@@ -131,6 +132,42 @@ pub fn ping(
     }
 }
 
+/// The identity's slots are in the device image, which is also the settings store.
+struct InImage;
+
+impl<F: embedded_storage::nor_flash::NorFlash> RotationSlots<DeviceImage<F>> for InImage {
+    type Kv<'a>
+        = &'a mut acorn_nvs::Nvs<F>
+    where
+        F: 'a;
+
+    fn slots<'a>(&'a mut self, image: &'a mut DeviceImage<F>) -> acorn_certs::Slots<Self::Kv<'a>> {
+        image.slots()
+    }
+}
+
+/// Certificate rotation as the chip does it (`acorn_embedded::rotation`), configured by the
+/// same `--rotation-*` options as the default transport's; `config` gets the core's part.
+fn rotation(
+    loaded: &LoadedDevice,
+    args: &super::RotationArgs,
+    config: &mut DeviceConfig,
+) -> Result<Rotation<InImage, rand::rngs::OsRng>> {
+    let mut options = acorn_agent::device::DeviceOptions::new(Path::new(""));
+    args.apply(&mut options)?;
+    if let Some(mut rotation) = options.rotation {
+        if options.rotation_local {
+            rotation.topic_prefix = acorn_mqtt::provisioning::local_prefix(&loaded.device_id);
+        }
+        config.rotation = Some(rotation);
+    }
+    let rotator = Rotation::new(InImage, rand::rngs::OsRng, &loaded.endpoint, &loaded.issuer);
+    Ok(match options.rotation_ca {
+        Some(ca) => rotator.with_ca(ca),
+        None => rotator,
+    })
+}
+
 /// The device's inputs: stdin lines (`press <button> [battery]`, `quit`), the optional press
 /// timer, and SIGINT/SIGTERM; its reports go to stderr.
 struct HostIo {
@@ -156,7 +193,7 @@ impl DeviceIo for HostIo {
 /// SIGTERM; the settings live in the image and the presses in the queue image, as with the
 /// default transport (and as on the chip: one NVS format for both).
 pub fn run(
-    image: acorn_agent::DeviceImage<acorn_nvs::FileFlash>,
+    image: DeviceImage<acorn_nvs::FileFlash>,
     queue: QueueImage,
     loaded: &LoadedDevice,
     broker: &BrokerTarget,
@@ -171,6 +208,7 @@ pub fn run(
     config.heartbeat_override_ms = args
         .heartbeat
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let rotation = rotation(loaded, &args.rotation, &mut config)?;
     let device = Device::with_press_store(config, image, queue, rand::rngs::OsRng)?;
     for warning in device
         .settings_warning()
@@ -189,7 +227,7 @@ pub fn run(
     let result = runtime.block_on(async move {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         spawn_inputs(tx, press_every)?;
-        let mut driver = DeviceDriver::new(device, HostIo { inputs: rx });
+        let mut driver = DeviceDriver::with_rotation(device, HostIo { inputs: rx }, rotation);
         let mut buffers = Buffers::new();
         let mut transport = Transport::new(
             host::TokioConnector,
