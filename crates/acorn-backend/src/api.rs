@@ -63,6 +63,8 @@ pub(crate) struct AppState {
     pub(crate) last_ready: AtomicBool,
     /// Publishes a command to a device, when the service has an MQTT link (the dev stack).
     pub(crate) command_sink: Mutex<Option<crate::rotation::CommandSink>>,
+    /// The reconciliation sweep running now, and the last one.
+    pub(crate) reconciler: crate::reconcile::Reconciler,
 }
 
 /// The router with every route of the API.
@@ -81,6 +83,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/v1/devices/{id}/certificate-in-use",
             post(certificate_in_use),
         )
+        .route("/v1/devices/{id}/reconcile", post(reconcile_device))
+        .route("/v1/reconcile", get(reconcile_status).post(reconcile_all))
         .route("/v1/service-identities", post(issue_service_identity))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -850,6 +854,49 @@ async fn certificate_in_use(
     crate::rotation::report_certificate_in_use(&state, &id, &req.certificate_id)
         .await
         .map(Json)
+}
+
+/// `POST /v1/devices/{id}/reconcile`: the device's certificates made to match AWS IoT Core.
+async fn reconcile_device(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&state, &headers)?;
+    let report = crate::reconcile::reconcile_device(&state, &id).await?;
+    Ok(Json(
+        serde_json::to_value(report).map_err(|e| ApiError::internal(&e))?,
+    ))
+}
+
+/// `POST /v1/reconcile`: a sweep over every active device, in the background (202).
+async fn reconcile_all(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    require_admin(&state, &headers)?;
+    let Some(report) = crate::reconcile::start_sweep(&state) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "reconcile_in_progress",
+            "a reconciliation sweep is running already; follow it with GET /v1/reconcile",
+        ));
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "sweep": report })),
+    ))
+}
+
+/// `GET /v1/reconcile`: the sweep running now, or the last one (`null` before the first).
+async fn reconcile_status(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&state, &headers)?;
+    Ok(Json(
+        serde_json::json!({ "sweep": state.reconciler.last() }),
+    ))
 }
 
 /// Revokes where the signer keeps the certificate (AWS: `REVOKED` and detached), then in the

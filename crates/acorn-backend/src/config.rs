@@ -28,6 +28,7 @@
 //! | `aws.create_policy` | `ACORN_AWS_CREATE_POLICY` | `false` | create it from `policies/device-policy.json` |
 //! | `aws.requests_per_second` | `ACORN_AWS_REQUESTS_PER_SECOND` | 10 | AWS IoT calls per second, this instance |
 //! | `aws.max_attempts` | `ACORN_AWS_MAX_ATTEMPTS` | 5 | attempts per AWS call (throttling retried) |
+//! | `aws.reconcile_interval_secs` | `ACORN_AWS_RECONCILE_INTERVAL_SECS` | 3600 | reconcile every device's certificates with AWS IoT Core this often; 0 = off |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,7 @@ struct AwsFile {
     create_policy: Option<bool>,
     requests_per_second: Option<f64>,
     max_attempts: Option<u32>,
+    reconcile_interval_secs: Option<u64>,
 }
 
 /// How the service logs (to stderr).
@@ -256,6 +258,13 @@ impl ServeConfig {
                 ) {
                     aws.max_attempts = parse_num("aws.max_attempts", &v)?;
                 }
+                if let Some(v) = pick(
+                    "ACORN_AWS_RECONCILE_INTERVAL_SECS",
+                    a.reconcile_interval_secs.map(|n| n.to_string()),
+                ) {
+                    aws.reconcile_interval =
+                        Duration::from_secs(parse_num("aws.reconcile_interval_secs", &v)?);
+                }
                 aws.check()?;
                 SignerConfig::Aws(aws)
             }
@@ -343,6 +352,7 @@ mod tests {
             &env(&[
                 ("ACORN_LISTEN", "127.0.0.1:9100"),
                 ("ACORN_AWS_MAX_ATTEMPTS", "7"),
+                ("ACORN_AWS_RECONCILE_INTERVAL_SECS", "0"),
             ]),
         )
         .expect("config");
@@ -359,6 +369,7 @@ mod tests {
             ),
             ("from-file", 4.0, 7)
         );
+        assert_eq!(aws.reconcile_interval, Duration::ZERO, "0 turns it off");
         let c = ServeConfig::load(None, &env(&[])).expect("defaults");
         assert_eq!(c.backend.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(

@@ -32,6 +32,7 @@ mod files;
 mod keygen;
 mod metrics;
 pub mod policy;
+mod reconcile;
 pub mod registry;
 pub mod rotation;
 pub mod secret;

@@ -11,6 +11,9 @@
 //! | `acorn_crls_issued_total` | counter | |
 //! | `acorn_key_generations_total` | counter | |
 //! | `acorn_ready` | gauge | 1 when the last readiness check passed |
+//! | `acorn_reconcile_sweeps_total` | counter | `trigger`: `schedule`, `request` |
+//! | `acorn_reconciled_devices_total` | counter | `result`: `unchanged`, `changed`, `failed` |
+//! | `acorn_reconcile_changes_total` | counter | `action`: `learned`, `promoted`, `revoked`, `abandoned` |
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +44,10 @@ pub(crate) struct Metrics {
     crls_issued: Counter,
     key_generations: Counter,
     ready: Gauge,
+    reconcile_sweeps: Family<Labels, Counter>,
+    reconciled_devices: Family<Labels, Counter>,
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    reconcile_changes: Family<Labels, Counter>,
 }
 
 impl core::fmt::Debug for Metrics {
@@ -103,6 +110,24 @@ impl Default for Metrics {
             "1 when the last readiness check (database and signer) passed",
             ready.clone(),
         );
+        let reconcile_sweeps = Family::<Labels, Counter>::default();
+        registry.register(
+            "acorn_reconcile_sweeps",
+            "Sweeps reconciling every device with AWS IoT Core, by trigger",
+            reconcile_sweeps.clone(),
+        );
+        let reconciled_devices = Family::<Labels, Counter>::default();
+        registry.register(
+            "acorn_reconciled_devices",
+            "Devices reconciled with AWS IoT Core, by result",
+            reconciled_devices.clone(),
+        );
+        let reconcile_changes = Family::<Labels, Counter>::default();
+        registry.register(
+            "acorn_reconcile_changes",
+            "Changes made by reconciliation, by action",
+            reconcile_changes.clone(),
+        );
         Self {
             registry,
             registrations,
@@ -114,6 +139,9 @@ impl Default for Metrics {
             crls_issued,
             key_generations,
             ready,
+            reconcile_sweeps,
+            reconciled_devices,
+            reconcile_changes,
         }
     }
 }
@@ -163,6 +191,25 @@ impl Metrics {
 
     pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
+    }
+
+    pub(crate) fn reconcile_sweep(&self, trigger: &'static str) {
+        self.reconcile_sweeps
+            .get_or_create(&[("trigger", trigger)])
+            .inc();
+    }
+
+    pub(crate) fn reconciled(&self, result: &'static str) {
+        self.reconciled_devices
+            .get_or_create(&[("result", result)])
+            .inc();
+    }
+
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    pub(crate) fn reconcile_change(&self, action: &'static str) {
+        self.reconcile_changes
+            .get_or_create(&[("action", action)])
+            .inc();
     }
 
     /// Everything in the Prometheus text format.

@@ -398,7 +398,7 @@ pub(crate) async fn report_certificate_in_use(
 }
 
 /// The registered, active device `device_id`, or the API's answer why not (404 or 409).
-async fn active_device(
+pub(crate) async fn active_device(
     state: &Arc<AppState>,
     device_id: &str,
 ) -> Result<crate::registry::DeviceRecord, api::ApiError> {
@@ -445,6 +445,20 @@ async fn make_current(
             .await
             .map_err(|e| api::ApiError::from_signer(state, e))?;
     }
+    promote(state, device_id, certificate_id, now).await
+}
+
+/// The registry half of making a certificate current, after the signer has revoked the old
+/// one where it keeps it: the `registered` certificate `certificate_id` becomes current and
+/// the old one superseded (local CA: a new CRL), counted and logged. `None` when it is no
+/// registered certificate of the device. Shared by [`make_current`] and the aws signer's
+/// reconciliation ([`crate::reconcile`]).
+pub(crate) async fn promote(
+    state: &Arc<AppState>,
+    device_id: &str,
+    certificate_id: &str,
+    now: i64,
+) -> Result<Option<Promotion>, api::ApiError> {
     let Some(promotion) = state
         .registry
         .promote_certificate(device_id, certificate_id, now)

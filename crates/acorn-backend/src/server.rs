@@ -228,6 +228,10 @@ impl Backend {
         let tls = config.tls;
         let limits = config.limits;
         let crl_refresh = config.crl_refresh;
+        let reconcile_interval = match &config.signer {
+            SignerConfig::Aws(aws) => aws.reconcile_interval,
+            SignerConfig::Local => Duration::ZERO,
+        };
         let console = config.console.clone();
         let (state, paths) = prepare(config).await?;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -263,9 +267,24 @@ impl Backend {
             stop_rx.clone(),
         ));
         let renewals = if state.signer.uses_crl() {
-            tokio::spawn(renew_crl_forever(Arc::clone(&state), crl_refresh, stop_rx))
+            tokio::spawn(renew_crl_forever(
+                Arc::clone(&state),
+                crl_refresh,
+                stop_rx.clone(),
+            ))
         } else {
             tokio::spawn(async {})
+        };
+        // The aws signer's schedule of reconciliations (the local CA sees every step itself).
+        let reconciliations = if reconcile_interval.is_zero() || state.signer.uses_crl() {
+            tokio::spawn(async {})
+        } else {
+            tracing::info!(interval = ?reconcile_interval, "reconciliation with AWS IoT Core scheduled");
+            tokio::spawn(crate::reconcile::reconcile_forever(
+                Arc::clone(&state),
+                reconcile_interval,
+                stop_rx.clone(),
+            ))
         };
         tracing::info!(%local_addr, tls, data_dir = %paths.data_dir.display(),
             registry = %state.registry.describe(), signer = state.signer.name(),
@@ -278,6 +297,7 @@ impl Backend {
             stop: stop_tx,
             task: Some(task),
             renewals,
+            reconciliations,
         })
     }
 }
@@ -342,6 +362,7 @@ async fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths),
         draining: AtomicBool::new(false),
         last_ready: AtomicBool::new(true),
         command_sink: Mutex::new(None),
+        reconciler: Default::default(),
     });
     // A fresh CRL at every start: the broker needs the file, and its nextUpdate moves on.
     if state.signer.uses_crl() {
@@ -414,6 +435,7 @@ pub struct BackendHandle {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     renewals: JoinHandle<()>,
+    reconciliations: JoinHandle<()>,
 }
 
 impl core::fmt::Debug for BackendHandle {
@@ -577,5 +599,6 @@ impl Drop for BackendHandle {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         self.renewals.abort();
+        self.reconciliations.abort();
     }
 }

@@ -425,3 +425,63 @@ async fn ready_fails_when_the_registry_does_not_answer_while_health_stays_up() {
     // Liveness does not depend on the database: no restart loop during a database outage.
     assert_eq!(get("/v1/health").await.0, 200);
 }
+
+/// With the local CA the service sees every step of a rotation itself: reconciling a device
+/// changes nothing, a sweep reads no device (it only abandons stale pending certificates),
+/// and the endpoints answer as with the aws signer.
+#[tokio::test]
+async fn reconciliation_with_the_local_signer_changes_nothing() {
+    let b = start().await;
+    let (status, v) = b
+        .register(Some(&b.token().await), &body("rec-local-1"))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = b.admin_post("/v1/devices/rec-local-1/reconcile").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["changed"], &v["changes"]),
+        (&json!(false), &json!([])),
+        "{v}"
+    );
+    let (status, v) = b.admin_post("/v1/devices/nobody/reconcile").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("device_not_found"))
+    );
+    let (status, v) = b.admin_get("/v1/reconcile").await;
+    assert_eq!((status, &v["sweep"]), (200, &Value::Null), "{v}");
+    let (status, v) = b.admin_post("/v1/reconcile").await;
+    assert_eq!(status, 202, "{v}");
+    let mut sweep = Value::Null;
+    for _ in 0..100 {
+        let (_, v) = b.admin_get("/v1/reconcile").await;
+        if v["sweep"]["running"] == false {
+            sweep = v["sweep"].clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (
+            &sweep["devices"],
+            &sweep["failed"],
+            &sweep["abandonedPending"]
+        ),
+        (&json!(0), &json!(0), &json!(0)),
+        "{sweep}"
+    );
+    // Revoked devices are not reconciled.
+    b.admin_post("/v1/devices/rec-local-1/revoke").await;
+    let (status, v) = b.admin_post("/v1/devices/rec-local-1/reconcile").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("device_revoked"))
+    );
+    let resp = b
+        .client
+        .post(b.url("/v1/reconcile"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 401);
+}

@@ -646,3 +646,379 @@ async fn a_rotation_answered_by_aws_is_followed_and_the_old_certificate_revoked(
     let (status, v) = report(new_id).await;
     assert_eq!((status, v["changed"].as_bool()), (200, Some(false)), "{v}");
 }
+
+/// Calls boto3's IoT client off the runtime (see [`Moto::boto3`]).
+async fn boto(moto: &Arc<Moto>, method: &'static str, kwargs: Value) -> Value {
+    let moto = Arc::clone(moto);
+    tokio::task::spawn_blocking(move || moto.boto3(method, &kwargs))
+        .await
+        .expect("boto3")
+}
+
+/// What AWS IoT Core does for a device's `CreateCertificateFromCsr` and `RegisterThing` of a
+/// rotation: a new ACTIVE certificate attached to the thing. Returns its id and ARN.
+async fn rotate_in_aws(moto: &Arc<Moto>, thing: &str) -> (String, String) {
+    let (_, pem) = csr(thing);
+    let made = boto(
+        moto,
+        "create_certificate_from_csr",
+        json!({"certificateSigningRequest": pem, "setAsActive": true}),
+    )
+    .await;
+    let id = made["certificateId"].as_str().expect("id").to_owned();
+    let arn = made["certificateArn"].as_str().expect("arn").to_owned();
+    let attached = boto(
+        moto,
+        "attach_thing_principal",
+        json!({"thingName": thing, "principal": arn}),
+    )
+    .await;
+    assert!(attached.get("error").is_none(), "{attached}");
+    (id, arn)
+}
+
+/// Registers `id` (with a CSR) through the API; returns its certificate id.
+async fn register_device(b: &TestBackend, id: &str, n: u8) -> String {
+    let mut req = body(id);
+    req["csr"] = json!(csr(id).1);
+    req["serialNumber"] = json!(format!("SN-REC-{n}"));
+    req["macAddress"] = json!(format!("AA:BB:CC:DD:EE:{n:02X}"));
+    let (status, v) = b.register(Some(&b.token().await), &req).await;
+    assert_eq!(status, 201, "{v}");
+    v["certificateId"].as_str().expect("id").to_owned()
+}
+
+/// `POST /v1/devices/{id}/reconcile`: (status, answer).
+async fn reconcile(b: &TestBackend, id: &str) -> (u16, Value) {
+    b.admin_post(&format!("/v1/devices/{id}/reconcile")).await
+}
+
+fn actions(report: &Value) -> Vec<(String, String)> {
+    report["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| {
+            (
+                c["action"].as_str().expect("action").to_owned(),
+                c["certificateId"].as_str().expect("id").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The state of `certificate_id` in the device's history, if there.
+fn history_state(device: &Value, certificate_id: &str) -> Option<String> {
+    device["certificateHistory"]
+        .as_array()?
+        .iter()
+        .find(|c| c["certificateId"] == certificate_id)
+        .and_then(|c| c["state"].as_str())
+        .map(str::to_owned)
+}
+
+fn no_schedule(aws: &mut AwsSignerConfig, _: &mut BackendConfig) {
+    aws.reconcile_interval = Duration::ZERO;
+}
+
+/// A rotation AWS IoT Core answered itself, never reported to the service: reconciliation
+/// learns the new certificate as `registered` and leaves the old one alone while it still
+/// works; once an operator revokes the old one in AWS, the new one is made current (the old
+/// one detached, superseded). Each step is idempotent; an unknown device is 404; a sweep on
+/// demand covers every device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_learns_a_rotation_aws_answered_and_promotes_it_once_the_old_certificate_is_revoked(
+) {
+    let moto = moto().await;
+    let b = backend(&moto.endpoint, no_schedule).await;
+    let old_id = register_device(&b, "rec-1", 1).await;
+
+    // Nothing to do yet.
+    let (status, v) = reconcile(&b, "rec-1").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["changed"], &v["changes"], &v["certificateId"]),
+        (&json!(false), &json!([]), &json!(old_id)),
+        "{v}"
+    );
+
+    // AWS answers a rotation; the device's report never reaches the service.
+    let (new_id, new_arn) = rotate_in_aws(&moto, "rec-1").await;
+    let (status, v) = reconcile(&b, "rec-1").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(actions(&v), [("learned".to_owned(), new_id.clone())], "{v}");
+    assert_eq!(
+        v["certificateId"],
+        old_id.as_str(),
+        "the old one still works"
+    );
+    let (_, device) = b.admin_get("/v1/devices/rec-1").await;
+    assert_eq!(
+        history_state(&device, &new_id).as_deref(),
+        Some("registered")
+    );
+    let (status, v) = reconcile(&b, "rec-1").await;
+    assert_eq!((status, &v["changed"]), (200, &json!(false)), "again: {v}");
+    let now = state(&moto).await;
+    let old_arn = new_arn.replace(&new_id, &old_id);
+    assert_eq!(now["certificates"][&old_arn]["status"], "ACTIVE");
+
+    // An operator revokes the old certificate in AWS: the device cannot be using it.
+    let revoked = boto(
+        &moto,
+        "update_certificate",
+        json!({"certificateId": old_id, "newStatus": "REVOKED"}),
+    )
+    .await;
+    assert!(revoked.get("error").is_none(), "{revoked}");
+    let (status, v) = reconcile(&b, "rec-1").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        actions(&v),
+        [("promoted".to_owned(), new_id.clone())],
+        "{v}"
+    );
+    assert_eq!(v["changes"][0]["supersededCertificateId"], old_id.as_str());
+    assert_eq!(v["certificateId"], new_id.as_str());
+    let now = state(&moto).await;
+    assert_eq!(now["certificates"][&old_arn]["status"], "REVOKED");
+    assert_eq!(now["certificates"][&old_arn]["policies"], json!([]));
+    assert_eq!(now["certificates"][&new_arn]["status"], "ACTIVE");
+    assert_eq!(now["things"]["rec-1"]["principals"], json!([new_arn]));
+    let (_, device) = b.admin_get("/v1/devices/rec-1").await;
+    assert_eq!(device["certificateId"], new_id.as_str());
+    assert_eq!(
+        history_state(&device, &old_id).as_deref(),
+        Some("superseded")
+    );
+    let (status, v) = reconcile(&b, "rec-1").await;
+    assert_eq!(
+        (status, &v["changed"], &v["changes"]),
+        (200, &json!(false), &json!([])),
+        "again: {v}"
+    );
+
+    // Refusals.
+    let (status, v) = reconcile(&b, "nobody").await;
+    assert_eq!((status, code(&v)), (404, "device_not_found"), "{v}");
+    let resp = b
+        .client
+        .post(b.url("/v1/devices/rec-1/reconcile"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 401);
+
+    // A sweep on demand: 202, then its report.
+    let (status, v) = b.admin_post("/v1/reconcile").await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["sweep"]["trigger"], "request");
+    let mut sweep = Value::Null;
+    for _ in 0..100 {
+        let (status, v) = b.admin_get("/v1/reconcile").await;
+        assert_eq!(status, 200, "{v}");
+        if v["sweep"]["running"] == false {
+            sweep = v["sweep"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (&sweep["devices"], &sweep["changed"], &sweep["failed"]),
+        (&json!(1), &json!(0), &json!(0)),
+        "{sweep}"
+    );
+}
+
+/// Certificates the registry holds revoked but AWS still accepts or keeps attached: a
+/// certificate learned and then left behind by a later rotation (abandoned in the registry,
+/// ACTIVE and attached in AWS) and a superseded one re-activated by hand are revoked and
+/// detached; a registered one an operator made INACTIVE is abandoned. Then nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_revokes_what_the_registry_holds_revoked_and_abandons_what_aws_refuses() {
+    let moto = moto().await;
+    let b = backend(&moto.endpoint, no_schedule).await;
+    let first_id = register_device(&b, "rec-2", 2).await;
+    // A first rotation, learned but never used; a second one the device reports in use.
+    let (tried_id, tried_arn) = rotate_in_aws(&moto, "rec-2").await;
+    let (_, v) = reconcile(&b, "rec-2").await;
+    assert_eq!(
+        actions(&v),
+        [("learned".to_owned(), tried_id.clone())],
+        "{v}"
+    );
+    let (used_id, used_arn) = rotate_in_aws(&moto, "rec-2").await;
+    let resp = b
+        .client
+        .post(b.url("/v1/devices/rec-2/certificate-in-use"))
+        .bearer_auth(b.admin())
+        .json(&json!({ "certificateId": used_id }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let (_, device) = b.admin_get("/v1/devices/rec-2").await;
+    assert_eq!(
+        history_state(&device, &tried_id).as_deref(),
+        Some("abandoned")
+    );
+    assert_eq!(
+        history_state(&device, &first_id).as_deref(),
+        Some("superseded")
+    );
+    let now = state(&moto).await;
+    assert_eq!(now["certificates"][&tried_arn]["status"], "ACTIVE");
+    // Someone re-activates the superseded certificate (moto allows what AWS would not).
+    let first_arn = used_arn.replace(&used_id, &first_id);
+    boto(
+        &moto,
+        "update_certificate",
+        json!({"certificateId": first_id, "newStatus": "ACTIVE"}),
+    )
+    .await;
+
+    let (status, v) = reconcile(&b, "rec-2").await;
+    assert_eq!(status, 200, "{v}");
+    let mut done = actions(&v);
+    done.sort();
+    let mut expected = vec![
+        ("revoked".to_owned(), first_id.clone()),
+        ("revoked".to_owned(), tried_id.clone()),
+    ];
+    expected.sort();
+    assert_eq!(done, expected, "{v}");
+    for change in v["changes"].as_array().expect("changes") {
+        let expected = if change["certificateId"] == tried_id.as_str() {
+            json!({"action": "revoked", "certificateId": tried_id, "state": "abandoned", "awsStatus": "ACTIVE", "wasAttached": true})
+        } else {
+            json!({"action": "revoked", "certificateId": first_id, "state": "superseded", "awsStatus": "ACTIVE", "wasAttached": false})
+        };
+        assert_eq!(change, &expected);
+    }
+    let now = state(&moto).await;
+    for arn in [&tried_arn, &first_arn] {
+        assert_eq!(now["certificates"][arn]["status"], "REVOKED", "{arn}");
+        assert_eq!(now["certificates"][arn]["policies"], json!([]), "{arn}");
+    }
+    assert_eq!(now["things"]["rec-2"]["principals"], json!([used_arn]));
+    let (status, v) = reconcile(&b, "rec-2").await;
+    assert_eq!((status, &v["changes"]), (200, &json!([])), "again: {v}");
+
+    // A third rotation, learned; an operator makes that certificate INACTIVE: abandoned,
+    // and REVOKED in AWS (an INACTIVE one could be made ACTIVE again).
+    let (third_id, third_arn) = rotate_in_aws(&moto, "rec-2").await;
+    let (_, v) = reconcile(&b, "rec-2").await;
+    assert_eq!(
+        actions(&v),
+        [("learned".to_owned(), third_id.clone())],
+        "{v}"
+    );
+    boto(
+        &moto,
+        "update_certificate",
+        json!({"certificateId": third_id, "newStatus": "INACTIVE"}),
+    )
+    .await;
+    let (_, v) = reconcile(&b, "rec-2").await;
+    assert_eq!(
+        actions(&v),
+        [("abandoned".to_owned(), third_id.clone())],
+        "{v}"
+    );
+    assert_eq!(v["changes"][0]["awsStatus"], "INACTIVE");
+    assert_eq!(
+        v["certificateId"],
+        used_id.as_str(),
+        "the current one stays"
+    );
+    let now = state(&moto).await;
+    assert_eq!(now["certificates"][&third_arn]["status"], "REVOKED");
+    assert_eq!(now["things"]["rec-2"]["principals"], json!([used_arn]));
+    let (_, v) = reconcile(&b, "rec-2").await;
+    assert_eq!(v["changes"], json!([]), "again: {v}");
+}
+
+/// The current certificate revoked in AWS with no newer one attached, or with two: nothing
+/// is guessed, the answer says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_guesses_nothing_when_no_single_newer_certificate_exists() {
+    let moto = moto().await;
+    let b = backend(&moto.endpoint, no_schedule).await;
+    let old_id = register_device(&b, "rec-3", 3).await;
+    boto(
+        &moto,
+        "update_certificate",
+        json!({"certificateId": old_id, "newStatus": "REVOKED"}),
+    )
+    .await;
+    let (status, v) = reconcile(&b, "rec-3").await;
+    assert_eq!((status, &v["changes"]), (200, &json!([])), "{v}");
+    let note = v["notes"][0].as_str().expect("note");
+    assert!(
+        note.contains("REVOKED") && note.contains("cannot connect"),
+        "{note}"
+    );
+    rotate_in_aws(&moto, "rec-3").await;
+    rotate_in_aws(&moto, "rec-3").await;
+    let (_, v) = reconcile(&b, "rec-3").await;
+    let learned: Vec<_> = actions(&v).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(learned, ["learned", "learned"], "{v}");
+    assert_eq!(v["certificateId"], old_id.as_str());
+    let note = v["notes"][0].as_str().expect("note");
+    assert!(note.contains("2 newer ACTIVE"), "{note}");
+}
+
+/// `aws.reconcile_interval`: the scheduled sweep walks every device by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_sweep_reconciles_every_device() {
+    let moto = moto().await;
+    let b = backend(&moto.endpoint, |aws, _| {
+        aws.reconcile_interval = Duration::from_millis(500);
+    })
+    .await;
+    register_device(&b, "rec-4", 4).await;
+    register_device(&b, "rec-5", 5).await;
+    let (new_id, _) = rotate_in_aws(&moto, "rec-5").await;
+    let mut learned = false;
+    for _ in 0..120 {
+        let (_, device) = b.admin_get("/v1/devices/rec-5").await;
+        if history_state(&device, &new_id).as_deref() == Some("registered") {
+            learned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(learned, "the schedule learned the rotation within 30 s");
+    let (status, v) = b.admin_get("/v1/reconcile").await;
+    assert_eq!(
+        (status, &v["sweep"]["trigger"]),
+        (200, &json!("schedule")),
+        "{v}"
+    );
+    // The sweeps are counted (the learning sweep may still be finishing: wait a little).
+    let lines = [
+        r#"acorn_reconcile_changes_total{action="learned"} 1"#,
+        r#"acorn_reconcile_sweeps_total{trigger="schedule"}"#,
+        r#"acorn_reconciled_devices_total{result="unchanged"}"#,
+        r#"acorn_reconciled_devices_total{result="changed"} 1"#,
+    ];
+    let mut metrics = String::new();
+    for _ in 0..40 {
+        metrics = b
+            .client
+            .get(b.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if lines.iter().all(|l| metrics.contains(l)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for line in lines {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
+}

@@ -967,3 +967,95 @@ async fn unused_tokens_are_listed_until_used_or_expired(registry: Registry) {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].hash, hash(&soon[0]));
 }
+
+both!(active_devices_are_walked_in_pages_and_an_unused_certificate_is_abandoned_by_id);
+async fn active_devices_are_walked_in_pages_and_an_unused_certificate_is_abandoned_by_id(
+    registry: Registry,
+) {
+    let t = now();
+    let ids = ["pg-1", "pg-2", "pg-3", "pg-4", "pg-5"];
+    let tokens = registry.mint_tokens(5, 600, t).await.expect("mint");
+    for (i, id) in ids.into_iter().enumerate() {
+        let d = device(id, 40 + i as u32);
+        let tk = tokens[i].token.expose_secret();
+        let r = registry.reserve(tk, &claim(&d), t).await.expect("reserve");
+        registry.register(tk, &r, &d, t).await.expect("register");
+    }
+    registry.revoke("pg-3", t).await.expect("revoke");
+    // Pages of two, each after the last id of the one before; the revoked device is left out.
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    for _ in 0..10 {
+        let page = registry
+            .active_devices_after(&after, 2)
+            .await
+            .expect("page");
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = last.device_id.clone();
+        seen.extend(page.into_iter().map(|d| d.device_id));
+    }
+    assert_eq!(seen, ["pg-1", "pg-2", "pg-4", "pg-5"]);
+    assert!(registry
+        .active_devices_after("pg-5", 2)
+        .await
+        .expect("page")
+        .is_empty());
+
+    // A registered certificate abandoned by id: once; not another device's; never the
+    // superseded one.
+    let cert = |n: u32| NewCertificate {
+        device_id: "pg-1".into(),
+        certificate_id: format!("{:064x}", 0x900 + n),
+        certificate_serial: format!("{:x}", 0x900 + n),
+        certificate_pem: format!("pem-{n}"),
+        certificate_arn: Some(format!("arn:aws:iot:us-east-1:1:cert/{:064x}", 0x900 + n)),
+    };
+    for n in [1, 2] {
+        registry
+            .add_registered_certificate(&cert(n), t)
+            .await
+            .expect("add");
+    }
+    let one = cert(1).certificate_id;
+    assert!(!registry
+        .abandon_certificate("pg-2", &one, t + 5)
+        .await
+        .expect("db"));
+    assert!(registry
+        .abandon_certificate("pg-1", &one, t + 5)
+        .await
+        .expect("db"));
+    assert!(!registry
+        .abandon_certificate("pg-1", &one, t + 6)
+        .await
+        .expect("db"));
+    let history = registry.certificate_history("pg-1").await.expect("history");
+    let record = history
+        .iter()
+        .find(|c| c.certificate_id == one)
+        .expect("kept");
+    assert_eq!(
+        (record.state, record.revoked_at, record.updated_at),
+        (CertificateState::Abandoned, Some(t + 5), t + 5)
+    );
+    // The other one becomes current; the old current is superseded and stays so.
+    let two = cert(2).certificate_id;
+    let promoted = registry
+        .promote_certificate("pg-1", &two, t + 7)
+        .await
+        .expect("db")
+        .expect("promoted");
+    assert!(!registry
+        .abandon_certificate("pg-1", &promoted.superseded_id, t + 8)
+        .await
+        .expect("db"));
+    let history = registry.certificate_history("pg-1").await.expect("history");
+    assert_eq!(
+        history
+            .iter()
+            .find(|c| c.certificate_id == promoted.superseded_id)
+            .map(|c| c.state),
+        Some(CertificateState::Superseded)
+    );
+}

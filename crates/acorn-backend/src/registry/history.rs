@@ -305,6 +305,26 @@ impl Registry {
         }
     }
 
+    /// Abandons (revokes) the certificate `certificate_id` of `device_id` when it is still
+    /// unused (`pending` or `registered`): the signer no longer accepts it (the aws signer's
+    /// reconciliation found it revoked, inactive or deleted in AWS IoT Core). Returns whether
+    /// it changed.
+    pub async fn abandon_certificate(
+        &self,
+        device_id: &str,
+        certificate_id: &str,
+        now: i64,
+    ) -> Result<bool, BackendError> {
+        match &self.store {
+            Store::Sqlite(s) => {
+                let (s, d, c) = (s.clone(), device_id.to_owned(), certificate_id.to_owned());
+                blocking(move || s.abandon_certificate(&d, &c, now)).await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(p) => p.abandon_certificate(device_id, certificate_id, now).await,
+        }
+    }
+
     /// The device's certificates besides its current one, the latest changed first.
     pub async fn certificate_history(
         &self,

@@ -638,6 +638,24 @@ impl Registry {
         }
     }
 
+    /// At most `limit` active devices whose id sorts after `after` (`""`: from the first), by
+    /// id: one page of a walk over the fleet that a registration in the middle of it does not
+    /// upset (the next page starts after the last id seen).
+    pub async fn active_devices_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<DeviceRecord>, BackendError> {
+        match &self.store {
+            Store::Sqlite(s) => {
+                let (s, after) = (s.clone(), after.to_owned());
+                blocking(move || s.active_devices_after(&after, limit)).await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(p) => p.active_devices_after(after, limit).await,
+        }
+    }
+
     /// Marks `device_id` revoked (idempotent: the first revocation time is kept).
     /// `None` if no such device.
     pub async fn revoke(

@@ -424,6 +424,26 @@ impl PgStore {
         Ok(rows.iter().map(row_to_device).collect())
     }
 
+    pub(super) async fn active_devices_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<DeviceRecord>, BackendError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices
+                     WHERE status = 'active' AND device_id > $1
+                     ORDER BY device_id LIMIT $2"
+                ),
+                &[&after, &i64::from(limit)],
+            )
+            .await
+            .map_err(self.err("list a page of active devices"))?;
+        Ok(rows.iter().map(row_to_device).collect())
+    }
+
     pub(super) async fn revoke(
         &self,
         device_id: &str,

@@ -245,6 +245,25 @@ impl SqliteStore {
             .map_err(db("list devices"))
     }
 
+    pub(super) fn active_devices_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<DeviceRecord>, BackendError> {
+        let conn = self.connect()?;
+        let mut stmt = conn
+            .prepare(&format!(
+                "{SELECT_DEVICE} WHERE status = 'active' AND device_id > ?1
+                 ORDER BY device_id LIMIT ?2"
+            ))
+            .map_err(db("list a page of active devices"))?;
+        let rows = stmt
+            .query_map(params![after, limit], row_to_device)
+            .map_err(db("list a page of active devices"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(db("list a page of active devices"))
+    }
+
     pub(super) fn revoke(
         &self,
         device_id: &str,

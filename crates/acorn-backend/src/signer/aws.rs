@@ -53,6 +53,45 @@ pub(crate) struct Made {
     thing_attached: bool,
 }
 
+/// Most pages of `ListThingPrincipals` read for one thing.
+const MAX_PRINCIPAL_PAGES: usize = 20;
+
+/// The certificate id in a certificate ARN (`arn:aws:iot:REGION:ACCOUNT:cert/ID`); `None`
+/// for other principals (Cognito identities, IAM users and roles).
+pub(crate) fn certificate_id_of_arn(arn: &str) -> Option<&str> {
+    let (_, id) = arn.rsplit_once(":cert/")?;
+    (arn.starts_with("arn:") && !id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// A certificate as AWS IoT Core describes it (`DescribeCertificate`).
+#[derive(Debug, Clone)]
+pub(crate) struct AwsCertificate {
+    /// SHA-256 of its DER, lowercase hex.
+    pub certificate_id: String,
+    /// Its ARN.
+    pub arn: String,
+    /// `ACTIVE`, `INACTIVE`, `REVOKED`, `PENDING_TRANSFER`, ...
+    pub status: String,
+    /// When AWS made it, Unix milliseconds.
+    pub created_ms: i64,
+    /// The certificate, PEM.
+    pub pem: String,
+    /// Its serial, lowercase hex.
+    pub serial: String,
+}
+
+impl AwsCertificate {
+    /// Whether AWS IoT Core accepts connections with it.
+    pub(crate) fn is_active(&self) -> bool {
+        self.status == CertificateStatus::Active.as_str()
+    }
+
+    /// Whether it is `REVOKED` (for good: a revoked certificate cannot be activated again).
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.status == CertificateStatus::Revoked.as_str()
+    }
+}
+
 /// A token bucket without burst: calls are spaced `1 / rate` apart, in arrival order.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
@@ -721,13 +760,25 @@ impl AwsSigner {
                 detail: "no certificate ARN in the registry".into(),
             });
         };
+        self.revoke_certificate(&device.device_id, &device.certificate_id, arn)
+            .await
+    }
+
+    /// Sets certificate `certificate_id` (ARN `arn`) `REVOKED` and detaches it from the thing
+    /// `thing` and from its policies. Repeating it is harmless; a certificate AWS does not
+    /// have is an error (`UpdateCertificate` answers `ResourceNotFoundException`).
+    pub(crate) async fn revoke_certificate(
+        &self,
+        thing: &str,
+        certificate_id: &str,
+        arn: &str,
+    ) -> Result<(), SignerError> {
         const CODE: &str = "aws_revoke_failed";
         let err = |e: CallError| {
             let mut e = e.into_signer_error(CODE);
             if e.status == 502 {
                 e.summary = format!(
-                    "AWS IoT Core failed to revoke the certificate of {:?}; the device is not revoked yet: try again",
-                    device.device_id
+                    "AWS IoT Core failed to revoke certificate {certificate_id} of {thing:?}; it is not revoked yet: try again"
                 );
             }
             e
@@ -735,16 +786,37 @@ impl AwsSigner {
         self.limit("UpdateCertificate").await.map_err(err)?;
         self.client
             .update_certificate()
-            .certificate_id(&device.certificate_id)
+            .certificate_id(certificate_id)
             .new_status(CertificateStatus::Revoked)
             .send()
             .await
             .map_err(|e| err(CallError::from_sdk("UpdateCertificate", e)))?;
+        self.detach_certificate(thing, certificate_id, arn).await
+    }
+
+    /// Detaches certificate `certificate_id` (ARN `arn`) from the thing `thing` and from its
+    /// policies, leaving its status alone (a `REVOKED` certificate's cannot change).
+    pub(crate) async fn detach_certificate(
+        &self,
+        thing: &str,
+        certificate_id: &str,
+        arn: &str,
+    ) -> Result<(), SignerError> {
+        const CODE: &str = "aws_revoke_failed";
+        let err = |e: CallError| {
+            let mut e = e.into_signer_error(CODE);
+            if e.status == 502 {
+                e.summary = format!(
+                    "AWS IoT Core failed to detach certificate {certificate_id} from {thing:?}; try again"
+                );
+            }
+            e
+        };
         self.limit("DetachThingPrincipal").await.map_err(err)?;
         let detached = self
             .client
             .detach_thing_principal()
-            .thing_name(&device.device_id)
+            .thing_name(thing)
             .principal(arn)
             .send()
             .await
@@ -782,6 +854,110 @@ impl AwsSigner {
             }
         }
         Ok(())
+    }
+
+    /// The certificate ids attached to the thing `thing` (`ListThingPrincipals`, every page;
+    /// principals that are not certificates are left out), or `None` when AWS IoT Core has no
+    /// such thing.
+    pub(crate) async fn thing_certificates(
+        &self,
+        thing: &str,
+    ) -> Result<Option<Vec<(String, String)>>, SignerError> {
+        const CODE: &str = "aws_list_principals_failed";
+        let mut found = Vec::new();
+        let mut next: Option<String> = None;
+        // AWS pages principals 25 at a time by default; a thing holds a handful. The bound
+        // only guards against an endpoint that keeps answering with a next token.
+        for _ in 0..MAX_PRINCIPAL_PAGES {
+            self.limit("ListThingPrincipals")
+                .await
+                .map_err(|e| e.into_signer_error(CODE))?;
+            let page = self
+                .client
+                .list_thing_principals()
+                .thing_name(thing)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| CallError::from_sdk("ListThingPrincipals", e));
+            let page = match page {
+                Ok(p) => p,
+                Err(e) if e.is("ResourceNotFoundException") => return Ok(None),
+                Err(e) => return Err(e.into_signer_error(CODE)),
+            };
+            found.extend(page.principals().iter().filter_map(|arn| {
+                certificate_id_of_arn(arn).map(|id| (id.to_owned(), arn.clone()))
+            }));
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next = Some(token.to_owned()),
+                _ => return Ok(Some(found)),
+            }
+        }
+        Err(SignerError {
+            status: 502,
+            code: CODE,
+            summary: format!(
+                "AWS IoT Core listed more than {MAX_PRINCIPAL_PAGES} pages of principals for thing {thing:?}"
+            ),
+            detail: "ListThingPrincipals kept answering with a next token".into(),
+        })
+    }
+
+    /// The certificate `certificate_id` as AWS IoT Core describes it (`DescribeCertificate`),
+    /// or `None` when AWS has no such certificate.
+    pub(crate) async fn describe_certificate(
+        &self,
+        certificate_id: &str,
+    ) -> Result<Option<AwsCertificate>, SignerError> {
+        const CODE: &str = "aws_describe_failed";
+        self.limit("DescribeCertificate")
+            .await
+            .map_err(|e| e.into_signer_error(CODE))?;
+        let described = self
+            .client
+            .describe_certificate()
+            .certificate_id(certificate_id)
+            .send()
+            .await
+            .map_err(|e| CallError::from_sdk("DescribeCertificate", e));
+        let described = match described {
+            Ok(d) => d,
+            Err(e) if e.is("ResourceNotFoundException") => return Ok(None),
+            Err(e) => return Err(e.into_signer_error(CODE)),
+        };
+        let incomplete = |what: &str| SignerError {
+            status: 502,
+            code: CODE,
+            summary: format!("AWS IoT Core describes certificate {certificate_id} without {what}"),
+            detail: String::new(),
+        };
+        let d = described
+            .certificate_description()
+            .ok_or_else(|| incomplete("a description"))?;
+        let arn = d.certificate_arn().ok_or_else(|| incomplete("an ARN"))?;
+        let pem = d.certificate_pem().ok_or_else(|| incomplete("a PEM"))?;
+        let created = d
+            .creation_date()
+            .ok_or_else(|| incomplete("a creation date"))?;
+        let (serial, _) = serial_and_id(pem).map_err(|detail| SignerError {
+            status: 502,
+            code: CODE,
+            summary: format!("AWS IoT Core's certificate {certificate_id} does not parse"),
+            detail,
+        })?;
+        Ok(Some(AwsCertificate {
+            certificate_id: certificate_id.to_owned(),
+            arn: arn.to_owned(),
+            status: d
+                .status()
+                .map_or_else(|| "UNKNOWN".to_owned(), |s| s.as_str().to_owned()),
+            created_ms: created
+                .secs()
+                .saturating_mul(1000)
+                .saturating_add(i64::from(created.subsec_nanos() / 1_000_000)),
+            pem: pem.to_owned(),
+            serial,
+        }))
     }
 
     /// Ready when the policy can be read (at most one `GetPolicy` per `ready_cache`) and the
@@ -827,6 +1003,23 @@ mod tests {
         assert!(check_request("1.0.0", Some("rsa2048"), false).is_ok());
         assert!(check_request("1.0.0", None, false).is_ok());
         assert!(check_request("1.0.0", None, true).is_ok());
+    }
+
+    #[test]
+    fn certificate_ids_come_from_certificate_arns_only() {
+        let id = "a".repeat(64);
+        assert_eq!(
+            certificate_id_of_arn(&format!("arn:aws:iot:us-east-1:123456789012:cert/{id}")),
+            Some(id.as_str())
+        );
+        for other in [
+            "arn:aws:cognito-identity:us-east-1:123456789012:identitypool/x",
+            "arn:aws:iam::123456789012:role/r",
+            "arn:aws:iot:us-east-1:123456789012:cert/",
+            "cert/abc",
+        ] {
+            assert_eq!(certificate_id_of_arn(other), None, "{other}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

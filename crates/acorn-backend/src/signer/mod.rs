@@ -19,14 +19,17 @@ use crate::error::BackendError;
 /// Default name of the AWS IoT policy attached to every device certificate.
 pub const DEFAULT_AWS_POLICY_NAME: &str = "acorn-device";
 
+/// Default interval of the aws signer's reconciliation with AWS IoT Core: one hour.
+pub const DEFAULT_RECONCILE_INTERVAL_SECS: u64 = 3600;
+
 /// The attribute names of a device's AWS IoT thing (also the parameters of the provisioning
 /// template in `policies/provisioning-template.json`).
 pub const THING_ATTRIBUTES: [&str; 3] = ["serialNumber", "macAddress", "firmwareVersion"];
 
 /// Every AWS IoT action the `aws` signer calls (registration, undo, revocation, readiness,
-/// start-up): the IAM permissions of `policies/iam-service-policy.json` (a test keeps them
-/// equal).
-pub const AWS_ACTIONS: [&str; 14] = [
+/// start-up, certificate-in-use and reconciliation): the IAM permissions of
+/// `policies/iam-service-policy.json` (a test keeps them equal).
+pub const AWS_ACTIONS: [&str; 16] = [
     "iot:DescribeEndpoint",
     "iot:CreateCertificateFromCsr",
     "iot:CreateKeysAndCertificate",
@@ -34,7 +37,9 @@ pub const AWS_ACTIONS: [&str; 14] = [
     "iot:DeleteThing",
     "iot:AttachThingPrincipal",
     "iot:DetachThingPrincipal",
+    "iot:ListThingPrincipals",
     "iot:UpdateCertificate",
+    "iot:DescribeCertificate",
     "iot:DeleteCertificate",
     "iot:AttachPolicy",
     "iot:DetachPolicy",
@@ -93,11 +98,15 @@ pub struct AwsSignerConfig {
     pub operation_timeout: Duration,
     /// How long a successful readiness probe of AWS IoT (`GetPolicy`) is trusted.
     pub ready_cache: Duration,
+    /// How often the service reconciles every device's certificates with AWS IoT Core
+    /// (`ListThingPrincipals`, `DescribeCertificate`; see `docs/backend.md`); zero turns the
+    /// schedule off (`POST /v1/reconcile` still runs it on demand).
+    pub reconcile_interval: Duration,
 }
 
 impl Default for AwsSignerConfig {
     /// Policy `acorn-device` (not created), 10 requests/s, 5 attempts from 200 ms backoff
-    /// up to 5 s, 20 s per call, readiness re-probed every 30 s.
+    /// up to 5 s, 20 s per call, readiness re-probed every 30 s, a reconciliation every hour.
     fn default() -> Self {
         Self {
             region: None,
@@ -110,6 +119,7 @@ impl Default for AwsSignerConfig {
             max_backoff: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(20),
             ready_cache: Duration::from_secs(30),
+            reconcile_interval: Duration::from_secs(DEFAULT_RECONCILE_INTERVAL_SECS),
         }
     }
 }

@@ -265,6 +265,27 @@ impl PgStore {
             .map_err(self.err("abandon unused certificates"))
     }
 
+    pub(in crate::registry) async fn abandon_certificate(
+        &self,
+        device_id: &str,
+        certificate_id: &str,
+        now: i64,
+    ) -> Result<bool, BackendError> {
+        let client = self.client().await?;
+        let changed = client
+            .execute(
+                &format!(
+                    "UPDATE certificates SET state = 'abandoned', ownership_token_hash = NULL,
+                         revoked_at = $1, updated_at = $1
+                     WHERE device_id = $2 AND certificate_id = $3 AND state IN {UNUSED_STATES}"
+                ),
+                &[&now, &device_id, &certificate_id],
+            )
+            .await
+            .map_err(self.err("abandon the certificate"))?;
+        Ok(changed == 1)
+    }
+
     pub(in crate::registry) async fn certificate_history(
         &self,
         device_id: &str,

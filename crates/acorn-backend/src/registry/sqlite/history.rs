@@ -263,6 +263,26 @@ impl SqliteStore {
         abandon(&self.connect()?, device_id, before, now, PENDING_STATES)
     }
 
+    pub(in crate::registry) fn abandon_certificate(
+        &self,
+        device_id: &str,
+        certificate_id: &str,
+        now: i64,
+    ) -> Result<bool, BackendError> {
+        let changed = self
+            .connect()?
+            .execute(
+                &format!(
+                    "UPDATE certificates SET state = 'abandoned', ownership_token_hash = NULL,
+                         revoked_at = ?1, updated_at = ?1
+                     WHERE device_id = ?2 AND certificate_id = ?3 AND state IN {UNUSED_STATES}"
+                ),
+                params![now, device_id, certificate_id],
+            )
+            .map_err(db("abandon the certificate"))?;
+        Ok(changed == 1)
+    }
+
     pub(in crate::registry) fn certificate_history(
         &self,
         device_id: &str,
