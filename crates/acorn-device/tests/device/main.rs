@@ -1,7 +1,7 @@
 //! The device core, driven by a simulated transport and clock: every inbound message kind,
 //! presses and their cooldown, `online` after the SUBACK or at once, resubscription,
-//! `reconnect`, settings persistence, shutdown, health, and a property test over random
-//! event sequences.
+//! `reconnect`, settings persistence, shutdown, health, certificate rotation (and a power cut
+//! at every flash operation of one), and a property test over random event sequences.
 
 mod support;
 
@@ -14,4 +14,5 @@ mod presses;
 mod properties;
 mod queue;
 mod rotation;
+mod rotation_power_cut;
 mod shutdown;
