@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy -p acorn-embedded --all-targets --features tokio,device,register,rotation -- -D warnings
+cargo clippy -p acorn-embedded --all-targets --features tokio,device,register,rotation,claim -- -D warnings
 for crate in acorn-nvs acorn-certs acorn-mqtt acorn-api acorn-device; do
   cargo build -p "$crate" --target riscv32imc-unknown-none-elf
 done
@@ -15,14 +15,14 @@ cargo build -p acorn-device --features nvs,rotation --target riscv32imc-unknown-
 # The device core without rotation (as the firmware builds it) is lint-clean too.
 cargo clippy -p acorn-device --features nvs -- -D warnings
 cargo build -p acorn-embedded --no-default-features --target riscv32imc-unknown-none-elf
-cargo build -p acorn-embedded --no-default-features --features rotation --target riscv32imc-unknown-none-elf
+cargo build -p acorn-embedded --no-default-features --features rotation,claim --target riscv32imc-unknown-none-elf
 cargo build -p acorn-certs --no-default-features --features nvs --target riscv32imc-unknown-none-elf
 cargo test --workspace
 # The aws signer (AWS IoT Core through the AWS SDK, cargo feature `aws`) against moto's
 # emulator: built once here, apart from the default build it would make heavy.
 cargo test -p acorn-backend --features aws --lib --test aws
 # The embedded transport against real mosquitto needs its tokio adapter.
-cargo test -p acorn-embedded --features tokio,device,register,rotation
+cargo test -p acorn-embedded --features tokio,device,register,rotation,claim
 # The ESP32-C3 firmware: its own cargo project; prints its footprint against the budget.
 bash bench/firmware_size.sh
 

@@ -23,9 +23,13 @@ use alloc::string::String;
 use core::sync::atomic::Ordering;
 use portable_atomic::AtomicU64;
 
+use acorn_device::rotation::RotationConfig;
 use acorn_device::{Device, DeviceConfig, HostFacts, Level, Notice};
-use acorn_embedded::boot::{Boot, BootAction, BootEvent};
+use acorn_embedded::boot::{Boot, BootAction, BootEvent, Provisioning};
+#[cfg(feature = "claim")]
+use acorn_embedded::claim::ThingParameters;
 use acorn_embedded::device::{DeviceDriver, DeviceIo, Input, Report};
+use acorn_embedded::rotation::Rotation;
 use acorn_embedded::{Buffers, Target, Time, Transport, TransportConfig};
 use embassy_executor::Spawner;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
@@ -200,7 +204,7 @@ async fn main(spawner: Spawner) -> ! {
     spawner.spawn(button::task(peripherals.GPIO9).unwrap());
 
     let mut flash = storage::Flash::new(peripherals.FLASH);
-    #[cfg(feature = "register")]
+    #[cfg(any(feature = "register", feature = "claim"))]
     let mac = {
         let mut mac = [0u8; 6];
         mac.copy_from_slice(esp_hal::efuse::base_mac_address().as_bytes());
@@ -210,7 +214,15 @@ async fn main(spawner: Spawner) -> ! {
     let registration_possible = flash.registration(mac).is_some();
     #[cfg(not(feature = "register"))]
     let registration_possible = false;
-    let mut boot = Boot::new(registration_possible);
+    #[cfg(feature = "claim")]
+    let claim_possible = flash.claim().is_some();
+    #[cfg(not(feature = "claim"))]
+    let claim_possible = false;
+    let mut boot = Boot::with_provisioning(match (registration_possible, claim_possible) {
+        (true, _) => Provisioning::Register,
+        (false, true) => Provisioning::Claim,
+        (false, false) => Provisioning::None,
+    });
     let mut network: Option<net::Network> = None;
     // One TCP socket (its buffers allocated once) for registration and MQTT.
     let mut connector: Option<net::ChipConnector> = None;
@@ -285,6 +297,34 @@ async fn main(spawner: Spawner) -> ! {
                 BootAction::Register { .. } => BootEvent::RegistrationFailed {
                     reason: String::from("this firmware is built without the `register` feature"),
                 },
+                #[cfg(feature = "claim")]
+                BootAction::Claim { now_unix } => match (network.as_ref(), flash.claim()) {
+                    (Some(n), Some(config)) => {
+                        let connector = connector.get_or_insert_with(|| n.connector());
+                        let anchors = acorn_embedded::TrustAnchors::amazon();
+                        let parameters = ThingParameters::for_mac(mac, FIRMWARE_VERSION);
+                        let attempt = acorn_embedded::claim::provision(
+                            connector, ChipClock, rng, &config, &anchors, parameters,
+                        );
+                        // Each step is bounded by the claim driver (30 s); this bounds the whole.
+                        match embassy_time::with_timeout(Duration::from_secs(180), attempt).await {
+                            Ok(Ok(claimed)) => flash.store_claimed(&claimed, now_unix),
+                            Ok(Err(e)) => BootEvent::RegistrationFailed {
+                                reason: alloc::format!("{e}"),
+                            },
+                            Err(_) => BootEvent::RegistrationFailed {
+                                reason: String::from("provisioning by claim took over 180 s"),
+                            },
+                        }
+                    }
+                    _ => BootEvent::RegistrationFailed {
+                        reason: String::from("no network, or the claim identity is gone"),
+                    },
+                },
+                #[cfg(not(feature = "claim"))]
+                BootAction::Claim { .. } => BootEvent::RegistrationFailed {
+                    reason: String::from("this firmware is built without the `claim` feature"),
+                },
                 BootAction::StartOperation => {
                     let (Some(n), Some(id)) = (network.as_ref(), identity.take()) else {
                         continue;
@@ -314,8 +354,9 @@ async fn operate(
 ) {
     let config = match DeviceConfig::new(identity.tls.device_id(), FIRMWARE_VERSION) {
         Ok(mut config) => {
-            config.certificate = identity.facts;
+            config.certificate = identity.facts.clone();
             config.cooldown_entries = COOLDOWN_ENTRIES;
+            config.rotation = rotation_config(&identity);
             config
         }
         Err(e) => {
@@ -361,11 +402,40 @@ async fn operate(
         config,
         &mut buffers,
     );
-    let mut driver = DeviceDriver::new(device, ChipIo);
+    // The identity's slots stay open beside the settings and the presses (one flash, three
+    // partitions); without them the device does not rotate (`rotate-certificate` is refused).
+    let slots = match flash.identity_slots() {
+        Some(slots) => Some(slots),
+        None => {
+            warn!("rotation: the identity partition cannot be opened for a new certificate");
+            None
+        }
+    };
+    let rotation = slots.map(|slots| {
+        Rotation::new(
+            slots,
+            rng,
+            identity.tls.endpoint(),
+            &identity.issuer,
+        )
+    });
+    let mut driver = DeviceDriver::with_rotation(device, ChipIo, rotation);
     led::set(led::Pattern::Connecting);
     button::set_operational(true);
     transport.drive(&mut driver).await;
     button::set_operational(false);
+}
+
+/// How this device rotates its certificate: over AWS IoT's provisioning MQTT API with the
+/// template `acorn-pups`, on the `rotate-certificate` command or 30 days before expiry; against
+/// a local stack (an endpoint that is not AWS IoT's, e.g. `acorn dev up`) on the device's own
+/// `acorn-local/<id>/` topics, as `acorn device run --rotation-local` does.
+fn rotation_config(identity: &storage::Identity) -> Option<RotationConfig> {
+    let mut config = RotationConfig::new(acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE).ok()?;
+    if !acorn_certs::is_aws_iot_endpoint(identity.tls.endpoint()) {
+        config.topic_prefix = acorn_mqtt::provisioning::local_prefix(identity.tls.device_id());
+    }
+    Some(config)
 }
 
 /// After esp-backtrace has printed a panic (message and backtrace on the serial port), reset

@@ -4,11 +4,12 @@
 //! partition. The one flash is shared by the partitions through embassy's blocking
 //! partitions, so the settings and the press queue stay open side by side.
 
+use alloc::string::String;
 use core::cell::RefCell;
 use core::convert::Infallible;
 
 use acorn_certs::nvs_kv::NvsCertKv;
-use acorn_certs::CertStore;
+use acorn_certs::{CertStore, Recovery, Slots};
 use acorn_device::acorn_mqtt::DeviceSettings;
 use acorn_device::presses::{PressId, QueuedPress, StoredQueue};
 use acorn_device::{
@@ -16,6 +17,7 @@ use acorn_device::{
     SettingsStore,
 };
 use acorn_embedded::boot::{identity_event, read_wifi_credentials, BootEvent, WifiCredentials};
+use acorn_embedded::rotation::certificate_facts;
 use acorn_embedded::TlsIdentity;
 use acorn_nvs::{Mode, Nvs, NvsKeys};
 use embassy_embedded_hal::flash::partition::BlockingPartition;
@@ -54,6 +56,8 @@ pub struct Identity {
     pub tls: TlsIdentity,
     /// Its certificate's dates and fingerprint (for the heartbeat's days left).
     pub facts: CertificateFacts,
+    /// Its certificate's issuer: a rotated certificate must come from the same one.
+    pub issuer: String,
 }
 
 /// Where the settings are kept: the `nvs` partition, or RAM when it cannot be opened.
@@ -206,7 +210,7 @@ impl Flash {
         Some(BlockingPartition::new(&self.storage, offset, size))
     }
 
-    fn open(&mut self) -> Option<Nvs<Part<'_>>> {
+    fn open(&self) -> Option<Nvs<Part<'_>>> {
         let (offset, size) = self.identity?;
         let part = self.part((offset, size))?;
         match Nvs::open_with(part, 0, size, self.keys.as_ref(), Mode::ReadWrite) {
@@ -288,23 +292,64 @@ impl Flash {
         registered: &acorn_embedded::register::Registered,
         now_unix: u64,
     ) -> BootEvent {
+        self.store_identity(
+            &registered.certificates,
+            &registered.certificate_id,
+            registered.endpoint_port,
+            now_unix,
+        )
+    }
+
+    /// The claim identity (NVS namespace `mqtt_claim` of the identity partition), when the
+    /// factory wrote one (`acorn certs provision --claim`).
+    #[cfg(feature = "claim")]
+    pub fn claim(&self) -> Option<acorn_embedded::claim::ClaimConfig> {
+        let mut nvs = self.open()?;
+        acorn_embedded::claim::read_config(&mut nvs).unwrap_or_else(|e| {
+            warn!("{e}");
+            None
+        })
+    }
+
+    /// Stores the device's own identity, obtained by claim, at `now_unix`.
+    #[cfg(feature = "claim")]
+    pub fn store_claimed(
+        &mut self,
+        claimed: &acorn_embedded::claim::Claimed,
+        now_unix: u64,
+    ) -> BootEvent {
+        self.store_identity(
+            &claimed.certificates,
+            &claimed.certificate_id,
+            claimed.endpoint_port,
+            now_unix,
+        )
+    }
+
+    /// Stores a newly obtained identity (checked first by the certificate store: the
+    /// certificate is for this key, within its dates, for this device) at `now_unix`.
+    #[cfg(any(feature = "register", feature = "claim"))]
+    fn store_identity(
+        &mut self,
+        certificates: &acorn_certs::DeviceCertificates,
+        certificate_id: &str,
+        endpoint_port: Option<u16>,
+        now_unix: u64,
+    ) -> BootEvent {
+        if endpoint_port.is_some_and(|port| port != 8883) {
+            warn!("the answer names port {endpoint_port:?} with the endpoint; this firmware connects to 8883");
+        }
         let Some(mut nvs) = self.open() else {
             return BootEvent::RegistrationFailed {
                 reason: "the identity partition cannot be opened".into(),
             };
         };
-        if registered.endpoint_port.is_some_and(|port| port != 8883) {
-            warn!(
-                "the backend names port {:?} with the endpoint; this firmware connects to 8883",
-                registered.endpoint_port
-            );
-        }
         let mut store = CertStore::new(NvsCertKv::new(&mut nvs)).allow_custom_endpoint(true);
-        match store.store(&registered.certificates, now_unix) {
+        match store.store(certificates, now_unix) {
             Ok(_) => {
                 info!(
-                    "registered as `{}` (certificate {})",
-                    registered.certificates.device_id, registered.certificate_id
+                    "registered as `{}` (certificate {certificate_id})",
+                    certificates.device_id
                 );
                 BootEvent::Registered
             }
@@ -314,25 +359,36 @@ impl Flash {
         }
     }
 
+    /// The identity partition, for certificate rotation's two slots (the active identity in
+    /// `mqtt_certs`, a candidate in `mqtt_certs_next`).
+    pub fn identity_slots(&self) -> Option<Nvs<Part<'_>>> {
+        self.open()
+    }
+
     /// Loads and validates the identity at `now_unix`; the boot event and, when valid and
-    /// P-256, the TLS identity.
+    /// P-256, the TLS identity. What an interrupted rotation left is finished or dropped
+    /// first: a commit the power cut stopped is completed, a candidate whose trial never
+    /// ended is erased (the rotation starts again when it is triggered again).
     pub fn identity(&mut self, now_unix: u64) -> (BootEvent, Option<Identity>) {
         let Some(mut nvs) = self.open() else {
             return (BootEvent::IdentityMissing, None);
         };
+        recover_rotation(&mut nvs);
         let mut store = CertStore::new(NvsCertKv::new(&mut nvs)).allow_custom_endpoint(true);
         let loaded = store.load(now_unix);
         let event = identity_event(&loaded);
         let Ok(loaded) = loaded else {
             return (event, None);
         };
-        let mut facts = CertificateFacts::default();
-        if let Some(info) = &loaded.report.certificate {
-            facts = CertificateFacts::new(info.not_before, info.not_after);
-            facts.fingerprint = Some(info.fingerprint.clone());
-        }
+        let facts = certificate_facts(&loaded);
+        let issuer = loaded
+            .report
+            .certificate
+            .as_ref()
+            .map(|info| info.issuer.clone())
+            .unwrap_or_default();
         match TlsIdentity::from_certificates(&loaded.certificates) {
-            Ok(tls) => (event, Some(Identity { tls, facts })),
+            Ok(tls) => (event, Some(Identity { tls, facts, issuer })),
             Err(e) => (
                 BootEvent::IdentityInvalid {
                     check: "key_type".into(),
@@ -341,5 +397,27 @@ impl Flash {
                 None,
             ),
         }
+    }
+}
+
+/// Finishes or drops what an interrupted certificate rotation left (at every boot, before the
+/// identity is loaded), and says what it did.
+fn recover_rotation(nvs: &mut Nvs<Part<'_>>) {
+    let mut slots = Slots::new(nvs).allow_custom_endpoint(true);
+    match slots.recover() {
+        Ok(Recovery::Clean) => {}
+        Ok(Recovery::CommitFinished) => {
+            info!("rotation: an interrupted commit is finished: the new certificate is in use")
+        }
+        Ok(Recovery::PartialCandidateErased) => {
+            info!("rotation: part of an unfinished new identity was erased; the old one is in use")
+        }
+        Ok(Recovery::CandidatePending) => match slots.discard() {
+            Ok(()) => info!(
+                "rotation: a new certificate whose trial never ended was dropped; the old one is in use"
+            ),
+            Err(e) => warn!("rotation: the unfinished new identity cannot be erased: {e}"),
+        },
+        Err(e) => warn!("rotation: what an interrupted rotation left cannot be read: {e}"),
     }
 }

@@ -12,14 +12,17 @@
 //! SyncClock ──fail/not yet──▶ wait 5 s ─▶ SyncClock         (SNTP: never go on unsynced)
 //!    │ synced
 //!    ▼
-//! LoadIdentity ──missing──▶ Register ──fail──▶ wait ─▶ Register (key + CSR on the chip)
-//!    │ ok          │ invalid: say which check failed, re-check every 5 min
+//! LoadIdentity ──missing──▶ Register ──fail──▶ wait ─▶ Register (key + CSR on the chip;
+//!    │ ok          │           by HTTP to the backend, or by claim over AWS IoT's
+//!    │             │           provisioning MQTT API: see [`Provisioning`])
+//!    │ invalid: say which check failed, re-check every 5 min
 //!    ▼             ▼
 //! Operational ◀── registered (then LoadIdentity again)
 //! ```
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use acorn_certs::{LoadedIdentity, StoreError};
 
@@ -100,6 +103,13 @@ pub enum BootAction {
     /// Register (key pair and CSR made on the chip, HTTP to the backend); answer
     /// [`BootEvent::Registered`] or [`BootEvent::RegistrationFailed`].
     Register {
+        /// Unix seconds.
+        now_unix: u64,
+    },
+    /// Provision by claim (key pair and CSR made on the chip, the certificate over AWS IoT's
+    /// provisioning MQTT API with the claim certificate); answer [`BootEvent::Registered`] or
+    /// [`BootEvent::RegistrationFailed`].
+    Claim {
         /// Unix seconds.
         now_unix: u64,
     },
@@ -222,6 +232,44 @@ pub fn read_wifi_credentials<F: embedded_storage::nor_flash::NorFlash>(
     Ok(Some(WifiCredentials { ssid, password }))
 }
 
+/// How a device without identity gets one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provisioning {
+    /// It cannot: it waits for a factory tool to write one.
+    None,
+    /// By HTTP to the registration backend with a one-time token (NVS namespace `register`).
+    Register,
+    /// By claim: the shared claim certificate (NVS namespace `mqtt_claim`) and AWS IoT's
+    /// provisioning MQTT API.
+    Claim,
+}
+
+/// `AA:BB:CC:DD:EE:FF` and the default device id `acorn-aabbccddeeff` for a MAC address.
+pub fn mac_names(mac: [u8; 6]) -> (String, String) {
+    let text = mac
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let id = format!("acorn-{}", text.replace(':', "").to_ascii_lowercase());
+    (text, id)
+}
+
+/// An endpoint as a backend names it, `host` or `host:port`: the host and the port if any.
+pub fn split_endpoint(endpoint: &str) -> Result<(String, Option<u16>), String> {
+    match endpoint.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("endpoint `{endpoint}` has a bad port"))?;
+            Ok((host.into(), Some(port)))
+        }
+        _ => Ok((endpoint.into(), None)),
+    }
+}
+
 /// The boot state machine.
 #[derive(Debug)]
 pub struct Boot {
@@ -230,7 +278,7 @@ pub struct Boot {
     wake_at: Option<u64>,
     wifi: Option<WifiCredentials>,
     unix_secs: Option<u64>,
-    registration_possible: bool,
+    provisioning: Provisioning,
 }
 
 fn backoff(attempt: u32) -> u64 {
@@ -241,13 +289,22 @@ impl Boot {
     /// Starts the sequence. `registration_possible`: a backend and token are configured, so a
     /// device without identity can register itself.
     pub fn new(registration_possible: bool) -> Self {
+        Self::with_provisioning(if registration_possible {
+            Provisioning::Register
+        } else {
+            Provisioning::None
+        })
+    }
+
+    /// Starts the sequence; a device without identity gets one by `provisioning`.
+    pub fn with_provisioning(provisioning: Provisioning) -> Self {
         let mut boot = Boot {
             state: BootState::ReadingWifi,
             actions: alloc::collections::VecDeque::new(),
             wake_at: None,
             wifi: None,
             unix_secs: None,
-            registration_possible,
+            provisioning,
         };
         boot.actions.push_back(BootAction::ReadWifiCredentials);
         boot
@@ -357,15 +414,13 @@ impl Boot {
                 self.actions.push_back(BootAction::StartOperation);
             }
             (BootState::LoadingIdentity, BootEvent::IdentityMissing) => {
-                if self.registration_possible {
-                    self.log(
-                        "no identity stored: registering (P-256 key and CSR made on this chip)"
-                            .into(),
-                    );
-                    self.state = BootState::Registering { attempt: 1 };
-                    self.actions.push_back(BootAction::Register {
-                        now_unix: self.unix_secs.unwrap_or(0),
+                if self.provisioning != Provisioning::None {
+                    self.log(match self.provisioning {
+                        Provisioning::Claim => "no identity stored: provisioning by claim (P-256 key and CSR made on this chip, the certificate over AWS IoT's provisioning MQTT API)".into(),
+                        _ => "no identity stored: registering (P-256 key and CSR made on this chip)".into(),
                     });
+                    self.state = BootState::Registering { attempt: 1 };
+                    self.actions.push_back(self.provision_action());
                 } else {
                     self.log("no identity stored in the `identity` partition and no registration backend configured: provision the device (`acorn certs provision`). Waiting".into());
                     self.state = BootState::IdentityInvalid {
@@ -420,6 +475,15 @@ impl Boot {
         }
     }
 
+    /// The action that gets an identity.
+    fn provision_action(&self) -> BootAction {
+        let now_unix = self.unix_secs.unwrap_or(0);
+        match self.provisioning {
+            Provisioning::Claim => BootAction::Claim { now_unix },
+            _ => BootAction::Register { now_unix },
+        }
+    }
+
     /// A wait ended: try the step again.
     fn retry(&mut self, now_ms: u64) {
         let _ = now_ms;
@@ -445,9 +509,7 @@ impl Boot {
                 self.state = BootState::Registering {
                     attempt: attempt + 1,
                 };
-                self.actions.push_back(BootAction::Register {
-                    now_unix: self.unix_secs.unwrap_or(0),
-                });
+                self.actions.push_back(self.provision_action());
             }
             BootState::IdentityInvalid { .. } => {
                 // Re-sync first: the check may be a date check.

@@ -90,8 +90,10 @@ extern crate alloc;
 
 pub mod app;
 pub mod boot;
+#[cfg(feature = "claim")]
+pub mod claim;
 pub mod codec;
-#[cfg(any(feature = "register", feature = "rotation"))]
+#[cfg(any(feature = "register", feature = "rotation", feature = "claim"))]
 pub mod csr;
 #[cfg(feature = "device")]
 pub mod device;

@@ -26,6 +26,7 @@ use rand_core::{CryptoRng, RngCore};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+pub use crate::boot::mac_names;
 pub use crate::csr::key_and_csr;
 use crate::csr::{sec1_pem, CsrError};
 use crate::diagnosis::Diagnosis;
@@ -158,17 +159,6 @@ pub struct RegisterConfig {
     pub firmware_version: String,
 }
 
-/// `AA:BB:CC:DD:EE:FF` and the default device id `acorn-aabbccddeeff` for a MAC address.
-pub fn mac_names(mac: [u8; 6]) -> (String, String) {
-    let text = mac
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    let id = format!("acorn-{}", text.replace(':', "").to_ascii_lowercase());
-    (text, id)
-}
-
 /// Reads namespace [`NAMESPACE`]: `url` and `token` (strings) and optionally `device_id`;
 /// `None` when `url` or `token` is missing (registration not configured). The serial number
 /// is the MAC address without colons.
@@ -254,18 +244,8 @@ pub async fn register<C: Connector, R: RngCore + CryptoRng>(
     }
     // SEC1 (`EC PRIVATE KEY`): what the store reads back, and smaller to make than PKCS#8.
     let private_key = sec1_pem(&key)?;
-    let (host, endpoint_port) = match answer.iot_endpoint.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (
-            host.to_string(),
-            Some(port.parse().map_err(|_| {
-                RegisterError::BadAnswer(format!(
-                    "endpoint `{}` has a bad port",
-                    answer.iot_endpoint
-                ))
-            })?),
-        ),
-        _ => (answer.iot_endpoint.clone(), None),
-    };
+    let (host, endpoint_port) =
+        crate::boot::split_endpoint(&answer.iot_endpoint).map_err(RegisterError::BadAnswer)?;
     Ok(Registered {
         certificates: DeviceCertificates {
             device_certificate: answer.certificate_pem.into_bytes(),

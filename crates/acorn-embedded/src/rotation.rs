@@ -64,6 +64,27 @@ impl<S> Rotator<S> for NoRotation {
     }
 }
 
+/// Rotation when there is one (`None`: as [`NoRotation`], e.g. when the identity's slots
+/// cannot be opened).
+impl<S, Z: Rotator<S>> Rotator<S> for Option<Z> {
+    fn identity(&self) -> Option<&TlsIdentity> {
+        self.as_ref()?.identity()
+    }
+
+    fn step(
+        &mut self,
+        store: &mut S,
+        device_id: &str,
+        now: Time,
+        request: RotationRequest,
+    ) -> Option<RotationInput> {
+        match self {
+            Some(rotation) => rotation.step(store, device_id, now, request),
+            None => NoRotation.step(store, device_id, now, request),
+        }
+    }
+}
+
 /// Where the identity's two slots live, given the device core's settings store `S`: on the
 /// chip an NVS partition of their own (`acorn_nvs::Nvs`, which ignores `S`), on Linux the
 /// device image that also holds the settings.

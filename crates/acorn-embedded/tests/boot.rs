@@ -4,8 +4,8 @@
 
 use acorn_certs::{CertStore, DeviceCertificates, MemoryKv, PrivateKey};
 use acorn_embedded::boot::{
-    identity_event, read_wifi_credentials, Boot, BootAction, BootEvent, BootState, WifiCredentials,
-    CLOCK_RETRY_MS,
+    identity_event, read_wifi_credentials, Boot, BootAction, BootEvent, BootState, Provisioning,
+    WifiCredentials, CLOCK_RETRY_MS,
 };
 use acorn_nvs::{MemFlash, Nvs};
 
@@ -32,8 +32,12 @@ struct Device {
 
 impl Device {
     fn new(radio: Radio, registration: bool) -> Self {
+        Self::with(radio, Boot::new(registration))
+    }
+
+    fn with(radio: Radio, boot: Boot) -> Self {
         Device {
-            boot: Boot::new(registration),
+            boot,
             radio,
             nvs: Nvs::open(MemFlash::new(0x6000), 0, 0x6000).unwrap(),
             store: CertStore::new(MemoryKv::new()).allow_custom_endpoint(true),
@@ -75,15 +79,17 @@ impl Device {
                     },
                 },
                 BootAction::LoadIdentity { now_unix } => identity_event(&self.store.load(now_unix)),
-                BootAction::Register { now_unix } => match self.register_with.clone() {
-                    Some(certs) => {
-                        self.store.store(&certs, now_unix).unwrap();
-                        BootEvent::Registered
+                BootAction::Register { now_unix } | BootAction::Claim { now_unix } => {
+                    match self.register_with.clone() {
+                        Some(certs) => {
+                            self.store.store(&certs, now_unix).unwrap();
+                            BootEvent::Registered
+                        }
+                        None => BootEvent::RegistrationFailed {
+                            reason: "backend unreachable".into(),
+                        },
                     }
-                    None => BootEvent::RegistrationFailed {
-                        reason: "backend unreachable".into(),
-                    },
-                },
+                }
                 BootAction::StartOperation => continue,
             };
             self.boot.handle(self.now_ms, event);
@@ -211,6 +217,26 @@ fn without_an_identity_it_registers_then_operates() {
     dev.tick();
     assert_eq!(dev.boot.state(), &BootState::Operational);
     assert!(dev.said("identity of `acorn-0002` loaded"), "{:?}", dev.log);
+}
+
+#[test]
+fn without_an_identity_but_with_a_claim_certificate_it_provisions_by_claim() {
+    let mut dev = Device::with(online_radio(), Boot::with_provisioning(Provisioning::Claim));
+    dev.set_wifi("acorn-lab", "pw");
+    dev.settle();
+    assert!(dev.said("provisioning by claim"), "{:?}", dev.log);
+    assert!(dev.did(|a| *a == BootAction::Claim { now_unix: NOW }));
+    assert!(!dev.did(|a| matches!(a, BootAction::Register { .. })));
+    // The claim endpoint does not answer: retried with backoff, by claim again.
+    dev.tick();
+    assert!(matches!(
+        dev.boot.state(),
+        BootState::Registering { attempt: 2 }
+    ));
+    dev.register_with = Some(identity("acorn-0009", 2027));
+    dev.tick();
+    assert_eq!(dev.boot.state(), &BootState::Operational);
+    assert!(dev.said("identity of `acorn-0009` loaded"), "{:?}", dev.log);
 }
 
 #[test]

@@ -71,6 +71,7 @@ async fn settle(boot: &mut Boot, nvs: &mut Nvs<MemFlash>, now_ms: u64) -> Vec<St
                     },
                 }
             }
+            BootAction::Claim { .. } => panic!("a device with a registration token never claims"),
             BootAction::StartOperation => continue,
         };
         boot.handle(now_ms, event);

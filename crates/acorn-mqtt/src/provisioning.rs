@@ -29,6 +29,12 @@ pub const MAX_TEMPLATE_NAME: usize = 36;
 /// Largest answer payload read (a certificate PEM is ~1.3 KB; AWS caps payloads at 128 KB).
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024;
 
+/// NVS namespace of the claim identity in a factory image (fleet provisioning by claim).
+pub const CLAIM_NAMESPACE: &str = "mqtt_claim";
+/// Keys of [`CLAIM_NAMESPACE`]: the claim certificate and key (PEM blobs), the claim endpoint
+/// (`host[:port]`, a string), and the id of the device to provision (a string).
+pub const CLAIM_KEYS: [&str; 4] = ["claim_cert", "claim_key", "endpoint", "device_id"];
+
 /// Checks a provisioning template name: 1..=36 of `A-Z a-z 0-9 _ -` (AWS's rule, and no MQTT
 /// wildcard or separator can slip into the topic).
 pub fn check_template_name(name: &str) -> Result<(), Error> {

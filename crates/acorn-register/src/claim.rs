@@ -19,11 +19,7 @@ use secrecy::ExposeSecret as _;
 
 use crate::{answer, make_device_key, unix_now, ImageTarget, KeyType, RegistrationError};
 
-/// NVS namespace of the claim identity in a factory image.
-pub const CLAIM_NAMESPACE: &str = "mqtt_claim";
-/// Keys of [`CLAIM_NAMESPACE`]: the claim certificate and key (PEM blobs), the claim endpoint
-/// (`host[:port]`), and the id of the device to provision.
-pub const CLAIM_KEYS: [&str; 4] = ["claim_cert", "claim_key", "endpoint", "device_id"];
+pub use acorn_mqtt::provisioning::{CLAIM_KEYS, CLAIM_NAMESPACE};
 
 /// The claim identity a factory image holds.
 pub struct ClaimIdentity {

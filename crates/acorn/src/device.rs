@@ -264,7 +264,11 @@ fn init_logging(format: LogFormat) {
 
 fn run_device(args: RunArgs) -> Result<ExitCode> {
     init_logging(args.log_format);
-    claim_if_needed(&args.connection)?;
+    if args.connection.transport == TransportKind::Embedded {
+        embedded::claim_if_needed(&args.connection)?;
+    } else {
+        claim_if_needed(&args.connection)?;
+    }
     if args.connection.transport == TransportKind::Embedded {
         let conn = &args.connection;
         let keys = crate::image_file::maybe_keys(conn.nvs_keys.as_deref())?;

@@ -168,6 +168,62 @@ fn rotation(
     })
 }
 
+/// A device whose image holds only a claim identity provisions itself as the chip does
+/// (`acorn_embedded::claim` over this transport; the claim endpoint trusted through `--ca`,
+/// else Amazon's roots), stores its own identity, then runs as itself.
+pub fn claim_if_needed(conn: &super::ConnectionArgs) -> Result<()> {
+    use acorn_embedded::claim::{provision, read_config, ThingParameters};
+    if !conn.image.exists() {
+        return Ok(());
+    }
+    let keys = crate::image_file::maybe_keys(conn.nvs_keys.as_deref())?;
+    let mut image = DeviceImage::open(&conn.image, keys.as_ref())?;
+    let now = acorn_agent::device_image::unix_now();
+    if image.load_identity(now).is_ok() {
+        return Ok(());
+    }
+    let Some(config) = read_config(image.nvs_mut())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", conn.image.display()))?
+    else {
+        return Ok(());
+    };
+    let anchors = anchors(conn.ca.as_deref())?;
+    let (serial_number, mac_address) = acorn_register::derived_serial_and_mac(&config.device_id);
+    let parameters = ThingParameters {
+        serial_number,
+        mac_address,
+        firmware_version: AGENT_VERSION.to_owned(),
+    };
+    eprintln!(
+        "no identity yet: provisioning `{}` by claim at {}:{} (embedded transport)",
+        config.device_id, config.host, config.port
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let claimed = runtime
+        .block_on(provision(
+            host::TokioConnector,
+            host::SystemClock::new(),
+            host::OsRng,
+            &config,
+            &anchors,
+            parameters,
+        ))
+        .context("fleet provisioning by claim failed")?;
+    // Stored as the chip stores it: checked first (this key, the dates, this device).
+    acorn_certs::CertStore::new(acorn_certs::nvs_kv::NvsCertKv::new(image.nvs_mut()))
+        .allow_custom_endpoint(true)
+        .store(&claimed.certificates, now)
+        .map_err(|e| anyhow::anyhow!("the identity obtained by claim was not stored: {e}"))?;
+    eprintln!(
+        "provisioned by claim: `{}` has certificate {}; connecting as itself",
+        claimed.certificates.device_id, claimed.certificate_id
+    );
+    Ok(())
+}
+
 /// The device's inputs: stdin lines (`press <button> [battery]`, `quit`), the optional press
 /// timer, and SIGINT/SIGTERM; its reports go to stderr.
 struct HostIo {

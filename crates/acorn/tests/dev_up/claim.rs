@@ -156,3 +156,72 @@ fn a_device_with_only_the_claim_certificate_ends_connected_as_itself() {
     let all = text(&out);
     assert!(all.contains("registered already"), "{all}");
 }
+
+/// The chip's own claim path (`acorn_embedded::claim` over the embedded transport, as the
+/// firmware's boot runs it) against the same claim endpoint: the device ends registered with
+/// the certificate its image now holds, and online on mosquitto as itself.
+#[test]
+fn the_chips_claim_path_over_the_embedded_transport_ends_online_as_itself() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut stack = Stack::start(tmp.path(), &[], &[]);
+    let (claim_port, cert, key) = claim_endpoint(&mut stack);
+    let (observer_id, observer) = stack.service("observer");
+    let mut watch = Subscriber::start(
+        stack.service_port,
+        &observer,
+        &observer_id,
+        &["acorn-pups/status/claimed-e"],
+    );
+    let image = stack.work.join("claimed-e.nvs.bin");
+    claim_image(&cert, &key, claim_port, "claimed-e", &image);
+    let mut device = stack.run_device_with(&image, None, &["--transport", "embedded"]);
+    assert!(
+        device
+            .stderr
+            .wait_for(WAIT, |l| l.contains("provisioned by claim"))
+            .is_some(),
+        "{:?}",
+        device.stderr.seen
+    );
+    assert!(
+        watch
+            .lines
+            .wait_for(WAIT, |l| l.contains(r#""status":"online""#))
+            .is_some(),
+        "not online: {:?}",
+        device.stderr.seen
+    );
+    let (code, body) = http(
+        "GET",
+        &stack.backend,
+        "/v1/devices/claimed-e",
+        Some(&stack.admin),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let own = stack.pem_files_of(&image, "claimed-e");
+    let stored = std::fs::read_to_string(&own.cert).expect("stored cert");
+    assert_eq!(
+        view["certificatePem"].as_str().map(str::trim),
+        Some(stored.trim())
+    );
+    drop(device);
+
+    // A claim for an id already registered: refused with AWS's error shape, nothing stored.
+    let again = stack.work.join("claimed-e-again.nvs.bin");
+    claim_image(&cert, &key, claim_port, "claimed-e", &again);
+    let mut run = acorn();
+    run.args(["device", "run", "--transport", "embedded", "--image"])
+        .arg(&again)
+        .args(["--broker", &format!("localhost:{}", stack.device_port)])
+        .arg("--ca")
+        .arg(&stack.ca);
+    let out = run_bounded(run);
+    assert!(!out.status.success(), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("was refused (409, ResourceConflict)") && all.contains("registered already"),
+        "{all}"
+    );
+}

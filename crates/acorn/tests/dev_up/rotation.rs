@@ -274,3 +274,47 @@ fn a_certificate_near_its_end_rotates_by_itself_once() {
         .count();
     assert_eq!(started, 1);
 }
+
+/// The chip's rotation (`acorn_embedded::rotation` over the embedded transport, as the
+/// firmware runs it) through the same stack: the admin API's command ends with a new
+/// certificate in the image, tried on mosquitto before it is committed, the old one superseded
+/// and refused.
+#[test]
+fn the_chips_rotation_over_the_embedded_transport_ends_on_the_new_certificate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (stack, mut watch, image, old_image) = registered(tmp.path(), "rot-e");
+    let mut flags = rotation_flags(&stack);
+    flags.extend(["--transport".into(), "embedded".into()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let device = stack.run_device_with(&image, None, &flags);
+    watch
+        .lines
+        .wait_for(WAIT, |l| {
+            l.starts_with("acorn-pups/status/rot-e ") && l.contains(r#""status":"online""#)
+        })
+        .unwrap_or_else(|| panic!("not online: {:?}", device.stderr.seen));
+    let (status, body) = http(
+        "POST",
+        &stack.backend,
+        "/v1/devices/rot-e/rotate",
+        Some(&stack.admin),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    let committed = watch
+        .lines
+        .wait_for(WAIT, |l| {
+            l.starts_with("acorn-pups/status/rot-e ") && l.contains(r#""rotation":"committed""#)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no committed rotation: {:?}\n{:?}",
+                rotation_lines(&mut watch, "rot-e"),
+                device.stderr.seen
+            )
+        });
+    let committed: serde_json::Value =
+        serde_json::from_str(committed.split_once(' ').expect("payload").1).expect("json");
+    let new_id = committed["certificateId"].as_str().expect("certificateId");
+    check_rotated(&stack, "rot-e", &image, &old_image, new_id);
+}
