@@ -144,6 +144,9 @@ pub enum RotateError {
     /// The device is shutting down.
     #[error("the device is shutting down")]
     Stopped,
+    /// A rotation's commit failed after its trial passed; a restart finishes it.
+    #[error("a certificate rotation's commit did not finish (flash): restart the device to finish it, then rotate again if needed")]
+    CommitPending,
 }
 
 /// What started a rotation.

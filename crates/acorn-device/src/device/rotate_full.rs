@@ -78,6 +78,9 @@ pub(super) struct Rotator {
     /// than `days_before` (a CA that issues short certificates, or `days_before` above their
     /// lifetime), the expiry trigger leaves it alone instead of rotating again and again.
     expiry_result: Option<String>,
+    /// A commit failed after the trial passed: only a restart finishes it, so nothing
+    /// rotates until then.
+    commit_pending: bool,
 }
 
 impl Rotator {
@@ -95,6 +98,7 @@ impl Rotator {
             answers_subscribed: false,
             subscribe_pending: false,
             expiry_result: None,
+            commit_pending: false,
         }
     }
 
@@ -207,10 +211,21 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
             }
             (Step::Committing { .. }, RotationInput::CommitFailed { reason }) => {
                 // The candidate works (the trial passed) but could not be made the active
-                // identity: the next boot finishes the commit or drops the candidate.
-                self.rotation_failed(format!(
-                    "the new certificate works but could not be stored as the active one: {reason}"
-                ));
+                // identity. A commit under way cannot be rolled back (the copy may be half
+                // done) and a new rotation could not stage: the next boot finishes it. No retry
+                // until then: each would mint a certificate that can never be stored.
+                let reason = format!(
+                    "the new certificate works but could not be stored as the active one \
+                     ({reason}); the commit finishes at the next restart"
+                );
+                self.rotator.step = Step::Idle;
+                self.rotator.retry_at = None;
+                self.rotator.commit_pending = true;
+                self.notice(Notice::RotationFailed {
+                    reason: reason.clone(),
+                });
+                self.rotation_answer(RotationState::Failed, Some(reason));
+                self.rotator.trigger = None;
             }
             (Step::Discarding { reason, .. }, RotationInput::Discarded) => {
                 self.notice(Notice::RotationRolledBack {
@@ -242,6 +257,9 @@ impl<R: RngCore, S: SettingsStore, Q: PressStore> Device<R, S, Q> {
         }
         if self.rotator.is_rotating() {
             return Err(RotateError::AlreadyRotating);
+        }
+        if self.rotator.commit_pending {
+            return Err(RotateError::CommitPending);
         }
         let timeout = self.rotation_timeouts().0;
         self.rotator.retry_at = None;

@@ -416,3 +416,58 @@ fn against_the_local_stack_every_api_topic_carries_the_device_id() {
         [RotationRequest::StageCandidate { .. }]
     ));
 }
+
+/// A commit the driver cannot finish (flash) after the trial passed: reported, nothing
+/// discarded (the copy may be half done; the next boot finishes it), and no retry until the
+/// restart — a retry would mint a certificate that can never be stored.
+#[test]
+fn a_failed_commit_waits_for_the_restart_instead_of_minting_certificates() {
+    let mut sim = online(rotating_config());
+    start_to_csr(&mut sim);
+    accepted_certificate(&mut sim);
+    input(&mut sim, RotationInput::Staged);
+    let registered = json!({"deviceConfiguration": {}, "thingName": "acorn-0001"});
+    sim.message(
+        &format!("{REGISTER}/accepted"),
+        registered.to_string().as_bytes(),
+    );
+    let actions = sim.connect_next(true);
+    assert_eq!(requests(&actions), [RotationRequest::Commit]);
+    let actions = input(
+        &mut sim,
+        RotationInput::CommitFailed {
+            reason: "flash write failed".into(),
+        },
+    );
+    assert!(requests(&actions).is_empty(), "nothing is discarded");
+    let failed = answers(&actions);
+    assert_eq!(failed[0]["rotation"], "failed");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("finishes at the next restart"),
+        "{failed:?}"
+    );
+    assert!(!sim.device.is_rotating());
+    // An hour on: no retry; a new command is refused with the reason.
+    for _ in 0..3_600 {
+        let actions = sim.advance(1_000);
+        sim.event(TransportEvent::PingResponse);
+        assert!(requests(&actions).is_empty(), "no retry before the restart");
+    }
+    let actions = sim.message(
+        COMMANDS,
+        br#"{"requestId":"rot-2","command":"rotate-certificate"}"#,
+    );
+    assert!(requests(&actions).is_empty());
+    let refused = answers(&actions);
+    assert_eq!(refused[0]["requestId"], "rot-2");
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("restart the device"),
+        "{refused:?}"
+    );
+}
