@@ -23,9 +23,29 @@ enum KillAt {
     CandidateStaged,
     /// RegisterThing answered: the trial is under way (or just committed).
     Trial,
+    /// The device said `committed`.
+    Committed,
 }
 
-fn device(env: &Env, image: &Path, rotate: bool) -> Child {
+/// A running `acorn device run`, killed (`kill -9`) when dropped, so that a failing test leaves
+/// no device behind.
+struct Running(Child);
+
+impl Running {
+    /// `kill -9`, and reaps it.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn device(env: &Env, image: &Path, rotate: bool) -> Running {
     let ca = env.dir.path().join("ca.pem");
     let port = env.broker.port().to_string();
     let mut args = vec![
@@ -52,6 +72,7 @@ fn device(env: &Env, image: &Path, rotate: bool) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Running)
         .expect("acorn runs")
 }
 
@@ -75,7 +96,53 @@ async fn wait_online(backend: &mut Client) {
     }
 }
 
-/// One run: rotate, kill at `at`, start again; the fingerprints (before, after).
+/// Answers a CSR with a certificate for its key from the test CA.
+async fn answer_csr(env: &Env, api: &mut Client, request: &Value) {
+    let csr = request["certificateSigningRequest"].as_str().unwrap();
+    let cert = CertificateSigningRequestParams::from_pem(csr)
+        .unwrap()
+        .signed_by(&env.ca.issuer)
+        .unwrap();
+    let body = json!({
+        "certificateId": acorn_certs::fingerprint(cert.der()),
+        "certificatePem": cert.pem(),
+        "certificateOwnershipToken": "token-1"
+    });
+    api.publish(
+        &format!("{CSR_TOPIC}/accepted"),
+        body.to_string().as_bytes(),
+    )
+    .await;
+}
+
+/// Answers the API until the device says its rotation is `committed` (bounded).
+async fn answer_until_committed(env: &Env, api: &mut Client, backend: &mut Client, name: &str) {
+    let deadline = tokio::time::Instant::now() + 2 * WAIT;
+    loop {
+        tokio::select! {
+            publish = api.next_publish() => {
+                let request: Value = serde_json::from_slice(&publish.payload).unwrap();
+                if publish.topic == CSR_TOPIC {
+                    answer_csr(env, api, &request).await;
+                } else if publish.topic == PROVISION_TOPIC {
+                    let body = json!({"thingName": name});
+                    let topic = format!("{PROVISION_TOPIC}/accepted");
+                    api.publish(&topic, body.to_string().as_bytes()).await;
+                }
+            }
+            publish = backend.next_publish() => {
+                let v: Value = serde_json::from_slice(&publish.payload).unwrap();
+                if v["rotation"] == "committed" {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => panic!("{name}: no committed rotation"),
+        }
+    }
+}
+
+/// One run: rotate, kill at `at`, start again (and rotate to the end); the fingerprints
+/// (before, after the restart).
 async fn kill_during_rotation(env: &Env, name: &str, at: KillAt) -> (String, String) {
     let (image, _) = device_image(env.dir.path(), &env.ca, name);
     let before = fingerprint(&image);
@@ -86,28 +153,14 @@ async fn kill_during_rotation(env: &Env, name: &str, at: KillAt) -> (String, Str
 
     let mut child = device(env, &image, true);
     wait_online(&mut backend).await;
-    writeln!(child.stdin.as_mut().unwrap(), "rotate").unwrap();
+    writeln!(child.0.stdin.as_mut().unwrap(), "rotate").unwrap();
     loop {
         let (topic, request) = next_json(&mut api).await;
         if topic == CSR_TOPIC {
             if at == KillAt::CsrSent {
                 break;
             }
-            let csr = request["certificateSigningRequest"].as_str().unwrap();
-            let cert = CertificateSigningRequestParams::from_pem(csr)
-                .unwrap()
-                .signed_by(&env.ca.issuer)
-                .unwrap();
-            let body = json!({
-                "certificateId": acorn_certs::fingerprint(cert.der()),
-                "certificatePem": cert.pem(),
-                "certificateOwnershipToken": "token-1"
-            });
-            api.publish(
-                &format!("{CSR_TOPIC}/accepted"),
-                body.to_string().as_bytes(),
-            )
-            .await;
+            answer_csr(env, &mut api, &request).await;
         } else if topic == PROVISION_TOPIC {
             if at == KillAt::CandidateStaged {
                 break;
@@ -118,28 +171,45 @@ async fn kill_during_rotation(env: &Env, name: &str, at: KillAt) -> (String, Str
                 body.to_string().as_bytes(),
             )
             .await;
+            if at == KillAt::Committed {
+                loop {
+                    let (_, v) = next_json(&mut backend).await;
+                    if v["rotation"] == "committed" {
+                        break;
+                    }
+                }
+            }
             break;
         }
     }
-    child.kill().expect("kill -9");
-    child.wait().unwrap();
+    child.kill();
 
-    // Start again, without rotation: it must come online with a whole identity.
-    let mut child = device(env, &image, false);
+    // Start again: it must come online with a whole identity, the candidate slot clean.
+    let mut child = device(env, &image, true);
     wait_online(&mut backend).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut image_file = acorn_agent::DeviceImage::open(&image, None).unwrap();
+    let mut image_file = acorn_agent::DeviceImage::open_copy(&image, None).unwrap();
     assert!(
         !image_file.slots().has_candidate().unwrap(),
         "{at:?}: the candidate slot is clean after the start"
     );
     drop(image_file);
-    (before, fingerprint(&image))
+    let after = fingerprint(&image);
+    // And it is not stuck: a new rotation runs to its commit.
+    writeln!(child.0.stdin.as_mut().unwrap(), "rotate").unwrap();
+    answer_until_committed(env, &mut api, &mut backend, name).await;
+    child.kill();
+    assert_ne!(
+        after,
+        fingerprint(&image),
+        "{at:?}: the new rotation committed"
+    );
+    (before, after)
 }
 
+/// The fingerprint of the image's identity, read from a copy (loading writes the identity's
+/// metadata, and the device may be running on the file).
 fn fingerprint(image: &Path) -> String {
-    let mut image = acorn_agent::DeviceImage::open(image, None).unwrap();
+    let mut image = acorn_agent::DeviceImage::open_copy(image, None).unwrap();
     image
         .load_identity(acorn_agent::device_image::unix_now())
         .expect("a whole identity")
@@ -171,4 +241,7 @@ async fn a_kill_between_the_steps_of_a_rotation_never_leaves_the_device_stuck() 
     }
     // During the trial: the old one or the new one, whole (the test asserts it loads).
     kill_during_rotation(&env, "acorn-k3", KillAt::Trial).await;
+    // After the commit: the new one.
+    let (before, after) = kill_during_rotation(&env, "acorn-k4", KillAt::Committed).await;
+    assert_ne!(before, after, "the committed identity stays");
 }
