@@ -9,7 +9,7 @@ use core::cell::RefCell;
 use core::convert::Infallible;
 
 use acorn_certs::nvs_kv::NvsCertKv;
-use acorn_certs::{CertStore, Recovery, Slots};
+use acorn_certs::{CertStore, Slots};
 use acorn_device::acorn_mqtt::DeviceSettings;
 use acorn_device::presses::{PressId, QueuedPress, StoredQueue};
 use acorn_device::{
@@ -403,21 +403,9 @@ impl Flash {
 /// Finishes or drops what an interrupted certificate rotation left (at every boot, before the
 /// identity is loaded), and says what it did.
 fn recover_rotation(nvs: &mut Nvs<Part<'_>>) {
-    let mut slots = Slots::new(nvs).allow_custom_endpoint(true);
-    match slots.recover() {
-        Ok(Recovery::Clean) => {}
-        Ok(Recovery::CommitFinished) => {
-            info!("rotation: an interrupted commit is finished: the new certificate is in use")
-        }
-        Ok(Recovery::PartialCandidateErased) => {
-            info!("rotation: part of an unfinished new identity was erased; the old one is in use")
-        }
-        Ok(Recovery::CandidatePending) => match slots.discard() {
-            Ok(()) => info!(
-                "rotation: a new certificate whose trial never ended was dropped; the old one is in use"
-            ),
-            Err(e) => warn!("rotation: the unfinished new identity cannot be erased: {e}"),
-        },
-        Err(e) => warn!("rotation: what an interrupted rotation left cannot be read: {e}"),
+    match Slots::new(nvs).allow_custom_endpoint(true).recover_at_start() {
+        Ok(None) => {}
+        Ok(Some(note)) => info!("rotation: {note}"),
+        Err(e) => warn!("rotation: what an interrupted rotation left cannot be finished: {e}"),
     }
 }

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use acorn_certs::nvs_kv::NvsCertKv;
 use acorn_certs::{
     CertStore, CertificateMetadata, CertificateValidation, DeviceCertificates, PrivateKeyFormat,
-    Problem, Recovery, Slots, Status, StoreError, ValidationReport,
+    Problem, Slots, Status, StoreError, ValidationReport,
 };
 use acorn_device::{CertificateFacts, NvsSettingsError, SettingsStore};
 use acorn_mqtt::DeviceSettings;
@@ -255,20 +255,7 @@ impl<F: NorFlash> DeviceImage<F> {
         let path = self.path.clone();
         let err = |e: acorn_certs::SlotError<acorn_nvs::Error>| slot_error(&path, &e);
         let mut slots = Slots::new(&mut self.nvs).allow_custom_endpoint(true);
-        let note = match slots.recover().map_err(err)? {
-            Recovery::Clean => None,
-            Recovery::CommitFinished => {
-                Some("a certificate rotation's commit was interrupted and is now finished: the new certificate is in use".to_owned())
-            }
-            Recovery::PartialCandidateErased => Some(
-                "an unfinished certificate rotation left part of a new identity: erased (the old one is in use)"
-                    .to_owned(),
-            ),
-            Recovery::CandidatePending => {
-                slots.discard().map_err(err)?;
-                Some("a certificate rotation was interrupted before its trial ended: the new certificate was dropped, the old one is in use".to_owned())
-            }
-        };
+        let note = slots.recover_at_start().map_err(err)?.map(str::to_owned);
         Ok(note)
     }
 

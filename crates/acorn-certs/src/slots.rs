@@ -237,6 +237,25 @@ impl<S: SlotKv> Slots<S> {
         Ok(())
     }
 
+    /// What every start does before it loads the identity: [`Slots::recover`], then a
+    /// candidate whose trial never ended is dropped (the rotation starts again when it is
+    /// triggered again). What was done, in a sentence for the log; `None` when nothing was.
+    pub fn recover_at_start(&mut self) -> Result<Option<&'static str>, S::Error> {
+        Ok(match self.recover()? {
+            Recovery::Clean => None,
+            Recovery::CommitFinished => Some(
+                "a certificate rotation's commit was interrupted and is now finished: the new certificate is in use",
+            ),
+            Recovery::PartialCandidateErased => Some(
+                "an unfinished certificate rotation left part of a new identity: erased (the old one is in use)",
+            ),
+            Recovery::CandidatePending => {
+                self.discard()?;
+                Some("a certificate rotation was interrupted before its trial ended: the new certificate was dropped, the old one is in use")
+            }
+        })
+    }
+
     /// Finishes whatever a power cut interrupted (call at every boot, before loading the
     /// identity).
     pub fn recover(&mut self) -> Result<Recovery, S::Error> {

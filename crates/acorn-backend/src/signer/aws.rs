@@ -672,77 +672,42 @@ impl AwsSigner {
         device_id: &str,
         certificate_id: &str,
     ) -> Result<NewCertificate, SignerError> {
-        const CODE: &str = "aws_describe_failed";
         let refused = |code: &'static str, summary: String| SignerError {
             status: 409,
             code,
             summary,
             detail: String::new(),
         };
-        self.limit("DescribeCertificate")
-            .await
-            .map_err(|e| e.into_signer_error(CODE))?;
-        let described = self
-            .client
-            .describe_certificate()
-            .certificate_id(certificate_id)
-            .send()
-            .await
-            .map_err(|e| CallError::from_sdk("DescribeCertificate", e));
-        let described = match described {
-            Ok(d) => d,
-            Err(e) if e.is("ResourceNotFoundException") => {
-                return Err(refused(
-                    "certificate_not_found",
-                    format!("AWS IoT Core has no certificate {certificate_id}"),
-                ))
-            }
-            Err(e) => return Err(e.into_signer_error(CODE)),
-        };
-        let description = described.certificate_description();
-        let (Some(arn), Some(pem)) = (
-            description.and_then(|d| d.certificate_arn()),
-            description.and_then(|d| d.certificate_pem()),
-        ) else {
+        let Some(certificate) = self.describe_certificate(certificate_id).await? else {
             return Err(refused(
                 "certificate_not_found",
-                format!("AWS IoT Core describes certificate {certificate_id} without ARN or PEM"),
+                format!("AWS IoT Core has no certificate {certificate_id}"),
             ));
         };
-        if description.and_then(|d| d.status()) != Some(&CertificateStatus::Active) {
+        if certificate.status != CertificateStatus::Active.as_str() {
             return Err(refused(
                 "certificate_not_active",
                 format!("certificate {certificate_id} is not ACTIVE in AWS IoT Core"),
             ));
         }
-        self.limit("ListThingPrincipals")
-            .await
-            .map_err(|e| e.into_signer_error(CODE))?;
-        let principals = self
-            .client
-            .list_thing_principals()
-            .thing_name(device_id)
-            .send()
-            .await
-            .map_err(|e| CallError::from_sdk("ListThingPrincipals", e).into_signer_error(CODE))?;
-        if !principals.principals().iter().any(|p| p == arn) {
+        let attached = self
+            .thing_certificates(device_id)
+            .await?
+            .unwrap_or_default()
+            .iter()
+            .any(|(_, arn)| *arn == certificate.arn);
+        if !attached {
             return Err(refused(
                 "certificate_not_attached",
                 format!("certificate {certificate_id} is not attached to thing {device_id:?}"),
             ));
         }
-        let (serial, _) = serial_and_id(pem).map_err(|detail| SignerError {
-            status: 502,
-            code: CODE,
-            summary: format!("AWS IoT Core's certificate {certificate_id} does not parse"),
-            detail,
-        })?;
         Ok(NewCertificate {
             device_id: device_id.to_owned(),
             certificate_id: certificate_id.to_owned(),
-            certificate_serial: serial,
-            certificate_pem: pem.to_owned(),
-            certificate_arn: Some(arn.to_owned()),
+            certificate_serial: certificate.serial,
+            certificate_pem: certificate.pem,
+            certificate_arn: Some(certificate.arn),
         })
     }
 

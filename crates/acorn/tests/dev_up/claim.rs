@@ -40,6 +40,26 @@ fn claim_image(cert: &Path, key: &Path, port: u16, device_id: &str, out: &Path) 
     );
 }
 
+/// The registry holds `id`, active, with the certificate `image` now holds.
+fn registered_with_the_images_certificate(stack: &Stack, id: &str, image: &Path) {
+    let (code, body) = http(
+        "GET",
+        &stack.backend,
+        &format!("/v1/devices/{id}"),
+        Some(&stack.admin),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(view["status"], "active");
+    let own = stack.pem_files_of(image, id);
+    let stored = std::fs::read_to_string(&own.cert).expect("stored cert");
+    assert_eq!(
+        view["certificatePem"].as_str().map(str::trim),
+        Some(stored.trim())
+    );
+}
+
 #[test]
 fn a_device_with_only_the_claim_certificate_ends_connected_as_itself() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -92,22 +112,7 @@ fn a_device_with_only_the_claim_certificate_ends_connected_as_itself() {
         device.stderr.seen
     );
     // The registry has the device, with the certificate the image now holds.
-    let (code, body) = http(
-        "GET",
-        &stack.backend,
-        "/v1/devices/claimed-1",
-        Some(&stack.admin),
-        None,
-    );
-    assert_eq!(code, 200, "{body}");
-    let view: serde_json::Value = serde_json::from_str(&body).expect("json");
-    assert_eq!(view["status"], "active");
-    let own = stack.pem_files_of(&image, "claimed-1");
-    let stored = std::fs::read_to_string(&own.cert).expect("stored cert");
-    assert_eq!(
-        view["certificatePem"].as_str().map(str::trim),
-        Some(stored.trim())
-    );
+    registered_with_the_images_certificate(&stack, "claimed-1", &image);
     drop(device);
     let after = show(&image);
     let shown = String::from_utf8_lossy(&after.stdout).into_owned();
@@ -191,21 +196,7 @@ fn the_chips_claim_path_over_the_embedded_transport_ends_online_as_itself() {
         "not online: {:?}",
         device.stderr.seen
     );
-    let (code, body) = http(
-        "GET",
-        &stack.backend,
-        "/v1/devices/claimed-e",
-        Some(&stack.admin),
-        None,
-    );
-    assert_eq!(code, 200, "{body}");
-    let view: serde_json::Value = serde_json::from_str(&body).expect("json");
-    let own = stack.pem_files_of(&image, "claimed-e");
-    let stored = std::fs::read_to_string(&own.cert).expect("stored cert");
-    assert_eq!(
-        view["certificatePem"].as_str().map(str::trim),
-        Some(stored.trim())
-    );
+    registered_with_the_images_certificate(&stack, "claimed-e", &image);
     drop(device);
 
     // A claim for an id already registered: refused with AWS's error shape, nothing stored.
