@@ -385,6 +385,32 @@ def backend_register(p):
     write("backend_register", "not-json", b"\x00{\"deviceId\":")
 
 
+def provisioning_answers(p):
+    """Answers of AWS IoT's provisioning API (payloads as AWS documents them) to the claim
+    client and the rotating device core: ops 0-3 the four answer topics, 4 a named topic,
+    5 time passing, 6 a dropped connection."""
+    cert = p["p256.crt"].decode()
+    accepted = json.dumps({"certificateId": "a" * 64, "certificatePem": cert,
+                           "certificateOwnershipToken": "token-1"})
+    registered = json.dumps({"deviceConfiguration": {"iotEndpoint": ENDPOINT},
+                             "thingName": DEVICE})
+    rejected = json.dumps({"statusCode": 400, "errorCode": "InvalidCsr",
+                           "errorMessage": "the CSR is not valid"})
+    throttled = json.dumps({"statusCode": 429, "errorCode": "ThrottlingException",
+                            "errorMessage": "Rate exceeded"})
+    op = lambda n, payload=b"": bytes([n]) + field(payload)
+    wait = lambda steps: bytes([5]) + struct.pack("<H", steps)
+    seed = lambda name, data: write("provisioning_answers", name, data)
+    seed("happy-path", op(0, accepted) + op(2, registered) + wait(50))
+    seed("csr-rejected", op(1, rejected) + wait(0xFFFF))
+    seed("throttled-register", op(0, accepted) + op(3, throttled))
+    seed("another-thing", op(0, accepted) + op(2, registered.replace(DEVICE, "acorn-0002")))
+    seed("register-first", op(2, registered) + op(0, accepted))
+    seed("dropped-mid-way", op(0, accepted) + bytes([6]) + op(2, registered))
+    seed("other-topic", bytes([4]) + field("$aws/certificates/create-from-csr/json/accepted/x") + field(accepted))
+    seed("not-json", op(0, b"{\"certificatePem\":") + op(2, b"\xff"))
+
+
 def main():
     if os.path.isdir(CORPUS):
         shutil.rmtree(CORPUS)
@@ -399,6 +425,7 @@ def main():
         nvs_csv(p)
         nvs_mount(d)
         backend_register(p)
+        provisioning_answers(p)
     for target in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, target))
         size = sum(os.path.getsize(os.path.join(CORPUS, target, f)) for f in files)

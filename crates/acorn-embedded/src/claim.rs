@@ -230,21 +230,32 @@ impl<G: RngCore + CryptoRng> ClaimDriver<G> {
         parameters: ThingParameters,
         rng: G,
     ) -> Result<Self, ClaimError> {
+        Self::for_device(&config.device_id, &config.host, parameters, rng)
+    }
+
+    /// As [`ClaimDriver::new`], for `device_id` at the claim endpoint `host` (a local stack's
+    /// topics when it is not an AWS IoT endpoint).
+    pub fn for_device(
+        device_id: &str,
+        host: &str,
+        parameters: ThingParameters,
+        rng: G,
+    ) -> Result<Self, ClaimError> {
         let template = acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE;
-        let client_id = acorn_mqtt::topics::claim_client_id(&config.device_id)
+        let client_id = acorn_mqtt::topics::claim_client_id(device_id)
             .map_err(|e| ClaimError::Config(e.to_string()))?;
-        let prefix = if config.is_local() {
-            provisioning::local_claim_prefix(&client_id)
-        } else {
+        let prefix = if acorn_certs::is_aws_iot_endpoint(host) {
             String::new()
+        } else {
+            provisioning::local_claim_prefix(&client_id)
         };
         let topics = ProvisioningTopics::new(&prefix, template)
             .map_err(|e| ClaimError::Config(e.to_string()))?;
         Ok(Self {
             rng,
-            device_id: config.device_id.clone(),
+            device_id: device_id.to_string(),
             client_id,
-            endpoint: config.host.clone(),
+            endpoint: host.to_string(),
             topics,
             parameters,
             step: Step::Connecting,
