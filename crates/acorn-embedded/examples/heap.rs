@@ -5,8 +5,13 @@
 //! mqttrs) as the ESP32-C3 firmware, against a real mosquitto over tokio TCP.
 //!
 //! ```sh
-//! cargo run --release -p acorn-embedded --example heap --features tokio,device
+//! cargo run --release -p acorn-embedded --example heap --features tokio,device,rotation
 //! ```
+//!
+//! A last run rotates the certificate as the chip does (`acorn_embedded::rotation`, the
+//! identity's slots in their own NVS partition): key and CSR, `CreateCertificateFromCsr` and
+//! `RegisterThing` answered by a stand-in for AWS on the broker's service listener, the
+//! candidate stored, the trial connection with it, the commit.
 //!
 //! Only allocations made while the device's own code runs are counted (a thread-local flag set
 //! around each poll of its future); what tokio's TCP registration costs on Linux (on the chip
@@ -27,6 +32,7 @@ use acorn_devstack::broker::{Broker, BrokerConfig};
 use acorn_embedded::boot::read_wifi_credentials;
 use acorn_embedded::device::{DeviceDriver, DeviceIo, Input, Report};
 use acorn_embedded::host::{OsRng, SystemClock, TokioConnector};
+use acorn_embedded::rotation::Rotation;
 use acorn_embedded::transport::Connector;
 use acorn_embedded::{
     Buffers, Target, Time, TlsIdentity, Transport, TransportConfig, TrustAnchors,
@@ -177,6 +183,16 @@ fn leaf(
 /// A broker whose server chain (leaf + intermediate) is RSA or ECC, trusting `device_ca` for
 /// client certificates; and the root devices must trust for it.
 fn broker(device_ca: &str, rsa: bool) -> (Broker, String, tempfile::TempDir) {
+    broker_with(device_ca, rsa, None)
+}
+
+/// As [`broker`]; with `service_ca`, a service listener where `service:backend` answers the
+/// provisioning API under each device's `acorn-local/<id>/` (as in `acorn dev up`).
+fn broker_with(
+    device_ca: &str,
+    rsa: bool,
+    service_ca: Option<&str>,
+) -> (Broker, String, tempfile::TempDir) {
     let root = ca("Acorn Heap Server Root", None, rsa);
     let intermediate = ca("Acorn Heap Server CA 1", Some(&root), rsa);
     let (server_cert, server_key) = leaf(&intermediate, "broker", &["localhost"], rsa);
@@ -192,6 +208,15 @@ fn broker(device_ca: &str, rsa: bool) -> (Broker, String, tempfile::TempDir) {
         dir.path().join("server.key"),
     );
     config.tls_version = Some("tlsv1.3".into());
+    if let Some(service_ca) = service_ca {
+        std::fs::write(dir.path().join("service-ca.pem"), service_ca).unwrap();
+        config.service_ca_file = Some(dir.path().join("service-ca.pem"));
+        config.service_identities = vec![RESPONDER.into()];
+        config.local_provisioning = Some(acorn_devstack::broker::LocalProvisioning {
+            template: "acorn-pups".into(),
+            responder: RESPONDER.into(),
+        });
+    }
     let broker = Broker::start(config).expect("mosquitto must start (apt-get install mosquitto)");
     (broker, root.pem(), dir)
 }
@@ -311,6 +336,7 @@ fn main() {
     // and an intermediate, as AWS sends them.
     let device_ca = ca("Acorn Heap Device CA", None, false);
     let (device_cert, device_key) = leaf(&device_ca, "acorn-0001", &[], false);
+    let (identity_pem, identity_key) = (device_cert.clone(), device_key.clone());
     let (ecc_broker, ecc_root, _ecc_dir) = broker(&device_ca.pem(), false);
     let (rsa_broker, rsa_root, _rsa_dir) = broker(&device_ca.pem(), true);
 
@@ -360,7 +386,7 @@ fn main() {
     reset_peak();
 
     // ----- boot: Wi-Fi credentials and the identity, as firmware/src/storage.rs reads them.
-    let (wifi, identity, facts) = counted(|| {
+    let (wifi, identity, facts, issuer) = counted(|| {
         let mut nvs = Nvs::open(identity_flash, 0, IDENTITY_PARTITION).unwrap();
         let wifi = read_wifi_credentials(&mut nvs).unwrap().unwrap();
         let loaded = {
@@ -372,7 +398,7 @@ fn main() {
         let mut facts = CertificateFacts::new(info.not_before, info.not_after);
         facts.fingerprint = Some(info.fingerprint);
         let identity = TlsIdentity::from_certificates(&loaded.certificates).unwrap();
-        (wifi, identity, facts)
+        (wifi, identity, facts, info.issuer)
     });
     let boot_peak = peak_bytes() - start;
     let identity_held = now_bytes() - start;
@@ -442,7 +468,57 @@ fn main() {
     assert_eq!(queue_device.queued_presses().count(), queued as usize);
     assert_eq!(queue_device.stats().queued, 8);
 
-    let high_water = ecc_peak.max(rsa_peak).max(boot_peak);
+    counted(|| drop(queue_device));
+
+    // ----- a certificate rotation by command (ECC chain), the identity's slots in their own
+    // partition as on the chip.
+    let service_ca = ca("Acorn Heap Service CA", None, false);
+    let (rotation_broker, rotation_root, _rotation_dir) =
+        broker_with(&device_ca.pem(), false, Some(&service_ca.pem()));
+    let slots = {
+        let mut nvs = Nvs::open(
+            MemFlash::new(IDENTITY_PARTITION as usize),
+            0,
+            IDENTITY_PARTITION,
+        )
+        .unwrap();
+        let certs = DeviceCertificates {
+            device_certificate: identity_pem.clone().into_bytes(),
+            private_key: PrivateKey::new(identity_key.clone().into_bytes()),
+            iot_endpoint: "localhost".into(),
+            device_id: "acorn-0001".into(),
+        };
+        CertStore::new(NvsCertKv::new(&mut nvs))
+            .allow_custom_endpoint(true)
+            .store(&certs, NOW_UNIX)
+            .unwrap();
+        // The index is built again inside the counted run (as at boot on the chip).
+        Nvs::open(nvs.release(), 0, IDENTITY_PARTITION).unwrap()
+    };
+    let rotation_anchors = TrustAnchors::from_pem(rotation_root.as_bytes()).unwrap();
+    let stand_in = responder(
+        rotation_broker.service_port().unwrap(),
+        &service_ca,
+        &rotation_root,
+        device_ca,
+        "acorn-0001",
+    );
+    let (rotation_peak, _) = rotation_run(
+        &runtime,
+        rotation_broker.port(),
+        &identity,
+        &issuer,
+        slots,
+        &rotation_anchors,
+        &mut buffers,
+        facts.clone(),
+        start,
+    );
+    stand_in.join().unwrap();
+    let rotation_peak = adjust(rotation_peak);
+    let rotation_transient = rotation_peak.saturating_sub(held_operational);
+
+    let high_water = ecc_peak.max(rsa_peak).max(boot_peak).max(rotation_peak);
     let row = |part: &str, bytes: usize, note: &str| println!("| {part} | {bytes} | {note} |");
     println!("heap, firmware code on Linux (crates/acorn-embedded/examples/heap.rs)\n");
     println!("| part | bytes | |\n|---|---:|---|");
@@ -497,22 +573,227 @@ fn main() {
             queue_held as u64 / queued
         ),
     );
+    row(
+        "certificate rotation, ECC chain (transient)",
+        rotation_transient,
+        "the new key and CSR, the provisioning API's JSON, the candidate checked and stored (NVS index of the identity partition), the trial connection's handshake with a clone of the candidate identity, the commit",
+    );
     println!(
         "\nheld once operational: {held_operational} B (in use at CONNACK: {} B)",
         at_connack - anchors_test - tokio_connect + anchors_amazon
     );
     println!(
         "high-water boot → connect → publish: {high_water} B (ECC chain {ecc_peak} B, RSA chain \
-         {rsa_peak} B); with a full offline queue: {} B; budget 98,304 B",
+         {rsa_peak} B, a certificate rotation {rotation_peak} B); with a full offline queue: {} B; budget 98,304 B",
         high_water + queue_held
     );
     println!(
         "(not counted: tokio's TCP registration on Linux, {tokio_connect} B; the flash contents; \
          on the chip the TCP socket buffers, 12,288 B, allocated once by firmware/src/net.rs)"
     );
-    drop((wifi, ecc_broker, rsa_broker));
+    drop((wifi, ecc_broker, rsa_broker, rotation_broker));
     if high_water + queue_held > 96 * 1024 {
         eprintln!("over the 96 KB budget");
         std::process::exit(1);
     }
+}
+
+// ----- a certificate rotation, as the chip runs it -----------------------------------------
+
+/// The stand-in for AWS IoT's provisioning API on the service listener.
+const RESPONDER: &str = "service:backend";
+
+/// Ends the rotation run once the rotation is over.
+struct RotationIo {
+    inputs: mpsc::UnboundedReceiver<Input>,
+    send: mpsc::UnboundedSender<Input>,
+    committed: bool,
+}
+
+impl DeviceIo for RotationIo {
+    async fn next_input(&mut self) -> Input {
+        self.inputs.recv().await.unwrap_or(Input::Shutdown)
+    }
+
+    fn report(&mut self, _now: Time, report: Report<'_>) {
+        match report {
+            Report::Notice(Notice::RotationCommitted { .. }) => {
+                self.committed = true;
+                let _ = self.send.send(Input::Shutdown);
+            }
+            Report::Notice(
+                notice @ (Notice::RotationFailed { .. } | Notice::RotationRolledBack { .. }),
+            ) => {
+                eprintln!("{notice}");
+                let _ = self.send.send(Input::Shutdown);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The stand-in: asks `device_id` to rotate once it is online, signs its CSR with `ca`,
+/// accepts its `RegisterThing`. Runs on its own thread and runtime (never counted).
+fn responder(
+    port: u16,
+    service_ca: &CertifiedIssuer<'static, KeyPair>,
+    broker_root: &str,
+    ca: CertifiedIssuer<'static, KeyPair>,
+    device_id: &'static str,
+) -> std::thread::JoinHandle<()> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+    use rustls_pki_types::pem::PemObject as _;
+    let (cert, key) = leaf(service_ca, RESPONDER, &[], false);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(broker_root.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let mut options = MqttOptions::new(RESPONDER, "localhost", port);
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+        std::sync::Arc::new(tls),
+    )));
+    let prefix = acorn_mqtt::provisioning::local_prefix(device_id);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (client, mut events) = AsyncClient::new(options, 16);
+            client
+                .subscribe(format!("acorn-pups/status/{device_id}"), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            client
+                .subscribe(format!("{prefix}$aws/#"), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            let csr_topic = format!("{prefix}$aws/certificates/create-from-csr/json");
+            let register_topic =
+                format!("{prefix}$aws/provisioning-templates/acorn-pups/provision/json");
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            let mut asked = false;
+            while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.poll()).await {
+                let Event::Incoming(Packet::Publish(p)) = event else {
+                    continue;
+                };
+                let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                let answer = if p.topic.starts_with("acorn-pups/status/") {
+                    if v["status"] == "online" && !asked {
+                        asked = true;
+                        let command = r#"{"requestId":"heap-1","command":"rotate-certificate"}"#;
+                        client
+                            .publish(
+                                format!("acorn-pups/commands/{device_id}"),
+                                QoS::AtLeastOnce,
+                                false,
+                                command,
+                            )
+                            .await
+                            .unwrap();
+                    }
+                    if v["rotation"] == "committed" || v["rotation"] == "failed" {
+                        return;
+                    }
+                    continue;
+                } else if p.topic == csr_topic {
+                    let csr = v["certificateSigningRequest"].as_str().unwrap_or_default();
+                    let cert = rcgen::CertificateSigningRequestParams::from_pem(csr)
+                        .unwrap()
+                        .signed_by(&ca)
+                        .unwrap();
+                    serde_json::json!({
+                        "certificateId": acorn_certs::fingerprint(cert.der()),
+                        "certificatePem": cert.pem(),
+                        "certificateOwnershipToken": "token-1"
+                    })
+                } else if p.topic == register_topic {
+                    serde_json::json!({"deviceConfiguration": {}, "thingName": device_id})
+                } else {
+                    continue;
+                };
+                client
+                    .publish(
+                        format!("{}/accepted", p.topic),
+                        QoS::AtLeastOnce,
+                        false,
+                        answer.to_string(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+    })
+}
+
+/// One rotation by command on an ECC chain: the peak above `base`, and what the rotation
+/// holds once it is over (the committed identity, kept for later connections).
+#[allow(clippy::too_many_arguments)]
+fn rotation_run(
+    runtime: &tokio::runtime::Runtime,
+    port: u16,
+    identity: &TlsIdentity,
+    issuer: &str,
+    slots: Nvs<MemFlash>,
+    anchors: &TrustAnchors,
+    buffers: &mut Buffers,
+    facts: CertificateFacts,
+    base: usize,
+) -> (usize, usize) {
+    let (send, inputs) = mpsc::unbounded_channel();
+    let io = RotationIo {
+        inputs,
+        send,
+        committed: false,
+    };
+    let mut config = acorn_device::rotation::RotationConfig::new("acorn-pups").unwrap();
+    config.topic_prefix = acorn_mqtt::provisioning::local_prefix(identity.device_id());
+    // The device core as `device` makes it, with rotation configured.
+    let device = counted(|| {
+        let flash = uncounted(|| MemFlash::new(SETTINGS_PARTITION as usize));
+        let settings = Nvs::open(flash, 0, SETTINGS_PARTITION).unwrap();
+        let flash = uncounted(|| MemFlash::new(PRESSES_PARTITION as usize));
+        let presses = Nvs::open(flash, 0, PRESSES_PARTITION).unwrap();
+        let mut c = DeviceConfig::new(identity.device_id(), "0.1.0").unwrap();
+        c.cooldown_entries = 32;
+        c.certificate = facts;
+        c.rotation = Some(config);
+        Device::with_press_store(c, settings, presses, rand::rngs::OsRng).unwrap()
+    });
+    let rotation = counted(|| Rotation::new(slots, OsRng, "localhost", issuer));
+    let mut driver = DeviceDriver::with_rotation(device, io, rotation);
+    let mut target = Target::new("127.0.0.1", port);
+    target.server_name = Some("localhost".into());
+    reset_peak();
+    let mut transport = Transport::new(
+        TokioConnector,
+        SystemClock::new(),
+        OsRng,
+        identity,
+        anchors,
+        TransportConfig::new(target),
+        buffers,
+    );
+    runtime.block_on(Counted(Box::pin(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            transport.drive(&mut driver),
+        )
+        .await
+        .expect("a rotation within 60 s");
+    })));
+    let peak = peak_bytes() - base;
+    let held = now_bytes() - base;
+    assert!(driver.io().committed, "the rotation committed");
+    (peak, held)
 }
