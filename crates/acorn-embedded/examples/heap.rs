@@ -263,6 +263,15 @@ impl DeviceIo for Io {
 type ChipDevice = Device<rand::rngs::OsRng, Nvs<MemFlash>, Nvs<MemFlash>>;
 
 fn device(device_id: &str, facts: CertificateFacts) -> ChipDevice {
+    device_with(device_id, facts, None)
+}
+
+/// As [`device`], with certificate rotation configured when `rotation` is given.
+fn device_with(
+    device_id: &str,
+    facts: CertificateFacts,
+    rotation: Option<acorn_device::rotation::RotationConfig>,
+) -> ChipDevice {
     // The partitions' bytes stand in for the flash chip: not heap on the device.
     let flash = uncounted(|| MemFlash::new(SETTINGS_PARTITION as usize));
     let settings = Nvs::open(flash, 0, SETTINGS_PARTITION).unwrap();
@@ -271,6 +280,7 @@ fn device(device_id: &str, facts: CertificateFacts) -> ChipDevice {
     let mut config = DeviceConfig::new(device_id, "0.1.0").unwrap();
     config.certificate = facts;
     config.cooldown_entries = 32;
+    config.rotation = rotation;
     Device::with_press_store(config, settings, presses, rand::rngs::OsRng).unwrap()
 }
 
@@ -294,6 +304,25 @@ fn run(
         at_connack: None,
     };
     let mut driver = DeviceDriver::new(device, io);
+    drive_counted(runtime, port, identity, anchors, buffers, &mut driver, 30);
+    let peak = peak_bytes() - base;
+    let (device, io) = counted(|| driver.into_parts());
+    assert_eq!(device.stats().delivered, 1, "the press was delivered");
+    counted(|| drop(device));
+    (peak, io.at_connack.expect("connected") - base)
+}
+
+/// Drives `driver` over the embedded transport to `port` (the peak reset first, every poll
+/// counted) until it is finished, at most `secs` seconds.
+fn drive_counted<D: acorn_embedded::Driver>(
+    runtime: &tokio::runtime::Runtime,
+    port: u16,
+    identity: &TlsIdentity,
+    anchors: &TrustAnchors,
+    buffers: &mut Buffers,
+    driver: &mut D,
+    secs: u64,
+) {
     let mut target = Target::new("127.0.0.1", port);
     target.server_name = Some("localhost".into());
     reset_peak();
@@ -308,17 +337,12 @@ fn run(
     );
     runtime.block_on(Counted(Box::pin(async {
         tokio::time::timeout(
-            std::time::Duration::from_secs(30),
-            transport.drive(&mut driver),
+            std::time::Duration::from_secs(secs),
+            transport.drive(driver),
         )
         .await
-        .expect("connect, publish and shutdown within 30 s");
+        .expect("the run ends in time");
     })));
-    let peak = peak_bytes() - base;
-    let (device, io) = counted(|| driver.into_parts());
-    assert_eq!(device.stats().delivered, 1, "the press was delivered");
-    counted(|| drop(device));
-    (peak, io.at_connack.expect("connected") - base)
 }
 
 fn uncounted<T>(f: impl FnOnce() -> T) -> T {
@@ -758,40 +782,10 @@ fn rotation_run(
     };
     let mut config = acorn_device::rotation::RotationConfig::new("acorn-pups").unwrap();
     config.topic_prefix = acorn_mqtt::provisioning::local_prefix(identity.device_id());
-    // The device core as `device` makes it, with rotation configured.
-    let device = counted(|| {
-        let flash = uncounted(|| MemFlash::new(SETTINGS_PARTITION as usize));
-        let settings = Nvs::open(flash, 0, SETTINGS_PARTITION).unwrap();
-        let flash = uncounted(|| MemFlash::new(PRESSES_PARTITION as usize));
-        let presses = Nvs::open(flash, 0, PRESSES_PARTITION).unwrap();
-        let mut c = DeviceConfig::new(identity.device_id(), "0.1.0").unwrap();
-        c.cooldown_entries = 32;
-        c.certificate = facts;
-        c.rotation = Some(config);
-        Device::with_press_store(c, settings, presses, rand::rngs::OsRng).unwrap()
-    });
+    let device = counted(|| device_with(identity.device_id(), facts, Some(config)));
     let rotation = counted(|| Rotation::new(slots, OsRng, "localhost", issuer));
     let mut driver = DeviceDriver::with_rotation(device, io, rotation);
-    let mut target = Target::new("127.0.0.1", port);
-    target.server_name = Some("localhost".into());
-    reset_peak();
-    let mut transport = Transport::new(
-        TokioConnector,
-        SystemClock::new(),
-        OsRng,
-        identity,
-        anchors,
-        TransportConfig::new(target),
-        buffers,
-    );
-    runtime.block_on(Counted(Box::pin(async {
-        tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            transport.drive(&mut driver),
-        )
-        .await
-        .expect("a rotation within 60 s");
-    })));
+    drive_counted(runtime, port, identity, anchors, buffers, &mut driver, 60);
     let peak = peak_bytes() - base;
     let held = now_bytes() - base;
     assert!(driver.io().committed, "the rotation committed");
