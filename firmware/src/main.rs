@@ -23,7 +23,6 @@ use alloc::string::String;
 use core::sync::atomic::Ordering;
 use portable_atomic::AtomicU64;
 
-use acorn_device::rotation::RotationConfig;
 use acorn_device::{Device, DeviceConfig, HostFacts, Level, Notice};
 use acorn_embedded::boot::{Boot, BootAction, BootEvent, Provisioning};
 #[cfg(feature = "claim")]
@@ -356,7 +355,7 @@ async fn operate(
         Ok(mut config) => {
             config.certificate = identity.facts.clone();
             config.cooldown_entries = COOLDOWN_ENTRIES;
-            config.rotation = rotation_config(&identity);
+            config.rotation = Some(flash.rotation_config(&identity.tls));
             config
         }
         Err(e) => {
@@ -424,18 +423,6 @@ async fn operate(
     button::set_operational(true);
     transport.drive(&mut driver).await;
     button::set_operational(false);
-}
-
-/// How this device rotates its certificate: over AWS IoT's provisioning MQTT API with the
-/// template `acorn-pups`, on the `rotate-certificate` command or 30 days before expiry; against
-/// a local stack (an endpoint that is not AWS IoT's, e.g. `acorn dev up`) on the device's own
-/// `acorn-local/<id>/` topics, as `acorn device run --rotation-local` does.
-fn rotation_config(identity: &storage::Identity) -> Option<RotationConfig> {
-    let mut config = RotationConfig::new(acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE).ok()?;
-    if !acorn_certs::is_aws_iot_endpoint(identity.tls.endpoint()) {
-        config.topic_prefix = acorn_mqtt::provisioning::local_prefix(identity.tls.device_id());
-    }
-    Some(config)
 }
 
 /// After esp-backtrace has printed a panic (message and backtrace on the serial port), reset

@@ -11,6 +11,7 @@ use core::convert::Infallible;
 use acorn_certs::nvs_kv::NvsCertKv;
 use acorn_certs::{CertStore, Slots};
 use acorn_device::acorn_mqtt::DeviceSettings;
+use acorn_device::rotation::RotationConfig;
 use acorn_device::presses::{PressId, QueuedPress, StoredQueue};
 use acorn_device::{
     CertificateFacts, MemoryPresses, MemorySettings, NvsPressError, NvsSettingsError, PressStore,
@@ -356,6 +357,25 @@ impl Flash {
             Err(e) => BootEvent::RegistrationFailed {
                 reason: alloc::format!("{e}"),
             },
+        }
+    }
+
+    /// How this device rotates its certificate: over AWS IoT's provisioning MQTT API with the
+    /// template `acorn-pups`, on the `rotate-certificate` command or 30 days before the end,
+    /// unless NVS namespace `rotation` of the identity partition says otherwise (`template`,
+    /// `days_before`); against a local stack's endpoint on the device's own topics.
+    pub fn rotation_config(&self, identity: &TlsIdentity) -> RotationConfig {
+        let (id, endpoint) = (identity.device_id(), identity.endpoint());
+        let read = self
+            .open()
+            .map(|mut nvs| acorn_embedded::rotation::read_config(&mut nvs, id, endpoint));
+        match read {
+            Some(Ok(config)) => config,
+            Some(Err(e)) => {
+                warn!("rotation: {e}; using the defaults");
+                acorn_embedded::rotation::default_config(id, endpoint)
+            }
+            None => acorn_embedded::rotation::default_config(id, endpoint),
         }
     }
 

@@ -11,7 +11,7 @@
 //! stays in use for every later connection; a roll-back returns to the one before.
 
 use acorn_certs::{LoadedIdentity, SlotKv, Slots};
-use acorn_device::rotation::{RotationInput, RotationRequest};
+use acorn_device::rotation::{RotationConfig, RotationInput, RotationRequest};
 use acorn_device::CertificateFacts;
 
 use crate::identity::TlsIdentity;
@@ -108,6 +108,63 @@ impl<F: embedded_storage::nor_flash::NorFlash, S> RotationSlots<S> for acorn_nvs
     fn slots<'a>(&'a mut self, _store: &'a mut S) -> Slots<Self::Kv<'a>> {
         Slots::new(self).allow_custom_endpoint(true)
     }
+}
+
+/// NVS namespace (in the identity partition) of the chip's rotation settings: `template`
+/// (string) and `days_before` (an unsigned integer).
+pub const NAMESPACE: &str = "rotation";
+
+/// How a device with this identity rotates by default: the template `acorn-pups`, 30 days
+/// before the end, and against an endpoint that is not AWS IoT's (a local stack) the device's
+/// own `acorn-local/<id>/` topics, as `acorn device run --rotation-local` uses them.
+pub fn default_config(device_id: &str, endpoint: &str) -> RotationConfig {
+    let mut config = RotationConfig::new(acorn_mqtt::topics::FLEET_PROVISIONING_TEMPLATE)
+        .expect("the fleet template's name is valid");
+    if !acorn_certs::is_aws_iot_endpoint(endpoint) {
+        config.topic_prefix = acorn_mqtt::provisioning::local_prefix(device_id);
+    }
+    config
+}
+
+/// [`default_config`] with what namespace [`NAMESPACE`] of `nvs` says (a factory may set
+/// another provisioning template or threshold); an unusable value is an error that names it.
+pub fn read_config<F: embedded_storage::nor_flash::NorFlash>(
+    nvs: &mut acorn_nvs::Nvs<F>,
+    device_id: &str,
+    endpoint: &str,
+) -> Result<RotationConfig, alloc::string::String> {
+    let mut config = default_config(device_id, endpoint);
+    let Some(ns) = nvs.find_namespace(NAMESPACE) else {
+        return Ok(config);
+    };
+    let at = |key: &str, e: &dyn core::fmt::Display| alloc::format!("NVS `{NAMESPACE}/{key}`: {e}");
+    if let Some(template) = nvs
+        .get_string(ns, "template")
+        .map_err(|e| at("template", &e))?
+    {
+        acorn_mqtt::provisioning::check_template_name(&template).map_err(|e| at("template", &e))?;
+        config.template = template;
+    }
+    if let Some(value) = nvs
+        .get_int(ns, "days_before")
+        .map_err(|e| at("days_before", &e))?
+    {
+        use acorn_nvs::IntValue as V;
+        let days = match value {
+            V::U8(v) => Some(u32::from(v)),
+            V::U16(v) => Some(u32::from(v)),
+            V::U32(v) => Some(v),
+            V::I8(v) => u32::try_from(v).ok(),
+            V::I16(v) => u32::try_from(v).ok(),
+            V::I32(v) => u32::try_from(v).ok(),
+            V::U64(v) => u32::try_from(v).ok(),
+            V::I64(v) => u32::try_from(v).ok(),
+        };
+        config.days_before = days
+            .filter(|d| *d <= 3650)
+            .ok_or_else(|| at("days_before", &"must be 0 to 3650 days"))?;
+    }
+    Ok(config)
 }
 
 /// What the device core is told about a loaded certificate: its dates and fingerprint.
@@ -329,5 +386,54 @@ mod full {
                 certificate: certificate_facts(&loaded),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use acorn_nvs::{MemFlash, Nvs};
+
+    const AWS: &str = "a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com";
+
+    fn nvs() -> Nvs<MemFlash> {
+        Nvs::open(MemFlash::new(0x6000), 0, 0x6000).unwrap()
+    }
+
+    #[test]
+    fn defaults_follow_the_endpoint() {
+        let aws = read_config(&mut nvs(), "acorn-0001", AWS).unwrap();
+        assert_eq!(aws.template, "acorn-pups");
+        assert_eq!(aws.days_before, 30);
+        assert_eq!(aws.topic_prefix, "");
+        let local = read_config(&mut nvs(), "acorn-0001", "192.168.1.20").unwrap();
+        assert_eq!(local.topic_prefix, "acorn-local/acorn-0001/");
+    }
+
+    #[test]
+    fn the_factory_may_set_the_template_and_the_threshold() {
+        let mut nvs = nvs();
+        let ns = nvs.namespace(NAMESPACE).unwrap();
+        nvs.set_str(ns, "template", "AcornPupsRotation").unwrap();
+        nvs.set_int(ns, "days_before", acorn_nvs::IntValue::U16(45))
+            .unwrap();
+        let config = read_config(&mut nvs, "acorn-0001", AWS).unwrap();
+        assert_eq!(config.template, "AcornPupsRotation");
+        assert_eq!(config.days_before, 45);
+    }
+
+    #[test]
+    fn a_bad_value_is_named() {
+        let mut nvs = nvs();
+        let ns = nvs.namespace(NAMESPACE).unwrap();
+        nvs.set_str(ns, "template", "acorn/#").unwrap();
+        let error = read_config(&mut nvs, "acorn-0001", AWS).unwrap_err();
+        assert!(error.contains("rotation/template"), "{error}");
+        let mut nvs2 = super::tests::nvs();
+        let ns = nvs2.namespace(NAMESPACE).unwrap();
+        nvs2.set_int(ns, "days_before", acorn_nvs::IntValue::I32(-1))
+            .unwrap();
+        let error = read_config(&mut nvs2, "acorn-0001", AWS).unwrap_err();
+        assert!(error.contains("rotation/days_before"), "{error}");
     }
 }
