@@ -5,7 +5,7 @@
 //! mqttrs) as the ESP32-C3 firmware, against a real mosquitto over tokio TCP.
 //!
 //! ```sh
-//! cargo run --release -p acorn-embedded --example heap --features tokio,device,rotation
+//! cargo run --release -p acorn-embedded --example heap --features tokio,device,rotation,claim
 //! ```
 //!
 //! A last run rotates the certificate as the chip does (`acorn_embedded::rotation`, the
@@ -183,7 +183,7 @@ fn leaf(
 /// A broker whose server chain (leaf + intermediate) is RSA or ECC, trusting `device_ca` for
 /// client certificates; and the root devices must trust for it.
 fn broker(device_ca: &str, rsa: bool) -> (Broker, String, tempfile::TempDir) {
-    broker_with(device_ca, rsa, None)
+    broker_with(device_ca, rsa, None, &[])
 }
 
 /// As [`broker`]; with `service_ca`, a service listener where `service:backend` answers the
@@ -192,6 +192,7 @@ fn broker_with(
     device_ca: &str,
     rsa: bool,
     service_ca: Option<&str>,
+    extra_acl: &[String],
 ) -> (Broker, String, tempfile::TempDir) {
     let root = ca("Acorn Heap Server Root", None, rsa);
     let intermediate = ca("Acorn Heap Server CA 1", Some(&root), rsa);
@@ -208,6 +209,7 @@ fn broker_with(
         dir.path().join("server.key"),
     );
     config.tls_version = Some("tlsv1.3".into());
+    config.extra_acl_lines = extra_acl.to_vec();
     if let Some(service_ca) = service_ca {
         std::fs::write(dir.path().join("service-ca.pem"), service_ca).unwrap();
         config.service_ca_file = Some(dir.path().join("service-ca.pem"));
@@ -498,7 +500,7 @@ fn main() {
     // partition as on the chip.
     let service_ca = ca("Acorn Heap Service CA", None, false);
     let (rotation_broker, rotation_root, _rotation_dir) =
-        broker_with(&device_ca.pem(), false, Some(&service_ca.pem()));
+        broker_with(&device_ca.pem(), false, Some(&service_ca.pem()), &[]);
     let slots = {
         let mut nvs = Nvs::open(
             MemFlash::new(IDENTITY_PARTITION as usize),
@@ -521,11 +523,16 @@ fn main() {
     };
     let rotation_anchors = TrustAnchors::from_pem(rotation_root.as_bytes()).unwrap();
     let stand_in = responder(
-        rotation_broker.service_port().unwrap(),
-        &service_ca,
+        StandIn {
+            port: rotation_broker.service_port().unwrap(),
+            issuer: &service_ca,
+            name: RESPONDER,
+            device_id: "acorn-0001",
+            prefix: acorn_mqtt::provisioning::local_prefix("acorn-0001"),
+            ask_rotation: true,
+        },
         &rotation_root,
         device_ca,
-        "acorn-0001",
     );
     let (rotation_peak, _) = rotation_run(
         &runtime,
@@ -541,6 +548,83 @@ fn main() {
     stand_in.join().unwrap();
     let rotation_peak = adjust(rotation_peak);
     let rotation_transient = rotation_peak.saturating_sub(held_operational);
+
+    // ----- provisioning by claim at a first boot (ECC chain), with AWS's own topics: the
+    // broker lets every client use the API here, and a stand-in on the device listener
+    // answers.
+    let api = [
+        acorn_mqtt::provisioning::CREATE_FROM_CSR.to_string(),
+        "$aws/provisioning-templates/acorn-pups/provision/json".to_string(),
+    ];
+    let acl: Vec<String> = api
+        .iter()
+        .flat_map(|t| {
+            [
+                format!("pattern readwrite {t}"),
+                format!("pattern readwrite {t}/+"),
+            ]
+        })
+        .collect();
+    let claim_ca = ca("Acorn Heap Claim CA", None, false);
+    let (claim_broker, claim_root, _claim_dir) = broker_with(&claim_ca.pem(), false, None, &acl);
+    let (claim_cert, claim_key) = leaf(&claim_ca, "claim:acorn-0002", &[], false);
+    let claim_anchors = TrustAnchors::from_pem(claim_root.as_bytes()).unwrap();
+    let stand_in = responder(
+        StandIn {
+            port: claim_broker.port(),
+            issuer: &claim_ca,
+            name: "aws-api-stand-in",
+            device_id: "acorn-0002",
+            prefix: String::new(),
+            ask_rotation: false,
+        },
+        &claim_root,
+        ca("Acorn Heap Issuing CA", None, false),
+    );
+    let claim_base = now_bytes();
+    reset_peak();
+    let claim_identity = counted(|| {
+        TlsIdentity::from_certificates(&DeviceCertificates {
+            device_certificate: claim_cert.into_bytes(),
+            private_key: PrivateKey::new(claim_key.into_bytes()),
+            iot_endpoint: "localhost".into(),
+            device_id: "acorn-0002".into(),
+        })
+        .unwrap()
+    });
+    let parameters = acorn_embedded::claim::ThingParameters::for_mac(
+        [0x24, 0x6f, 0x28, 0xaa, 0xbb, 0xcc],
+        "0.1.0",
+    );
+    // AWS's topic names (no local prefix): the stand-in answers them on this broker.
+    let mut claim = counted(|| {
+        acorn_embedded::claim::ClaimDriver::for_device(
+            "acorn-0002",
+            "a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com",
+            parameters,
+            OsRng,
+        )
+        .unwrap()
+    });
+    let identity_peak = peak_bytes() - claim_base;
+    drive_counted(
+        &runtime,
+        claim_broker.port(),
+        &claim_identity,
+        &claim_anchors,
+        &mut buffers,
+        &mut claim,
+        60,
+    );
+    let claim_transient = (peak_bytes() - claim_base).max(identity_peak) - tokio_connect;
+    let claimed = counted(|| claim.outcome())
+        .expect("an outcome")
+        .expect("claimed");
+    assert_eq!(claimed.certificates.device_id, "acorn-0002");
+    stand_in.join().unwrap();
+    counted(|| drop((claimed, claim, claim_identity)));
+    // At a first boot only the transport's buffers and Amazon's roots are held besides.
+    let claim_peak = claim_transient + 24_832 + anchors_amazon;
 
     let high_water = ecc_peak.max(rsa_peak).max(boot_peak).max(rotation_peak);
     let row = |part: &str, bytes: usize, note: &str| println!("| {part} | {bytes} | {note} |");
@@ -602,6 +686,11 @@ fn main() {
         rotation_transient,
         "the new key and CSR, the provisioning API's JSON, the candidate checked and stored (NVS index of the identity partition), the trial connection's handshake with a clone of the candidate identity, the commit",
     );
+    row(
+        "provisioning by claim, ECC chain (transient)",
+        claim_transient,
+        "the claim identity, the new key and CSR, the API's JSON, the handshake with the claim certificate, the answers (a certificate and a token)",
+    );
     println!(
         "\nheld once operational: {held_operational} B (in use at CONNACK: {} B)",
         at_connack - anchors_test - tokio_connect + anchors_amazon
@@ -615,7 +704,11 @@ fn main() {
         "(not counted: tokio's TCP registration on Linux, {tokio_connect} B; the flash contents; \
          on the chip the TCP socket buffers, 12,288 B, allocated once by firmware/src/net.rs)"
     );
-    drop((wifi, ecc_broker, rsa_broker, rotation_broker));
+    println!(
+        "provisioning by claim at a first boot: {claim_peak} B (with the transport's buffers and \
+         Amazon's roots)"
+    );
+    drop((wifi, ecc_broker, rsa_broker, rotation_broker, claim_broker));
     if high_water + queue_held > 96 * 1024 {
         eprintln!("over the 96 KB budget");
         std::process::exit(1);
@@ -656,18 +749,40 @@ impl DeviceIo for RotationIo {
     }
 }
 
-/// The stand-in: asks `device_id` to rotate once it is online, signs its CSR with `ca`,
-/// accepts its `RegisterThing`. Runs on its own thread and runtime (never counted).
-fn responder(
+/// Where the stand-in connects and what it answers.
+struct StandIn<'a> {
+    /// The broker's port (its service listener for a rotation, its device listener for a
+    /// claim).
     port: u16,
-    service_ca: &CertifiedIssuer<'static, KeyPair>,
+    /// The CA that issues the stand-in's own certificate, and its name (CN, client id).
+    issuer: &'a CertifiedIssuer<'static, KeyPair>,
+    name: &'static str,
+    /// The device, and the prefix of its API topics.
+    device_id: &'static str,
+    prefix: String,
+    /// Ask the device to rotate once it is online (else only answer).
+    ask_rotation: bool,
+}
+
+/// The stand-in: asks the device to rotate once it is online (when told to), signs its CSR
+/// with `ca`, accepts its `RegisterThing`. Runs on its own thread and runtime (never counted)
+/// until the device says the rotation is over, or it answered `RegisterThing`.
+fn responder(
+    stand_in: StandIn<'_>,
     broker_root: &str,
     ca: CertifiedIssuer<'static, KeyPair>,
-    device_id: &'static str,
 ) -> std::thread::JoinHandle<()> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
     use rustls_pki_types::pem::PemObject as _;
-    let (cert, key) = leaf(service_ca, RESPONDER, &[], false);
+    let StandIn {
+        port,
+        issuer,
+        name,
+        device_id,
+        prefix,
+        ask_rotation,
+    } = stand_in;
+    let (cert, key) = leaf(issuer, name, &[], false);
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls_pki_types::CertificateDer::from_pem_slice(broker_root.as_bytes()).unwrap())
@@ -682,11 +797,10 @@ fn responder(
             rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
         )
         .unwrap();
-    let mut options = MqttOptions::new(RESPONDER, "localhost", port);
+    let mut options = MqttOptions::new(name, "localhost", port);
     options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
         std::sync::Arc::new(tls),
     )));
-    let prefix = acorn_mqtt::provisioning::local_prefix(device_id);
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -694,17 +808,18 @@ fn responder(
             .unwrap();
         runtime.block_on(async move {
             let (client, mut events) = AsyncClient::new(options, 16);
-            client
-                .subscribe(format!("acorn-pups/status/{device_id}"), QoS::AtLeastOnce)
-                .await
-                .unwrap();
-            client
-                .subscribe(format!("{prefix}$aws/#"), QoS::AtLeastOnce)
-                .await
-                .unwrap();
             let csr_topic = format!("{prefix}$aws/certificates/create-from-csr/json");
             let register_topic =
                 format!("{prefix}$aws/provisioning-templates/acorn-pups/provision/json");
+            if ask_rotation {
+                client
+                    .subscribe(format!("acorn-pups/status/{device_id}"), QoS::AtLeastOnce)
+                    .await
+                    .unwrap();
+            }
+            for topic in [&csr_topic, &register_topic] {
+                client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+            }
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
             let mut asked = false;
             while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.poll()).await {
@@ -755,6 +870,14 @@ fn responder(
                     )
                     .await
                     .unwrap();
+                if p.topic == register_topic && !ask_rotation {
+                    // Let the answer go out before the client is dropped.
+                    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+                        while events.poll().await.is_ok() {}
+                    })
+                    .await;
+                    return;
+                }
             }
         });
     })
