@@ -351,11 +351,19 @@ async fn operate(
     rng: ChipRng,
     flash: &mut storage::Flash,
 ) {
+    // The identity's slots stay open beside the settings and the presses (one flash, three
+    // partitions); without them the device does not rotate (`rotate-certificate` is refused).
+    let mut slots = flash.identity_slots();
+    if slots.is_none() {
+        warn!("rotation: the identity partition cannot be opened for a new certificate");
+    }
     let config = match DeviceConfig::new(identity.tls.device_id(), FIRMWARE_VERSION) {
         Ok(mut config) => {
             config.certificate = identity.facts.clone();
             config.cooldown_entries = COOLDOWN_ENTRIES;
-            config.rotation = Some(flash.rotation_config(&identity.tls));
+            config.rotation = slots
+                .as_mut()
+                .map(|nvs| storage::rotation_config(nvs, &identity.tls));
             config
         }
         Err(e) => {
@@ -401,15 +409,6 @@ async fn operate(
         config,
         &mut buffers,
     );
-    // The identity's slots stay open beside the settings and the presses (one flash, three
-    // partitions); without them the device does not rotate (`rotate-certificate` is refused).
-    let slots = match flash.identity_slots() {
-        Some(slots) => Some(slots),
-        None => {
-            warn!("rotation: the identity partition cannot be opened for a new certificate");
-            None
-        }
-    };
     let rotation = slots.map(|slots| {
         Rotation::new(
             slots,

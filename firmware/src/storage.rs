@@ -360,25 +360,6 @@ impl Flash {
         }
     }
 
-    /// How this device rotates its certificate: over AWS IoT's provisioning MQTT API with the
-    /// template `acorn-pups`, on the `rotate-certificate` command or 30 days before the end,
-    /// unless NVS namespace `rotation` of the identity partition says otherwise (`template`,
-    /// `days_before`); against a local stack's endpoint on the device's own topics.
-    pub fn rotation_config(&self, identity: &TlsIdentity) -> RotationConfig {
-        let (id, endpoint) = (identity.device_id(), identity.endpoint());
-        let read = self
-            .open()
-            .map(|mut nvs| acorn_embedded::rotation::read_config(&mut nvs, id, endpoint));
-        match read {
-            Some(Ok(config)) => config,
-            Some(Err(e)) => {
-                warn!("rotation: {e}; using the defaults");
-                acorn_embedded::rotation::default_config(id, endpoint)
-            }
-            None => acorn_embedded::rotation::default_config(id, endpoint),
-        }
-    }
-
     /// The identity partition, for certificate rotation's two slots (the active identity in
     /// `mqtt_certs`, a candidate in `mqtt_certs_next`).
     pub fn identity_slots(&self) -> Option<Nvs<Part<'_>>> {
@@ -428,4 +409,16 @@ fn recover_rotation(nvs: &mut Nvs<Part<'_>>) {
         Ok(Some(note)) => info!("rotation: {note}"),
         Err(e) => warn!("rotation: what an interrupted rotation left cannot be finished: {e}"),
     }
+}
+
+/// How this device rotates its certificate: over AWS IoT's provisioning MQTT API with the
+/// template `acorn-pups`, on the `rotate-certificate` command or 30 days before the end, unless
+/// NVS namespace `rotation` of the identity partition (`nvs`) says otherwise (`template`,
+/// `days_before`); against a local stack's endpoint on the device's own topics.
+pub fn rotation_config(nvs: &mut Nvs<Part<'_>>, identity: &TlsIdentity) -> RotationConfig {
+    let (id, endpoint) = (identity.device_id(), identity.endpoint());
+    acorn_embedded::rotation::read_config(nvs, id, endpoint).unwrap_or_else(|e| {
+        warn!("rotation: {e}; using the defaults");
+        acorn_embedded::rotation::default_config(id, endpoint)
+    })
 }

@@ -534,7 +534,7 @@ fn main() {
         &rotation_root,
         device_ca,
     );
-    let (rotation_peak, _) = rotation_run(
+    let rotation_peak = rotation_run(
         &runtime,
         rotation_broker.port(),
         &identity,
@@ -883,8 +883,7 @@ fn responder(
     })
 }
 
-/// One rotation by command on an ECC chain: the peak above `base`, and what the rotation
-/// holds once it is over (the committed identity, kept for later connections).
+/// One rotation by command on an ECC chain: the peak above `base`.
 #[allow(clippy::too_many_arguments)]
 fn rotation_run(
     runtime: &tokio::runtime::Runtime,
@@ -896,7 +895,7 @@ fn rotation_run(
     buffers: &mut Buffers,
     facts: CertificateFacts,
     base: usize,
-) -> (usize, usize) {
+) -> usize {
     let (send, inputs) = mpsc::unbounded_channel();
     let io = RotationIo {
         inputs,
@@ -910,7 +909,6 @@ fn rotation_run(
     let mut driver = DeviceDriver::with_rotation(device, io, rotation);
     drive_counted(runtime, port, identity, anchors, buffers, &mut driver, 60);
     let peak = peak_bytes() - base;
-    let held = now_bytes() - base;
     assert!(driver.io().committed, "the rotation committed");
-    (peak, held)
+    peak
 }

@@ -59,12 +59,6 @@ impl ClaimConfig {
     pub fn target(&self) -> Target {
         Target::new(&self.host, self.port)
     }
-
-    /// Whether the endpoint is a local stack's (not AWS IoT Core's): its topics are then
-    /// under [`provisioning::local_claim_prefix`].
-    pub fn is_local(&self) -> bool {
-        !acorn_certs::is_aws_iot_endpoint(&self.host)
-    }
 }
 
 /// Why provisioning by claim failed; every message says what to do.
@@ -97,6 +91,13 @@ pub enum ClaimError {
     Timeout(&'static str),
 }
 
+/// A value of the claim identity that must be there.
+fn found<T>(key: &str, value: Result<Option<T>, acorn_nvs::Error>) -> Result<T, ClaimError> {
+    value
+        .map_err(|e| ClaimError::Config(format!("`{key}`: {e}")))?
+        .ok_or_else(|| ClaimError::Config(format!("`{key}` is missing")))
+}
+
 /// Reads the claim identity from `nvs` (namespace `mqtt_claim`: `claim_cert`, `claim_key`,
 /// `endpoint` as `host[:port]`, `device_id`); `Ok(None)` when the image holds none.
 pub fn read_config<F: embedded_storage::nor_flash::NorFlash>(
@@ -106,21 +107,10 @@ pub fn read_config<F: embedded_storage::nor_flash::NorFlash>(
         return Ok(None);
     };
     let [cert_key, key_key, endpoint_key, id_key] = CLAIM_KEYS;
-    let read = |nvs: &mut acorn_nvs::Nvs<F>, key: &str| -> Result<Vec<u8>, ClaimError> {
-        let value = match key {
-            k if k == cert_key || k == key_key => nvs.get_blob(ns, k),
-            k => nvs.get_string(ns, k).map(|s| s.map(String::into_bytes)),
-        };
-        value
-            .map_err(|e| ClaimError::Config(format!("`{key}`: {e}")))?
-            .ok_or_else(|| ClaimError::Config(format!("`{key}` is missing")))
-    };
-    let cert = read(nvs, cert_key)?;
-    let key = PrivateKey::new(read(nvs, key_key)?);
-    let endpoint = String::from_utf8(read(nvs, endpoint_key)?)
-        .map_err(|_| ClaimError::Config("`endpoint` is not text".into()))?;
-    let device_id = String::from_utf8(read(nvs, id_key)?)
-        .map_err(|_| ClaimError::Config("`device_id` is not text".into()))?;
+    let cert = found(cert_key, nvs.get_blob(ns, cert_key))?;
+    let key = PrivateKey::new(found(key_key, nvs.get_blob(ns, key_key))?);
+    let endpoint = found(endpoint_key, nvs.get_string(ns, endpoint_key))?;
+    let device_id = found(id_key, nvs.get_string(ns, id_key))?;
     if !acorn_certs::is_valid_device_id(&device_id) {
         return Err(ClaimError::Config(format!(
             "device id `{device_id}` must be 1 to 128 letters, digits, `_` or `-`"

@@ -142,20 +142,33 @@ pub struct RotationArgs {
 }
 
 impl RotationArgs {
-    fn apply(&self, options: &mut DeviceOptions) -> Result<()> {
-        if let Some(template) = &self.rotation_template {
-            let mut config = acorn_agent::device::RotationConfig::new(template)
-                .map_err(|e| anyhow::anyhow!("--rotation-template: {e}"))?;
-            config.days_before = self.rotation_days_before;
-            options.rotation = Some(config);
-        }
-        options.rotation_local = self.rotation_local;
-        if let Some(path) = &self.rotation_ca {
-            options.rotation_ca = Some(
+    /// The core's rotation configuration (`None` without `--rotation-template`); the topic
+    /// prefix is left to the caller (`--rotation-local` needs the device id).
+    fn config(&self) -> Result<Option<acorn_agent::device::RotationConfig>> {
+        let Some(template) = &self.rotation_template else {
+            return Ok(None);
+        };
+        let mut config = acorn_agent::device::RotationConfig::new(template)
+            .map_err(|e| anyhow::anyhow!("--rotation-template: {e}"))?;
+        config.days_before = self.rotation_days_before;
+        Ok(Some(config))
+    }
+
+    /// The CA a new certificate must chain to (`--rotation-ca`), read.
+    fn ca(&self) -> Result<Option<Vec<u8>>> {
+        self.rotation_ca
+            .as_ref()
+            .map(|path| {
                 std::fs::read(path)
-                    .with_context(|| format!("cannot read --rotation-ca {}", path.display()))?,
-            );
-        }
+                    .with_context(|| format!("cannot read --rotation-ca {}", path.display()))
+            })
+            .transpose()
+    }
+
+    fn apply(&self, options: &mut DeviceOptions) -> Result<()> {
+        options.rotation = self.config()?;
+        options.rotation_local = self.rotation_local;
+        options.rotation_ca = self.ca()?;
         Ok(())
     }
 }

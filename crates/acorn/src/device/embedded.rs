@@ -153,16 +153,14 @@ fn rotation(
     args: &super::RotationArgs,
     config: &mut DeviceConfig,
 ) -> Result<Rotation<InImage, rand::rngs::OsRng>> {
-    let mut options = acorn_agent::device::DeviceOptions::new(Path::new(""));
-    args.apply(&mut options)?;
-    if let Some(mut rotation) = options.rotation {
-        if options.rotation_local {
+    if let Some(mut rotation) = args.config()? {
+        if args.rotation_local {
             rotation.topic_prefix = acorn_mqtt::provisioning::local_prefix(&loaded.device_id);
         }
         config.rotation = Some(rotation);
     }
     let rotator = Rotation::new(InImage, rand::rngs::OsRng, &loaded.endpoint, &loaded.issuer);
-    Ok(match options.rotation_ca {
+    Ok(match args.ca()? {
         Some(ca) => rotator.with_ca(ca),
         None => rotator,
     })
