@@ -6,7 +6,10 @@
 //!
 //! - builds the path from the leaf through the intermediates the server sent (AWS sends one)
 //!   to **any** of several anchors (Amazon Root CA 1 and 3, or a given CA); every issuer on
-//!   the path must be a CA (basicConstraints cA) and every signature must verify;
+//!   the path must be a CA (basicConstraints cA) and every signature must verify; at each
+//!   step an issuer within its dates is preferred. The path is built greedily, without
+//!   backtracking: of two CA certificates with the same name and key but different issuers
+//!   (cross-signing), the first that fits is followed;
 //! - checks every certificate's dates against the synced clock (never an unsynced one: the
 //!   transport refuses to connect before the clock is set);
 //! - checks the host name against the leaf's subjectAltName DNS names (wildcards only as the
@@ -334,13 +337,10 @@ fn dns_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
+/// The host as an IPv4 address in dotted-decimal form (core's strict parser: no sign, no
+/// leading zeros, so `127.0.0.01` is a name, not an address).
 fn parse_ipv4(host: &str) -> Option<[u8; 4]> {
-    let mut out = [0u8; 4];
-    let mut parts = host.split('.');
-    for slot in &mut out {
-        *slot = parts.next()?.parse().ok()?;
-    }
-    parts.next().is_none().then_some(out)
+    host.parse::<core::net::Ipv4Addr>().ok().map(|a| a.octets())
 }
 
 fn hostname_ok(cert: &Certificate, host: &str) -> Result<(), ServerCertFailure> {
@@ -417,12 +417,19 @@ fn verify_chain(
             trusted = true;
             break;
         }
-        let next = parsed.iter().enumerate().position(|(i, p)| {
+        // A CA certificate within its dates first: a server may send an expired copy of an
+        // intermediate (same name and key) beside its renewal. Only without one is an
+        // out-of-date issuer taken, for the "expired" diagnosis below.
+        let issued_by = |i: usize, p: &Parsed<'_>, in_date: bool| {
             !used[i]
                 && p.cert.tbs_certificate.subject == issuer
                 && is_ca(&p.cert)
+                && (!in_date || dates(&p.cert, now).is_ok())
                 && signed_by(&parsed[current], &verify_key(&p.cert))
-        });
+        };
+        let next = (0..parsed.len())
+            .find(|&i| issued_by(i, &parsed[i], true))
+            .or_else(|| (0..parsed.len()).find(|&i| issued_by(i, &parsed[i], false)));
         match next {
             Some(i) => {
                 used[i] = true;
@@ -606,6 +613,14 @@ mod tests {
         assert!(!dns_matches("*.amazonaws.com", "a.b.amazonaws.com"));
         assert!(!dns_matches("*.example.com", "example.com"));
         assert!(dns_matches("LocalHost", "localhost"));
+    }
+
+    #[test]
+    fn only_strict_dotted_decimal_is_an_address() {
+        assert_eq!(parse_ipv4("127.0.0.1"), Some([127, 0, 0, 1]));
+        for name in ["127.0.0.01", "127.0.0.+1", "127.0.0", "127.0.0.1.", "1.2.3.256"] {
+            assert_eq!(parse_ipv4(name), None, "{name}");
+        }
     }
 
     #[test]
