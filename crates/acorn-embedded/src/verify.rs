@@ -618,7 +618,13 @@ mod tests {
     #[test]
     fn only_strict_dotted_decimal_is_an_address() {
         assert_eq!(parse_ipv4("127.0.0.1"), Some([127, 0, 0, 1]));
-        for name in ["127.0.0.01", "127.0.0.+1", "127.0.0", "127.0.0.1.", "1.2.3.256"] {
+        for name in [
+            "127.0.0.01",
+            "127.0.0.+1",
+            "127.0.0",
+            "127.0.0.1.",
+            "1.2.3.256",
+        ] {
             assert_eq!(parse_ipv4(name), None, "{name}");
         }
     }
