@@ -88,7 +88,11 @@ fn a_chain_through_intermediates_is_accepted_in_any_order_and_with_extras() {
     let anchors = root.anchors();
     assert_eq!(check(&anchors, HOST, &[&leaf, &inter.der()]), Ok(()));
     assert_eq!(
-        check(&anchors, HOST, &[&leaf, &stranger, &root.der(), &inter.der()]),
+        check(
+            &anchors,
+            HOST,
+            &[&leaf, &stranger, &root.der(), &inter.der()]
+        ),
         Ok(())
     );
     // Without the intermediate there is no path.
@@ -201,7 +205,12 @@ fn host_names_follow_the_wildcard_and_address_rules() {
     let root = Ca::root("Chain Root");
     let leaf = root.leaf(&[HOST, "*.iot.chain.test", "127.0.0.1"]);
     let anchors = root.anchors();
-    for host in [HOST, "BROKER.chain.test.", "a1-ats.iot.chain.test", "127.0.0.1"] {
+    for host in [
+        HOST,
+        "BROKER.chain.test.",
+        "a1-ats.iot.chain.test",
+        "127.0.0.1",
+    ] {
         assert_eq!(check(&anchors, host, &[&leaf]), Ok(()), "{host}");
     }
     for host in [

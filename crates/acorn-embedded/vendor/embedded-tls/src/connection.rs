@@ -135,6 +135,12 @@ where
     traffic_hash: Option<CipherSuite::Hash>,
     secret: Option<EphemeralSecret>,
     certificate_request: Option<CertificateRequest>,
+    // acorn patch: whether the server authenticated itself (a Certificate the verifier
+    // accepted, then a CertificateVerify it accepted), and whether a PSK was offered (the
+    // one case in which a server may leave both out).
+    server_authenticated: bool,
+    certificate_accepted: bool,
+    psk_offered: bool,
 }
 
 impl<CipherSuite> Handshake<CipherSuite>
@@ -146,6 +152,9 @@ where
             traffic_hash: None,
             secret: None,
             certificate_request: None,
+            server_authenticated: false,
+            certificate_accepted: false,
+            psk_offered: false,
         }
     }
 }
@@ -401,6 +410,7 @@ where
 
     if let ClientRecord::Handshake(ClientHandshake::ClientHello(client_hello), _) = client_hello {
         handshake.secret.replace(client_hello.secret);
+        handshake.psk_offered = config.psk.is_some(); // acorn patch, see `Handshake`
         Ok((State::ServerHello, slice))
     } else {
         Err(TlsError::EncodeError)
@@ -445,15 +455,28 @@ where
     Provider: CryptoProvider,
 {
     let mut state = State::ServerVerify;
+    // acorn patch: after the ServerHello every handshake message is encrypted (RFC 8446 §2);
+    // upstream processed a plaintext one as if it had been.
+    if let ServerRecord::Handshake(_) = record {
+        return Err(TlsError::InvalidHandshake);
+    }
     decrypt_record(key_schedule.read_state(), record, |key_schedule, record| {
         match record {
             ServerRecord::Handshake(server_handshake) => {
+                // acorn patch: the Finished ends the server's flight; nothing may follow it
+                // in its record (upstream processed it, after the Finished was checked).
+                if state != State::ServerVerify {
+                    return Err(TlsError::InvalidHandshake);
+                }
                 match server_handshake {
                     ServerHandshake::EncryptedExtensions(_) => {}
                     ServerHandshake::Certificate(certificate) => {
                         let transcript = key_schedule.transcript_hash();
+                        // acorn patch: a CertificateVerify must follow this Certificate.
+                        handshake.server_authenticated = false;
                         if let Ok(verifier) = crypto_provider.verifier() {
                             verifier.verify_certificate(transcript, certificate)?;
+                            handshake.certificate_accepted = true;
                             debug!("Certificate verified!");
                         } else {
                             debug!("Certificate verification skipped due to no verifier!");
@@ -462,6 +485,7 @@ where
                     ServerHandshake::CertificateVerify(verify) => {
                         if let Ok(verifier) = crypto_provider.verifier() {
                             verifier.verify_signature(verify)?;
+                            handshake.server_authenticated = handshake.certificate_accepted;
                             debug!("Signature verified!");
                         } else {
                             debug!("Signature verification skipped due to no verifier!");
@@ -471,6 +495,18 @@ where
                         handshake.certificate_request.replace(request.try_into()?);
                     }
                     ServerHandshake::Finished(finished) => {
+                        // acorn patch: with a verifier, the server must have authenticated
+                        // itself (Certificate + CertificateVerify) before its Finished, unless
+                        // a PSK was offered. Upstream ran the verifier only on the messages
+                        // the server chose to send: a server that left both out (any server,
+                        // after an honest key exchange) was accepted unauthenticated.
+                        if !handshake.server_authenticated
+                            && !handshake.psk_offered
+                            && crypto_provider.verifier().is_ok()
+                        {
+                            warn!("Server Finished before the server authenticated itself");
+                            return Err(TlsError::InvalidHandshake);
+                        }
                         if !key_schedule.verify_server_finished(&finished)? {
                             warn!("Server signature verification failed");
                             return Err(TlsError::InvalidSignature);
