@@ -411,6 +411,99 @@ def provisioning_answers(p):
     seed("not-json", op(0, b"{\"certificatePem\":") + op(2, b"\xff"))
 
 
+def server_chain():
+    """Chains a server may send, from the fixed PKI in fuzz/fixtures/chain (see its make.py)."""
+    # Fixture indices, as in fuzz_targets/server_chain.rs.
+    ix = {name: i for i, name in enumerate([
+        "leaf", "inter", "root", "direct", "inter_expired", "notca", "under_notca", "impostor",
+        "under_impostor", "rsa_inter", "rsa_leaf", "p384_inter", "p384_leaf", "other_host",
+        "no_san", "root2", "under_root2"])}
+
+    def seed(name, *entries, host=0, clock=0, roots=1, host_text="", now=0):
+        data = bytes([host]) + (field(host_text) if host == 5 else b"")
+        data += bytes([clock]) + (u64(now) if clock == 3 else b"") + bytes([roots])
+        for e in entries:
+            data += e
+        write("server_chain", name, data)
+
+    def f(name):
+        return bytes([0, ix[name]])
+
+    seed("leaf-inter", f("leaf"), f("inter"))
+    seed("leaf-inter-root", f("leaf"), f("inter"), f("root"))
+    seed("inter-then-leaf-order", f("leaf"), f("root"), f("inter"))
+    seed("wildcard-host", f("leaf"), f("inter"), host=1)
+    seed("wildcard-two-labels", f("leaf"), f("inter"), host=2)
+    seed("ip-host", f("leaf"), f("inter"), host=3)
+    seed("other-host", f("leaf"), f("inter"), host=4)
+    seed("raw-host", f("leaf"), f("inter"), host=5, host_text="BROKER.fuzz.test.")
+    seed("direct", f("direct"))
+    seed("expired-inter-first", f("leaf"), f("inter_expired"), f("inter"))
+    seed("expired-inter-only", f("leaf"), f("inter_expired"))
+    seed("before-dates", f("leaf"), f("inter"), clock=1)
+    seed("after-dates", f("leaf"), f("inter"), clock=2)
+    seed("raw-clock", f("leaf"), f("inter"), clock=3, now=1_700_000_000)
+    seed("not-a-ca", f("under_notca"), f("notca"))
+    seed("impostor-root", f("under_impostor"), f("impostor"))
+    seed("impostor-trusted", f("under_impostor"), roots=5)
+    seed("rsa", f("rsa_leaf"), f("rsa_inter"))
+    seed("p384", f("p384_leaf"), f("p384_inter"))
+    seed("no-san", f("no_san"), f("inter"))
+    seed("second-root", f("under_root2"), roots=2)
+    seed("second-root-untrusted", f("under_root2"))
+    seed("edited-signature", bytes([1, ix["leaf"], 1]) + struct.pack("<H", 400) + b"\x00",
+         f("inter"))
+    seed("cut-short", bytes([2, ix["leaf"]]) + struct.pack("<H", 200), f("inter"))
+    seed("raw", bytes([3]) + field(b"\x30\x82\x01\x00" + b"\x00" * 8), f("inter"))
+    seed("empty")
+
+
+def tls_server():
+    """Scripts of the hostile TLS server; the ops and built kinds are in fuzz_targets/tls_server.rs."""
+    sh, flush, ccs, to_app = b"\x00", b"\x05\x00", b"\x08", b"\x0f"
+    built = lambda kind: bytes([2, kind])
+    plain_built = lambda kind: bytes([14, kind])
+    app = lambda data: b"\x0b" + field(data)
+    EE, CHAIN, WRONG_HOST, EXPIRED, ROGUE, LEAF_ONLY, DEVICE_CERT, CHAIN_EXTRA = range(8)
+    CV, CV_ROGUE, CV_CLIENT_CONTEXT, FIN, FIN_BAD, CERT_REQ, TICKET, KEY_UPDATE = range(8, 16)
+    good = sh + built(EE) + built(CHAIN) + built(CV) + built(FIN) + flush
+
+    def seed(name, ops, rng=1, chunk=0, flags=0b101):
+        write("tls_server", name, bytes([rng, chunk, flags]) + ops)
+
+    seed("good-app", good + app(b"\x20\x02\x00\x00") + built(TICKET) + app(b"hello"))
+    seed("good-records", sh + built(EE) + flush + ccs + built(CHAIN) + built(CV) + flush
+         + built(FIN) + b"\x05\x20" + to_app + app(b"") + app(b"x" * 300))
+    seed("good-certificate-request", sh + built(EE) + built(CERT_REQ) + built(CHAIN_EXTRA)
+         + built(CV) + built(FIN) + flush + app(b"welcome"), rng=2, chunk=7, flags=0b100)
+    seed("good-one-byte-reads", good + app(b"abc"), rng=3, chunk=1, flags=0b110)
+    seed("bad-certificate-verify", sh + built(EE) + built(CHAIN) + built(CV_ROGUE) + built(FIN))
+    seed("client-context-verify", sh + built(EE) + built(CHAIN) + built(CV_CLIENT_CONTEXT)
+         + built(FIN))
+    seed("wrong-host", sh + built(EE) + built(WRONG_HOST) + built(CV) + built(FIN))
+    seed("expired", sh + built(EE) + built(EXPIRED) + built(CV) + built(FIN))
+    seed("rogue-ca", sh + built(EE) + built(ROGUE) + built(CV_ROGUE) + built(FIN))
+    seed("leaf-only", sh + built(EE) + built(LEAF_ONLY) + built(CV) + built(FIN))
+    seed("device-certificate", sh + built(EE) + built(DEVICE_CERT) + built(CV) + built(FIN))
+    seed("bad-finished", sh + built(EE) + built(CHAIN) + built(CV) + built(FIN_BAD))
+    seed("finished-without-certificate", sh + built(EE) + built(FIN) + flush + app(b"hi"))
+    seed("verify-without-certificate", sh + built(EE) + built(CV) + built(FIN))
+    seed("garbage-after-hello", sh + b"\x06" + field(bytes(range(7, 90))))
+    seed("encrypted-garbage", sh + b"\x0c\x16" + field(b"\x0b\x00\x00\x09" + bytes(40)))
+    seed("raw-handshake", sh + b"\x03\x08" + field(b"\x00\x02\x00\x00") + built(CHAIN)
+         + b"\x04" + field(b"\x14\x00\x00\x20" + bytes(32)))
+    seed("alert", b"\x0a\x02\x28", flags=0)
+    seed("alert-after-hello", sh + b"\x0a\x02\x30")
+    seed("encrypted-alert", sh + built(EE) + b"\x09\x02\x2a")
+    seed("plaintext-certificate", sh + built(EE) + plain_built(CHAIN) + built(CV) + built(FIN))
+    seed("hello-extra", b"\x01" + field(b"\x00\x29\x00\x02\x00\x00") + built(EE))
+    seed("oversized-record", good + b"\x0d\xff" + app(b"late"))
+    seed("oversized-header", sh + b"\x06" + field(b"\x17\x03\x03\xff\xff" + bytes(64)))
+    seed("key-update", good + to_app + built(KEY_UPDATE) + flush + app(b"after"))
+    seed("close-notify", good + to_app + b"\x09\x01\x00" + app(b"ignored"))
+    seed("two-hellos", sh + sh + good)
+
+
 def main():
     if os.path.isdir(CORPUS):
         shutil.rmtree(CORPUS)
@@ -426,6 +519,8 @@ def main():
         nvs_mount(d)
         backend_register(p)
         provisioning_answers(p)
+    server_chain()
+    tls_server()
     for target in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, target))
         size = sum(os.path.getsize(os.path.join(CORPUS, target, f)) for f in files)
