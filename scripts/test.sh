@@ -25,6 +25,19 @@ cargo test -p acorn-backend --features aws --lib --test aws
 cargo test -p acorn-embedded --features tokio,device,register,rotation,claim
 # The ESP32-C3 firmware: its own cargo project; prints its footprint against the budget.
 bash bench/firmware_size.sh
+# Its development build (`dev-ca`: trusts the CA named by ACORN_DEV_CA at build time instead of
+# Amazon's roots, for `acorn dev up --lan-address`) builds, and refuses to build without it.
+dev_ca=$(mktemp --suffix=.pem)
+python3 -c 'import base64, sys, textwrap
+der = open(sys.argv[1], "rb").read()
+print("-----BEGIN CERTIFICATE-----", *textwrap.wrap(base64.b64encode(der).decode(), 64),
+      "-----END CERTIFICATE-----", sep="\n")' fuzz/fixtures/chain/root.der > "$dev_ca"
+(cd firmware && ACORN_DEV_CA="$dev_ca" cargo build --release --features dev-ca)
+if (cd firmware && env -u ACORN_DEV_CA cargo build --release --features dev-ca 2>/dev/null); then
+  echo "error: the firmware's dev-ca build went on without ACORN_DEV_CA" >&2
+  exit 1
+fi
+rm -f "$dev_ca"
 
 # No broker of ours may outlive the suite: each is killed when its Broker is stopped or
 # dropped, or by its parent-death signal when the test process dies. Our brokers all run with

@@ -18,6 +18,7 @@ mod button;
 mod led;
 mod net;
 mod storage;
+mod trust;
 
 use alloc::string::String;
 use core::sync::atomic::Ordering;
@@ -300,7 +301,7 @@ async fn main(spawner: Spawner) -> ! {
                 BootAction::Claim { now_unix } => match (network.as_ref(), flash.claim()) {
                     (Some(n), Some(config)) => {
                         let connector = connector.get_or_insert_with(|| n.connector());
-                        let anchors = acorn_embedded::TrustAnchors::amazon();
+                        let anchors = trust::anchors();
                         let parameters = ThingParameters::for_mac(mac, FIRMWARE_VERSION);
                         let attempt = acorn_embedded::claim::provision(
                             connector, ChipClock, rng, &config, &anchors, parameters,
@@ -397,7 +398,7 @@ async fn operate(
         device.settings().led_brightness,
         device.settings().cooldown_ms
     );
-    let anchors = acorn_embedded::TrustAnchors::amazon();
+    let anchors = trust::anchors();
     let config = TransportConfig::new(Target::new(identity.tls.endpoint(), 8883));
     let mut buffers = Buffers::new();
     let mut transport = Transport::new(

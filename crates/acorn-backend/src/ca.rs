@@ -602,6 +602,35 @@ pub(crate) fn pem_to_der(text: &str, label: &str) -> Option<Vec<u8>> {
         .map(|pem| pem.contents)
 }
 
+/// Whether the certificate in `cert_pem` names every one of `names` in its subjectAltName
+/// (DNS names compared without case, IP addresses by value).
+pub(crate) fn names_all(cert_pem: &str, names: &[&str]) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Some(der) = pem_to_der(cert_pem, "CERTIFICATE") else {
+        return false;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return names.is_empty();
+    };
+    let listed = &san.value.general_names;
+    names
+        .iter()
+        .all(|name| match name.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => listed
+                .iter()
+                .any(|g| matches!(g, GeneralName::IPAddress(b) if *b == ip.octets().as_slice())),
+            Ok(std::net::IpAddr::V6(ip)) => listed
+                .iter()
+                .any(|g| matches!(g, GeneralName::IPAddress(b) if *b == ip.octets().as_slice())),
+            Err(_) => listed
+                .iter()
+                .any(|g| matches!(g, GeneralName::DNSName(d) if d.eq_ignore_ascii_case(name))),
+        })
+}
+
 /// The SubjectPublicKeyInfo DER of a certificate.
 fn certificate_spki(der: &[u8]) -> Option<Vec<u8>> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -625,6 +654,22 @@ mod tests {
             );
             previous = next;
         }
+    }
+
+    #[test]
+    fn the_server_certificate_names_the_extra_addresses_and_names_all_sees_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = LocalCa::load_or_create(dir.path()).expect("CA");
+        let plain = ca.issue_server_certificate(&[]).expect("server");
+        let lan = ca
+            .issue_server_certificate(&["192.168.1.10", "pc.lan"])
+            .expect("server");
+        let (plain, lan) = (&plain.certificate.pem, &lan.certificate.pem);
+        assert!(names_all(plain, &["localhost", "127.0.0.1", "::1"]));
+        assert!(!names_all(plain, &["192.168.1.10"]));
+        assert!(names_all(lan, &["192.168.1.10", "PC.lan", "localhost"]));
+        assert!(!names_all(lan, &["192.168.1.11"]));
+        assert!(!names_all("not a certificate", &[]));
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub struct BackendConfig {
     /// Serve HTTPS with the data dir's server certificate (`server.pem`, valid for
     /// `localhost`, `127.0.0.1` and `::1`; clients trust `ca.pem`) instead of plain HTTP.
     pub tls: bool,
+    /// More DNS names or IP addresses the server certificate (`server.pem`, also the dev
+    /// broker's) is valid for, e.g. a LAN address hardware connects to. A certificate in the
+    /// data dir that lacks one is replaced. Default: none.
+    pub server_names: Vec<String>,
     /// The registry: `None` is the data dir's SQLite file ([`REGISTRY_FILE`]); PostgreSQL
     /// lets several instances share one registry.
     pub database: Option<DatabaseUrl>,
@@ -125,6 +129,7 @@ impl core::fmt::Debug for BackendConfig {
             .field("keygen_concurrency", &self.keygen_concurrency)
             .field("limits", &self.limits)
             .field("tls", &self.tls)
+            .field("server_names", &self.server_names)
             .field("database", &self.database)
             .field("pool", &self.pool)
             .field("signer", &self.signer)
@@ -150,6 +155,7 @@ impl BackendConfig {
             keygen_concurrency: DEFAULT_KEYGEN_CONCURRENCY,
             limits: ServeLimits::default(),
             tls: false,
+            server_names: Vec::new(),
             database: None,
             pool: PoolOptions::default(),
             signer: SignerConfig::Local,
@@ -334,7 +340,8 @@ struct Prepared {
 async fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths), BackendError> {
     let dir = config.data_dir.clone();
     let admin_key = config.admin_key.clone();
-    let files = tokio::task::spawn_blocking(move || prepare_files(&dir, admin_key))
+    let server_names = config.server_names.clone();
+    let files = tokio::task::spawn_blocking(move || prepare_files(&dir, admin_key, &server_names))
         .await
         .map_err(|e| BackendError::Task(e.to_string()))??;
     let database = config
@@ -373,18 +380,25 @@ async fn prepare(config: BackendConfig) -> Result<(Arc<AppState>, BackendPaths),
 }
 
 /// The CAs, the server certificate and the admin key in `dir`, each made once and reused.
-fn prepare_files(dir: &Path, admin_key: Option<SecretString>) -> Result<Prepared, BackendError> {
+fn prepare_files(
+    dir: &Path,
+    admin_key: Option<SecretString>,
+    server_names: &[String],
+) -> Result<Prepared, BackendError> {
     files::create_dir(dir)?;
     let paths = BackendPaths::new(dir);
     let ca = LocalCa::load_or_create(dir)?;
     let service_ca = LocalCa::load_or_create_as(&dir.join(SERVICE_CA_DIR), CaRole::Service)?;
-    // Reuse the server certificate while this CA signed it and it has 30 days left; a new CA
-    // or an old certificate gets a new one.
+    // Reuse the server certificate while this CA signed it, it has 30 days left and it names
+    // every server name asked for; a new CA, an old certificate or a new name gets a new one.
+    let names: Vec<&str> = server_names.iter().map(String::as_str).collect();
     let reusable = paths.server_key.exists()
-        && std::fs::read_to_string(&paths.server_cert)
-            .is_ok_and(|pem| ca.still_vouches_for(&pem, time::Duration::days(30)));
+        && std::fs::read_to_string(&paths.server_cert).is_ok_and(|pem| {
+            ca.still_vouches_for(&pem, time::Duration::days(30))
+                && crate::ca::names_all(&pem, &names)
+        });
     if !reusable {
-        let server = ca.issue_server_certificate(&[])?;
+        let server = ca.issue_server_certificate(&names)?;
         files::write_atomic(
             &paths.server_key,
             server.private_key_pem.expose_secret().as_bytes(),

@@ -269,7 +269,7 @@ pub enum BrokerError {
         log_tail: String,
     },
     /// mosquitto did not accept connections in time.
-    #[error("mosquitto did not listen on 127.0.0.1:{port} within {timeout:?}; see {log_path}")]
+    #[error("mosquitto did not listen on port {port} within {timeout:?}; see {log_path}")]
     StartTimeout {
         /// The port it should listen on.
         port: u16,
@@ -364,6 +364,10 @@ pub struct BrokerConfig {
     pub local_provisioning: Option<LocalProvisioning>,
     /// Port of the device listener; `None` picks a free one.
     pub port: Option<u16>,
+    /// Address the device listener binds (default 127.0.0.1). Another address (a LAN
+    /// address, so that hardware reaches the broker: `acorn dev up --lan-address`) is
+    /// chosen deliberately; the service listener always stays on 127.0.0.1.
+    pub device_address: Ipv4Addr,
     /// The mosquitto binary; default from [`MOSQUITTO_ENV`] or [`DEFAULT_MOSQUITTO`].
     pub mosquitto: PathBuf,
     /// util-linux's `setpriv` ([`DEFAULT_SETPRIV`]); when missing, mosquitto starts without a
@@ -414,6 +418,7 @@ impl BrokerConfig {
             extra_acl_lines: Vec::new(),
             local_provisioning: None,
             port: None,
+            device_address: Ipv4Addr::LOCALHOST,
             mosquitto,
             setpriv: PathBuf::from(DEFAULT_SETPRIV),
             startup_timeout: Duration::from_secs(10),
@@ -500,7 +505,14 @@ impl BrokerConfig {
             check_value("tls_version", version, false)?;
         }
         conf.push_str("\n# devices: the device CA, per-device patterns only\n");
-        self.listener(&mut conf, port, &files.device_ca, &files.device_acl, files)?;
+        let device = (self.device_address, port);
+        self.listener(
+            &mut conf,
+            device,
+            &files.device_ca,
+            &files.device_acl,
+            files,
+        )?;
         if self.crl_file.is_some() {
             let _ = writeln!(conf, "crlfile {}", path_value("crlfile", &files.crl)?);
         }
@@ -508,7 +520,7 @@ impl BrokerConfig {
             conf.push_str("\n# services: the service CA, service identities only\n");
             self.listener(
                 &mut conf,
-                service_port,
+                (Ipv4Addr::LOCALHOST, service_port),
                 &files.service_ca,
                 &files.service_acl,
                 files,
@@ -520,12 +532,12 @@ impl BrokerConfig {
     fn listener(
         &self,
         conf: &mut String,
-        port: u16,
+        (address, port): (Ipv4Addr, u16),
         ca: &Path,
         acl: &Path,
         files: &RuntimeFiles,
     ) -> Result<(), BrokerError> {
-        let _ = writeln!(conf, "listener {port} 127.0.0.1");
+        let _ = writeln!(conf, "listener {port} {address}");
         conf.push_str("allow_anonymous false\n");
         let _ = writeln!(conf, "acl_file {}", path_value("acl_file", acl)?);
         let _ = writeln!(conf, "cafile {}", path_value("cafile", ca)?);
@@ -616,6 +628,7 @@ struct Sources {
 pub struct Broker {
     keeper: Option<Keeper>,
     pid: u32,
+    device_address: Ipv4Addr,
     port: u16,
     service_port: Option<u16>,
     files: RuntimeFiles,
@@ -776,6 +789,7 @@ impl Broker {
         let mut broker = Broker {
             keeper: Some(keeper),
             pid,
+            device_address: config.device_address,
             port,
             service_port,
             files: files.clone(),
@@ -810,8 +824,12 @@ impl Broker {
     /// The log check makes sure the ports are ours, not another broker's or a self-connect.
     fn wait_listening(&self, timeout: Duration) -> Result<(), BrokerError> {
         let deadline = Instant::now() + timeout;
-        let ports: Vec<u16> = std::iter::once(self.port)
-            .chain(self.service_port)
+        let device = SocketAddr::from((self.device_address, self.port));
+        let addresses: Vec<SocketAddr> = std::iter::once(device)
+            .chain(
+                self.service_port
+                    .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+            )
             .collect();
         loop {
             if let Some(status) = self.exit_status() {
@@ -826,9 +844,8 @@ impl Broker {
                 .lines()
                 .any(|l| l.contains("mosquitto version") && l.ends_with(" running"));
             if running
-                && ports.iter().all(|&port| {
-                    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-                    TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+                && addresses.iter().all(|addr| {
+                    TcpStream::connect_timeout(addr, Duration::from_millis(100)).is_ok()
                 })
             {
                 return Ok(());
@@ -844,7 +861,7 @@ impl Broker {
         }
     }
 
-    /// The TCP port of the device listener (on 127.0.0.1).
+    /// The TCP port of the device listener (on [`Broker::host`]).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -855,9 +872,10 @@ impl Broker {
         self.service_port
     }
 
-    /// The host the broker listens on: `127.0.0.1`.
-    pub fn host(&self) -> &'static str {
-        "127.0.0.1"
+    /// The address the device listener binds: [`BrokerConfig::device_address`] (127.0.0.1
+    /// unless chosen otherwise).
+    pub fn host(&self) -> Ipv4Addr {
+        self.device_address
     }
 
     /// The process id, until the broker is stopped.
@@ -1551,6 +1569,20 @@ mod tests {
         assert!(acl.contains("user service:backend\ntopic readwrite acorn-pups/#\n"));
         assert!(acl.contains("user service:observer\ntopic readwrite acorn-pups/#\n"));
         assert!(!acl.contains("pattern"), "{acl}");
+    }
+
+    #[test]
+    fn a_chosen_device_address_moves_only_the_device_listener() {
+        let mut c = config();
+        c.service_ca_file = Some("/tmp/x/service-ca.pem".into());
+        c.device_address = Ipv4Addr::new(192, 168, 1, 10);
+        let conf = c.conf_text(18883, Some(18884), &files()).unwrap();
+        let listeners: Vec<&str> = conf.lines().filter(|l| l.starts_with("listener")).collect();
+        assert_eq!(
+            listeners,
+            ["listener 18883 192.168.1.10", "listener 18884 127.0.0.1"],
+            "{conf}"
+        );
     }
 
     #[test]

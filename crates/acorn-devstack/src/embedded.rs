@@ -127,8 +127,12 @@ impl Default for Limits {
 /// How to start an [`EmbeddedBroker`].
 #[derive(Debug)]
 pub struct EmbeddedConfig {
-    /// Address both listeners bind (default 127.0.0.1).
+    /// Address the listeners bind (default 127.0.0.1).
     pub address: IpAddr,
+    /// Where the device and claim listeners bind instead of [`Self::address`] (e.g. a LAN
+    /// address, for hardware: `acorn dev up --lan-address`); the service listener always
+    /// stays on [`Self::address`]. Default: `None`.
+    pub device_address: Option<IpAddr>,
     /// Device listener port; 0 picks a free one.
     pub device_port: u16,
     /// Service listener port; 0 picks a free one. Used only with [`Self::service_roots`].
@@ -178,6 +182,7 @@ impl EmbeddedConfig {
             })?;
         Ok(Self {
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            device_address: None,
             device_port: 0,
             service_port: 0,
             server_chain,
@@ -426,7 +431,13 @@ impl EmbeddedBroker {
         });
         let mut bound = Vec::new();
         for (listener, port, tls) in listeners {
-            let address = SocketAddr::new(config.address, port);
+            let ip = match listener {
+                Listener::Service => config.address,
+                Listener::Device | Listener::Claim => {
+                    config.device_address.unwrap_or(config.address)
+                }
+            };
+            let address = SocketAddr::new(ip, port);
             let socket = TcpListener::bind(address)
                 .await
                 .map_err(|source| EmbeddedError::Bind { address, source })?;

@@ -31,6 +31,7 @@ impl Fixture {
         let der = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         let config = EmbeddedConfig {
             address: std::net::Ipv4Addr::LOCALHOST.into(),
+            device_address: None,
             device_port: 0,
             service_port: 0,
             server_chain: vec![der(&cert)],

@@ -1,6 +1,7 @@
 //! `acorn dev up`: the local development stack (registration backend + mosquitto configured
 //! like an AWS IoT policy, with a service listener and live revocation).
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -55,6 +56,34 @@ pub struct UpArgs {
     /// Lifetime of each CRL, in seconds (it is renewed at a third of this).
     #[arg(long, default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(3..))]
     crl_lifetime: u64,
+    /// An IPv4 address of this machine where the broker's device listener and the claim
+    /// endpoint listen instead of 127.0.0.1, so that hardware on that network (an ESP32-C3
+    /// built with the firmware's `dev-ca` feature) can connect: the server certificate names
+    /// it and registered devices get it as their endpoint. The registration API, the console
+    /// and the service listener stay on 127.0.0.1.
+    #[arg(long, value_parser = parse_lan_address)]
+    lan_address: Option<Ipv4Addr>,
+}
+
+/// `--lan-address`: one address of this machine, never "every interface".
+fn parse_lan_address(text: &str) -> Result<Ipv4Addr, String> {
+    let address: Ipv4Addr = text.parse().map_err(|_| {
+        format!("`{text}` is not an IPv4 address; give the address of this machine that the board reaches (see `ip -4 addr`)")
+    })?;
+    if address.is_unspecified() {
+        return Err(
+            "0.0.0.0 would listen on every interface; give the one address of this \
+                    machine that the board reaches (see `ip -4 addr`)"
+                .into(),
+        );
+    }
+    if address.is_multicast() || address.is_broadcast() {
+        return Err(format!(
+            "{address} is a multicast or broadcast address; give the address of this machine \
+             that the board reaches (see `ip -4 addr`)"
+        ));
+    }
+    Ok(address)
 }
 
 /// The service identities the dev stack's broker grants every device topic to (on its
@@ -94,6 +123,10 @@ fn up(args: UpArgs) -> Result<ExitCode> {
     acorn_files::create_private_dir(&args.dir)
         .with_context(|| format!("cannot make the dev directory {}", args.dir.display()))?;
     let mqtt_port = pick_port(args.mqtt_port)?;
+    // What devices connect to: the LAN address when one is given, else this machine alone.
+    let device_host = args
+        .lan_address
+        .map_or_else(|| "localhost".to_owned(), |a| a.to_string());
     let service_port = pick_port(args.service_port)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -109,7 +142,8 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         // The web console at `/`, live from the broker as `service:console`.
         config.console = Some(acorn_console::Console::new().mount());
         config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], args.backend_port));
-        config.iot_endpoint = format!("localhost:{mqtt_port}");
+        config.iot_endpoint = format!("{device_host}:{mqtt_port}");
+        config.server_names = args.lan_address.iter().map(Ipv4Addr::to_string).collect();
         config.service_endpoint = Some(format!("localhost:{service_port}"));
         config.crl_validity = Duration::from_secs(args.crl_lifetime);
         config.crl_refresh = Duration::from_secs(args.crl_lifetime / 3);
@@ -140,6 +174,7 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         );
         broker_config.crl_file = Some(paths.crl.clone());
         broker_config.port = Some(mqtt_port);
+        broker_config.device_address = args.lan_address.unwrap_or(Ipv4Addr::LOCALHOST);
         broker_config.service_ca_file = Some(paths.service_ca_cert.clone());
         broker_config.service_port = Some(service_port);
         // Room for a simulated fleet (`acorn sim --backend`): the open-files limit raised to
@@ -190,7 +225,7 @@ fn up(args: UpArgs) -> Result<ExitCode> {
             &paths,
             local,
             &args.dir,
-            pick_port(args.claim_port)?,
+            (args.lan_address, pick_port(args.claim_port)?),
         )
         .await?;
         let responder = start_responder(&backend, &enforcer, claim.service_port)?;
@@ -206,6 +241,8 @@ fn up(args: UpArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write the token to {}", token_file.display()))?;
         print_banner(&Banner {
             backend_url: &backend.base_url(),
+            device_host: &device_host,
+            lan: args.lan_address.is_some(),
             mqtt_port,
             service_port,
             broker_pid,
@@ -255,6 +292,9 @@ fn start_responder(
 
 struct Banner<'a> {
     backend_url: &'a str,
+    /// Where devices connect (`localhost`, or the LAN address).
+    device_host: &'a str,
+    lan: bool,
     mqtt_port: u16,
     service_port: u16,
     broker_pid: u32,
@@ -279,9 +319,9 @@ fn print_banner(b: &Banner<'_>) {
         b.backend_url
     );
     println!(
-        "  broker:    mqtts://localhost:{} (mosquitto pid {}; client certificate required, \
+        "  broker:    mqtts://{}:{} (mosquitto pid {}; client certificate required, \
          identity = username = client id, per-device ACL, CRL)",
-        b.mqtt_port, b.broker_pid
+        b.device_host, b.mqtt_port, b.broker_pid
     );
     println!(
         "  services:  mqtts://localhost:{} (service identities only: POST /v1/service-identities)",
@@ -299,7 +339,8 @@ fn print_banner(b: &Banner<'_>) {
         b.ttl
     );
     println!(
-        "  claim:     mqtts://localhost:{} (fleet provisioning by claim: certificate {}, key {}; client id claim:<device id>)",
+        "  claim:     mqtts://{}:{} (fleet provisioning by claim: certificate {}, key {}; client id claim:<device id>)",
+        b.device_host,
         b.claim.port,
         b.claim.cert.display(),
         b.claim.key.display()
@@ -311,9 +352,20 @@ fn print_banner(b: &Banner<'_>) {
         b.backend_url
     );
     println!(
-        "  acorn device run --image acorn-0001.nvs.bin --broker localhost:{} --ca {ca}",
-        b.mqtt_port
+        "  acorn device run --image acorn-0001.nvs.bin --broker {}:{} --ca {ca}",
+        b.device_host, b.mqtt_port
     );
+    if b.lan {
+        println!();
+        println!(
+            "The device listener and the claim endpoint listen on {}: other machines on that \
+             network reach them (mutual TLS; the registration API, the console and the \
+             service listener stay on 127.0.0.1). A board trusts this stack's CA only when its \
+             firmware is built with it:",
+            b.device_host
+        );
+        println!("  ACORN_DEV_CA={ca} cargo build --release --features dev-ca   (in firmware/)");
+    }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
 }

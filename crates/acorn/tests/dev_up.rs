@@ -7,6 +7,8 @@ mod attack;
 #[path = "dev_up/claim.rs"]
 mod claim;
 mod devstack;
+#[path = "dev_up/lan.rs"]
+mod lan;
 #[path = "dev_up/rotation.rs"]
 mod rotation;
 
@@ -33,12 +35,8 @@ fn dev_up_serves_a_registration_and_stops_on_sigint() {
     }
     let ca = up.value("CA:");
     let broker_line = up.line_starting("broker:");
-    let port: u16 = broker_line
-        .split("mqtts://localhost:")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {broker_line}"));
+    assert!(broker_line.contains("mqtts://localhost:"), "{broker_line}");
+    let port = up.port("broker:");
     let mosquitto_pid: u32 = broker_line
         .split("mosquitto pid ")
         .nth(1)

@@ -5,6 +5,7 @@
 //! as `claim:<device id>` and may use only their own provisioning topics; the backend's
 //! responder answers them on the endpoint's service listener.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use acorn_backend::{BackendHandle, BackendPaths};
@@ -35,13 +36,14 @@ pub struct ClaimEndpoint {
 
 impl ClaimEndpoint {
     /// Issues a claim certificate (`claim:dev-stack`) into `dir` and starts the endpoint on
-    /// `port` (0: a free one) with the backend's server certificate.
+    /// `port` (0: a free one) of `address` (default 127.0.0.1; its service listener stays
+    /// there) with the backend's server certificate.
     pub async fn start(
         backend: &BackendHandle,
         paths: &BackendPaths,
         local: LocalProvisioning,
         dir: &Path,
-        port: u16,
+        (address, port): (Option<Ipv4Addr>, u16),
     ) -> Result<Self> {
         let (identity, claim_ca_pem) = backend
             .issue_claim_identity("dev-stack")
@@ -62,6 +64,7 @@ impl ClaimEndpoint {
         config.service_roots = Some(EmbeddedConfig::roots_from_pem_file(&paths.service_ca_cert)?);
         config.claim_roots = Some(EmbeddedConfig::roots_from_pem_file(&ca)?);
         config.claim_port = port;
+        config.device_address = address.map(IpAddr::V4);
         config.local_provisioning = Some(local);
         let broker = EmbeddedBroker::start(config)
             .await

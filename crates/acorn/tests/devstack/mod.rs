@@ -175,13 +175,14 @@ impl DevUp {
             .to_owned()
     }
 
-    /// The port in the banner line starting with `prefix` (`... mqtts://localhost:PORT ...`).
+    /// The port in the banner line starting with `prefix` (`... mqtts://HOST:PORT ...`).
     pub fn port(&mut self, prefix: &str) -> u16 {
         let line = self.line_starting(prefix);
-        line.split("mqtts://localhost:")
+        line.split("mqtts://")
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
+            .and_then(|address| address.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {line}"))
     }
 
