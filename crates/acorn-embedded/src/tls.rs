@@ -117,6 +117,13 @@ where
         Ok(()) => Ok(()),
         Err(err) => Err(match provider.verifier_state().failure() {
             Some(failure) => failure.diagnosis(),
+            // Our verifier accepted the CertificateVerify (or it never came), so this is
+            // embedded-tls's verdict on the server's Finished.
+            None if matches!(err, TlsError::InvalidSignature) => Diagnosis::TlsFailure(
+                "the broker's Finished does not match the handshake: its TLS is broken or \
+                 someone altered the connection"
+                    .into(),
+            ),
             None => match Diagnosis::from_tls(&err, Step::Tls) {
                 // The broker hung up while our certificate flight was on its way: it refused
                 // the certificate (its alert is lost with the connection).

@@ -31,6 +31,19 @@ const STEP: Duration = Duration::from_secs(5);
 struct Flight {
     certificate: bool,
     certificate_verify: bool,
+    /// A Finished with one bit flipped.
+    bad_finished: bool,
+    /// An encrypted handshake_failure alert (40) instead of the Finished.
+    alert: bool,
+}
+
+impl Flight {
+    const COMPLETE: Flight = Flight {
+        certificate: true,
+        certificate_verify: true,
+        bad_finished: false,
+        alert: false,
+    };
 }
 
 /// A PKI made here: a root, the broker's certificate for `localhost` and its key, a device.
@@ -107,9 +120,19 @@ fn serve(listener: TcpListener, pki: &Pki, flight: Flight) -> Result<(), String>
         transcript.update(&message);
         messages.extend_from_slice(&message);
     }
-    messages.extend_from_slice(&finished(&secrets.server, &transcript.finalize()));
+    let mut finished = finished(&secrets.server, &transcript.finalize());
+    if flight.bad_finished {
+        finished[4] ^= 1;
+    }
     let mut keys = RecordKeys::new(&secrets.server);
-    let wire = [plain_record(22, &server_hello), keys.seal(22, &messages, 0)].concat();
+    let mut wire = plain_record(22, &server_hello);
+    if flight.alert {
+        wire.extend_from_slice(&keys.seal(22, &messages, 0));
+        wire.extend_from_slice(&keys.seal(21, &[2, 40], 0));
+    } else {
+        messages.extend_from_slice(&finished);
+        wire.extend_from_slice(&keys.seal(22, &messages, 0));
+    }
     stream.write_all(&wire).map_err(|e| e.to_string())?;
     // The client's flight (and, once it accepted ours, its CONNECT), until it stops; at most
     // a few records.
@@ -151,11 +174,7 @@ async fn ping_against(flight: Flight) -> (Step, Diagnosis) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_complete_flight_gets_through_tls_and_fails_only_at_connack() {
-    let flight = Flight {
-        certificate: true,
-        certificate_verify: true,
-    };
-    let (step, diagnosis) = ping_against(flight).await;
+    let (step, diagnosis) = ping_against(Flight::COMPLETE).await;
     assert_eq!(step, Step::Connack, "{diagnosis}");
 }
 
@@ -164,6 +183,7 @@ async fn a_server_that_leaves_out_its_certificate_and_signature_is_refused_at_tl
     let flight = Flight {
         certificate: false,
         certificate_verify: false,
+        ..Flight::COMPLETE
     };
     let (step, diagnosis) = ping_against(flight).await;
     assert_eq!(
@@ -178,6 +198,7 @@ async fn a_certificate_without_its_signature_is_refused_at_tls() {
     let flight = Flight {
         certificate: true,
         certificate_verify: false,
+        ..Flight::COMPLETE
     };
     let (step, diagnosis) = ping_against(flight).await;
     assert_eq!(
@@ -192,7 +213,30 @@ async fn a_signature_without_a_certificate_is_refused_at_tls() {
     let flight = Flight {
         certificate: false,
         certificate_verify: true,
+        ..Flight::COMPLETE
     };
     let (step, diagnosis) = ping_against(flight).await;
     assert_eq!(step, Step::Tls, "{diagnosis}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_finished_is_refused_and_named_as_such() {
+    let flight = Flight {
+        bad_finished: true,
+        ..Flight::COMPLETE
+    };
+    let (step, diagnosis) = ping_against(flight).await;
+    assert_eq!(step, Step::Tls, "{diagnosis}");
+    assert!(diagnosis.to_string().contains("Finished"), "{diagnosis}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_in_the_servers_flight_keeps_its_reason() {
+    let flight = Flight {
+        alert: true,
+        ..Flight::COMPLETE
+    };
+    let (step, diagnosis) = ping_against(flight).await;
+    assert_eq!(step, Step::Tls, "{diagnosis}");
+    assert_eq!(diagnosis, Diagnosis::TlsVersionNotSupported, "{diagnosis}");
 }

@@ -526,6 +526,11 @@ where
                 }
             }
             ServerRecord::ChangeCipherSpec(_) => {}
+            // acorn patch: an alert during the server's flight keeps its reason (upstream:
+            // `InvalidRecord`), as it does before the ServerHello.
+            ServerRecord::Alert(alert) => {
+                return Err(TlsError::HandshakeAborted(alert.level, alert.description))
+            }
             _ => return Err(TlsError::InvalidRecord),
         }
 
