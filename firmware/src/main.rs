@@ -136,12 +136,12 @@ impl DeviceIo for ChipIo {
                 led::show(status);
                 info!("mqtt: {status}");
             }
-            Report::Notice(notice) => match notice.level() {
-                Level::Warn => warn!("{notice}"),
-                Level::Info => info!("{notice}"),
-                Level::Debug => debug!("{notice}"),
+            // Each at its own level: a press answer repeats the core's notice (debug).
+            other => match other.level() {
+                Level::Warn => warn!("{other}"),
+                Level::Info => info!("{other}"),
+                Level::Debug => debug!("{other}"),
             },
-            other => warn!("{other}"),
         }
     }
 

@@ -8,8 +8,11 @@
 //! become [`Order`]s, the transport's [`LinkEvent`]s become its `TransportEvent`s) rather
 //! than as an [`Application`](crate::Application), whose session belongs to the transport.
 //! What the device reports ([`Notice`]) goes to the platform through [`DeviceIo`], which also
-//! hands over presses and the shutdown request, and tells the device about its host (free
-//! heap, Wi-Fi signal: [`DeviceIo::host_facts`]) before each timer tick, for the heartbeat.
+//! hands over presses, status and rotation requests and the shutdown request, and tells the
+//! device about its host (free heap, Wi-Fi signal: [`DeviceIo::host_facts`]) before each timer
+//! tick, for the heartbeat. Each request is answered with a [`Report`] of its own (a press
+//! queued under its `pressId` or cooled down, the status, the rotation started or not), so a
+//! console on the platform can answer its user.
 //! The presses wait in the device's press store (`Q`: an NVS partition of their own on the
 //! chip, [`MemoryPresses`] by default) until their PUBACK.
 //!
@@ -49,9 +52,10 @@ use alloc::string::{String, ToString};
 use core::fmt;
 use core::future::Future;
 
+use acorn_device::rotation::RotateError;
 use acorn_device::{
-    Action, Device, HostFacts, MemoryPresses, Notice, Now, PressStore, SettingsStore, Tag,
-    TransportEvent,
+    Action, Device, HostFacts, Level, MemoryPresses, Notice, Now, PressId, PressOutcome,
+    PressStore, SettingsStore, Snapshot, Tag, TransportEvent,
 };
 use rand_core::RngCore;
 
@@ -70,6 +74,12 @@ pub enum Input {
         /// Its battery level, percent.
         battery: Option<u8>,
     },
+    /// Ask for the device's status, counters, settings and press queue: answered with
+    /// [`Report::Status`].
+    Status,
+    /// Start a certificate rotation now (it waits for the connection when offline): answered
+    /// with [`Report::Rotate`]; its progress follows as [`Notice`]s.
+    Rotate,
     /// Shut down cleanly: `offline` (its PUBACK awaited, at most 3 s), then DISCONNECT;
     /// [`Transport::drive`](crate::Transport::drive) returns.
     Shutdown,
@@ -82,6 +92,14 @@ pub enum Report<'a> {
     /// What the device core says (status changes, deliveries, answered and rejected
     /// requests, health); [`Notice::level`] says how loud.
     Notice(&'a Notice),
+    /// The answer to a press the device took ([`Input::Press`]): queued under its `pressId`,
+    /// or not reported because the same button was pressed within the cooldown.
+    Press {
+        /// The button's RF id.
+        button: &'a str,
+        /// Queued (with its `pressId`) or cooled down.
+        outcome: PressOutcome,
+    },
     /// A press the device refused (a bad button id, or the device is shutting down).
     PressRefused {
         /// The button's RF id.
@@ -99,12 +117,117 @@ pub enum Report<'a> {
     },
     /// A publish could not be encoded and was skipped.
     Failure(&'a Diagnosis),
+    /// The answer to [`Input::Status`].
+    Status(&'a StatusAnswer),
+    /// The answer to [`Input::Rotate`]: `Ok` when a rotation started, else why none did
+    /// (none configured, one under way already, shutting down, a commit pending).
+    Rotate(Result<(), RotateError>),
+}
+
+impl Report<'_> {
+    /// How loud it is, for a log: a notice's own level; an answer whose news a notice also
+    /// carries (a press queued or cooled down, a rotation started) is [`Level::Debug`], so a
+    /// log at `info` says it once; a status asked for is [`Level::Info`]; a refusal or a
+    /// skipped message is [`Level::Warn`].
+    pub fn level(&self) -> Level {
+        match self {
+            Report::Notice(notice) => notice.level(),
+            Report::Press { .. } | Report::Rotate(Ok(())) => Level::Debug,
+            Report::Status(_) => Level::Info,
+            Report::PressRefused { .. }
+            | Report::Skipped { .. }
+            | Report::Failure(_)
+            | Report::Rotate(Err(_)) => Level::Warn,
+        }
+    }
+}
+
+/// The device's state as [`Input::Status`] asks for it: the core's snapshot and its press
+/// queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatusAnswer {
+    /// Status, counters and settings.
+    pub snapshot: Snapshot,
+    /// Presses waiting for their PUBACK (in the press store).
+    pub queued_presses: usize,
+    /// The `pressId` of the oldest of them, if any.
+    pub oldest_queued_press: Option<PressId>,
+    /// Presses dropped because the queue was full, over the device's life.
+    pub dropped_presses: u32,
+}
+
+impl StatusAnswer {
+    /// The state of `device` at `now`.
+    pub fn of<R: RngCore, S: SettingsStore, Q: PressStore>(
+        device: &Device<R, S, Q>,
+        now: Now,
+    ) -> Self {
+        StatusAnswer {
+            snapshot: device.snapshot(now),
+            queued_presses: device.queued_presses().count(),
+            oldest_queued_press: device.queued_presses().next().map(|press| press.id),
+            dropped_presses: device.dropped_presses(),
+        }
+    }
+}
+
+/// One line for a serial log: the status first, then what a reader looks for next (the
+/// settings, the press queue, the counters, the last error).
+impl fmt::Display for StatusAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let snapshot = &self.snapshot;
+        let settings = &snapshot.settings;
+        let stats = &snapshot.stats;
+        write!(f, "status: {}", snapshot.status)?;
+        if let Some(ms) = snapshot.connected_for_ms {
+            write!(f, " for {}.{:03} s", ms / 1000, ms % 1000)?;
+        }
+        write!(
+            f,
+            "; settings: soundEnabled {}, soundVolume {}, ledBrightness {}, cooldownMs {}, heartbeatSeconds {}",
+            settings.sound_enabled,
+            settings.sound_volume,
+            settings.led_brightness,
+            settings.cooldown_ms,
+            settings.heartbeat_seconds
+        )?;
+        write!(f, "; presses: {} queued", self.queued_presses)?;
+        if let Some(id) = self.oldest_queued_press {
+            write!(f, " (oldest {id})")?;
+        }
+        write!(
+            f,
+            ", {} dropped; messages: {} delivered, {} queued, {} in flight, {} dropped, {} expired; connects: {} of {} attempts, {} failures",
+            self.dropped_presses,
+            stats.delivered,
+            stats.queued,
+            stats.in_flight,
+            stats.dropped_full,
+            stats.expired,
+            stats.connects,
+            stats.connect_attempts,
+            stats.failures
+        )?;
+        if let Some(error) = &stats.last_error {
+            write!(f, "; last error: {error}")?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Report::Notice(notice) => write!(f, "{notice}"),
+            Report::Press {
+                button,
+                outcome: PressOutcome::Queued(id),
+            } => write!(f, "press of {button} queued: pressId {id}"),
+            Report::Press {
+                button,
+                outcome: PressOutcome::CooledDown,
+            } => write!(f, "press of {button} not queued: within the cooldown"),
             Report::PressRefused { button, error } => {
                 write!(f, "press of {button} refused: {error}")
             }
@@ -115,11 +238,15 @@ impl fmt::Display for Report<'_> {
                 crate::codec::MQTT_RX_BUFFER
             ),
             Report::Failure(diagnosis) => write!(f, "{diagnosis}"),
+            Report::Status(answer) => write!(f, "{answer}"),
+            Report::Rotate(Ok(())) => f.write_str("rotate: certificate rotation started"),
+            Report::Rotate(Err(error)) => write!(f, "rotate: {error}"),
         }
     }
 }
 
-/// The platform side of a [`DeviceDriver`]: presses and the shutdown request in, reports out.
+/// The platform side of a [`DeviceDriver`]: presses, requests and the shutdown request in,
+/// reports (the answers among them) out.
 pub trait DeviceIo {
     /// The next input. Must be cancel-safe (a channel receive is): it is raced against the
     /// network and timers and dropped when they win.
@@ -300,16 +427,26 @@ impl<R: RngCore, S: SettingsStore, I: DeviceIo, Q: PressStore, Z: Rotator<S>> Dr
     fn input(&mut self, now: Time, input: Input) {
         match input {
             Input::Press { button, battery } => {
-                // Queued or cooled down: the device's own notice says which.
-                if let Err(error) = self.device.press(Self::now(now), &button, battery) {
-                    self.io.report(
-                        now,
-                        Report::PressRefused {
-                            button: &button,
-                            error: &error,
-                        },
-                    );
-                }
+                let pressed = self.device.press(Self::now(now), &button, battery);
+                let report = match &pressed {
+                    Ok(outcome) => Report::Press {
+                        button: &button,
+                        outcome: *outcome,
+                    },
+                    Err(error) => Report::PressRefused {
+                        button: &button,
+                        error,
+                    },
+                };
+                self.io.report(now, report);
+            }
+            Input::Status => {
+                let answer = StatusAnswer::of(&self.device, Self::now(now));
+                self.io.report(now, Report::Status(&answer));
+            }
+            Input::Rotate => {
+                let started = self.device.rotate(Self::now(now));
+                self.io.report(now, Report::Rotate(started));
             }
             Input::Shutdown => self.device.shutdown(Self::now(now)),
         }

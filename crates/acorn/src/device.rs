@@ -1,6 +1,7 @@
 //! `acorn device`: run a device from its NVS image (`run`), check its connection (`ping`),
 //! register it with the backend (`register`).
 
+mod console;
 mod embedded;
 mod register;
 
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use acorn_agent::device::{Device, DeviceHandle, DeviceOptions, PressOutcome, AGENT_VERSION};
+use acorn_agent::device::{Device, DeviceHandle, DeviceOptions, AGENT_VERSION};
 use acorn_agent::device_image::unix_now;
 use acorn_agent::queue_image::default_queue_path;
 use acorn_agent::{DeviceImage, QueueImage};
@@ -35,8 +36,9 @@ pub enum Command {
     /// before the certificate ends; the new certificate is tried on a new connection before it
     /// replaces the old one in the image, or rolled back.
     ///
-    /// Commands on stdin: `press <buttonRfId> [battery]`, `status`, `rotate`, `quit`. Answers
-    /// are JSON lines on stdout; logs go to stderr (level from RUST_LOG, default `info`).
+    /// Commands on stdin, with either --transport: `press <buttonRfId> [battery]`, `status`,
+    /// `rotate`, `quit`. Answers are JSON lines on stdout; refusals and logs go to stderr
+    /// (level from RUST_LOG, default `info`).
     Run(RunArgs),
     /// Run the device until one certificate rotation ends (as `device run --rotation-template`
     /// with `rotate` at start): exit 0 when the new certificate is in use, 1 when the rotation
@@ -476,48 +478,38 @@ async fn drive(handle: &DeviceHandle, press_every: Option<Duration>) -> Result<(
 
 /// Runs one stdin command; `false` means quit.
 async fn command(handle: &DeviceHandle, line: &str) -> bool {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    match words.as_slice() {
-        [] => {}
-        ["quit"] | ["exit"] => return false,
-        ["status"] => match tokio::try_join!(handle.snapshot(), handle.press_queue()) {
-            Ok((s, queue)) => println!(
-                "{}",
-                serde_json::json!({
-                    "deviceId": s.device_id,
-                    "status": s.status.to_string(),
-                    "connectedForMs": s.connected_for_ms,
-                    "settings": s.settings,
-                    "connects": s.stats.connects,
-                    "connectAttempts": s.stats.connect_attempts,
-                    "failures": s.stats.failures,
-                    "queued": s.stats.queued,
-                    "inFlight": s.stats.in_flight,
-                    "delivered": s.stats.delivered,
-                    "dropped": s.stats.dropped_full,
-                    "expired": s.stats.expired,
-                    "lastError": s.stats.last_error,
-                    "queuedPresses": queue.presses.len(),
-                    "oldestQueuedPress": queue.presses.first().map(|p| p.id.to_string()),
-                    "droppedPresses": queue.dropped,
-                })
-            ),
-            Err(e) => eprintln!("status: {e}"),
+    let command = match console::parse(line) {
+        Ok(Some(command)) => command,
+        Ok(None) => return true,
+        Err(message) => {
+            eprintln!("{message}");
+            return true;
+        }
+    };
+    match command {
+        console::Command::Quit => return false,
+        console::Command::Status => {
+            match tokio::try_join!(handle.snapshot(), handle.press_queue()) {
+                Ok((snapshot, queue)) => println!(
+                    "{}",
+                    console::status_json(
+                        &snapshot,
+                        queue.presses.len(),
+                        queue.presses.first().map(|press| press.id),
+                        queue.dropped,
+                    )
+                ),
+                Err(e) => eprintln!("status: {e}"),
+            }
+        }
+        console::Command::Rotate => match handle.rotate().await {
+            Ok(Ok(())) => println!("{}", console::rotate_started_json()),
+            Ok(Err(e)) => eprintln!("{}", console::rotate_error(&e)),
+            Err(e) => eprintln!("{}", console::rotate_error(&e)),
         },
-        ["rotate"] => match handle.rotate().await {
-            Ok(Ok(())) => println!("{}", serde_json::json!({"rotate": "started"})),
-            Ok(Err(e)) => eprintln!("rotate: {e}"),
-            Err(e) => eprintln!("rotate: {e}"),
-        },
-        ["press", button] => print_press(handle, button, None).await,
-        ["press", button, battery] => match battery.parse::<u8>() {
-            Ok(level) if level <= 100 => print_press(handle, button, Some(level)).await,
-            _ => eprintln!("press: battery level must be 0..=100, got '{battery}'"),
-        },
-        _ => eprintln!(
-            "unknown command '{}': use `press <buttonRfId> [battery]`, `status`, `rotate` or `quit`",
-            line.trim()
-        ),
+        console::Command::Press { button, battery } => {
+            print_press(handle, &button, battery).await;
+        }
     }
     true
 }
@@ -525,15 +517,8 @@ async fn command(handle: &DeviceHandle, line: &str) -> bool {
 async fn print_press(handle: &DeviceHandle, button: &str, battery: Option<u8>) {
     match handle.press(button, battery).await {
         // Printed once the press is in the queue image.
-        Ok(PressOutcome::Queued(id)) => println!(
-            "{}",
-            serde_json::json!({"press": button, "queued": true, "pressId": id.to_string()})
-        ),
-        Ok(PressOutcome::CooledDown) => println!(
-            "{}",
-            serde_json::json!({"press": button, "queued": false, "reason": "cooldown"})
-        ),
-        Err(e) => eprintln!("press {button}: {e}"),
+        Ok(outcome) => println!("{}", console::press_json(button, outcome)),
+        Err(e) => eprintln!("{}", console::press_error(button, &e)),
     }
 }
 

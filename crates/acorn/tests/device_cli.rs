@@ -330,6 +330,47 @@ impl Drop for Agent {
     }
 }
 
+/// The keys of the console's `status` object, on either transport.
+const STATUS_KEYS: [&str; 16] = [
+    "deviceId",
+    "status",
+    "connectedForMs",
+    "settings",
+    "connects",
+    "connectAttempts",
+    "failures",
+    "queued",
+    "inFlight",
+    "delivered",
+    "dropped",
+    "expired",
+    "lastError",
+    "queuedPresses",
+    "oldestQueuedPress",
+    "droppedPresses",
+];
+
+fn assert_status_keys(status: &Value) {
+    let mut keys: Vec<&str> = status
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {status}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let mut expected = STATUS_KEYS.to_vec();
+    expected.sort_unstable();
+    assert_eq!(keys, expected, "{status}");
+}
+
+/// What the console prints on stderr for `rotate` without `--rotation-template`.
+fn rotate_not_configured() -> String {
+    format!(
+        "rotate: {}",
+        acorn_agent::device::RotateError::NotConfigured
+    )
+}
+
 fn acorn(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_acorn"))
         .args(args)
@@ -397,6 +438,10 @@ async fn run_takes_stdin_commands_and_sigterm_publishes_offline() {
         serde_json::from_str(&agent.wait_stdout(r#""deviceId":"dev-cli""#).await).unwrap();
     assert_eq!(status["status"], "connected");
     assert_eq!(status["settings"]["cooldownMs"], 0);
+    assert_status_keys(&status);
+    // No rotation configured: refused on stderr, as the embedded transport refuses it.
+    agent.send("rotate");
+    agent.wait_stderr(&rotate_not_configured()).await;
     agent.send("press rf-9");
     agent.send("bogus command");
     // The lines are read before the signal goes (a signal may overtake unread input).
@@ -859,6 +904,15 @@ async fn the_embedded_transport_pings_runs_presses_and_answers_like_the_firmware
         .unwrap_or_else(|| panic!("{text}"));
     assert_eq!(press_id.len(), 17, "{text}");
     assert!(press_id.ends_with(r#""}"#), "{text}");
+    // The console's answer names the same pressId, as with the default transport.
+    let answer: Value =
+        serde_json::from_str(&agent.wait_stdout(r#""press":"rf-7""#).await).unwrap();
+    assert_eq!(answer["queued"], true, "{answer}");
+    assert_eq!(
+        answer["pressId"].as_str(),
+        press_id.strip_suffix(r#""}"#),
+        "{answer}"
+    );
     backend
         .publish(
             "acorn-pups/commands/dev-emb",
@@ -876,6 +930,103 @@ async fn the_embedded_transport_pings_runs_presses_and_answers_like_the_firmware
         .json("acorn-pups/status/dev-emb", |v| v["status"] == "offline")
         .await;
     assert_eq!(agent.wait_exit(), Some(0), "{}", agent.output());
+}
+
+#[tokio::test]
+async fn the_embedded_transport_answers_the_console_as_the_default_transport_does() {
+    let env = Env::start();
+    let mut backend = env.backend("acorn-pups/#").await;
+    let (image, _) = env.image_with("dev-emb-console", KeyType::P256);
+    let image_arg = image.display().to_string();
+    let mut agent = Agent::start(
+        &[
+            "--image",
+            &image_arg,
+            "--broker",
+            &env.broker_arg(),
+            "--ca",
+            &env.ca_arg(),
+            "--transport",
+            "embedded",
+        ],
+        &[],
+    );
+    backend
+        .json("acorn-pups/status/dev-emb-console", |v| {
+            v["status"] == "online"
+        })
+        .await;
+
+    // A settings update from the cloud is applied; `status` shows it, with the press queue.
+    backend
+        .publish(
+            "acorn-pups/settings/dev-emb-console",
+            br#"{"requestId":"s1","soundVolume":7}"#,
+        )
+        .await;
+    backend
+        .json("acorn-pups/status/dev-emb-console", |v| {
+            v["requestId"] == "s1"
+        })
+        .await;
+    agent.send("status");
+    let status: Value =
+        serde_json::from_str(&agent.wait_stdout(r#""deviceId":"dev-emb-console""#).await).unwrap();
+    assert_status_keys(&status);
+    assert_eq!(status["status"], "connected", "{status}");
+    assert_eq!(status["settings"]["soundVolume"], 7, "{status}");
+    assert_eq!(status["settings"]["cooldownMs"], 1000, "{status}");
+    assert_eq!(status["connects"], 1, "{status}");
+    assert!(status["connectedForMs"].is_u64(), "{status}");
+    assert_eq!(status["queuedPresses"], 0, "{status}");
+    assert_eq!(status["oldestQueuedPress"], Value::Null, "{status}");
+    assert_eq!(status["droppedPresses"], 0, "{status}");
+
+    // The same button twice at once: queued, then cooled down (the default cooldown, 1 s).
+    agent.send("press rf-8");
+    agent.send("press rf-8");
+    agent
+        .wait_stdout(r#"{"press":"rf-8","queued":false,"reason":"cooldown"}"#)
+        .await;
+    let queued: Value = serde_json::from_str(&agent.wait_stdout(r#""queued":true"#).await).unwrap();
+    assert_eq!(queued["press"], "rf-8", "{queued}");
+    let (_, published) = backend
+        .json("acorn-pups/button-press/dev-emb-console", |_| true)
+        .await;
+    assert_eq!(published["pressId"], queued["pressId"], "{published}");
+
+    // Refusals on stderr, in the default transport's words; nothing on stdout for them.
+    agent.send("rotate");
+    agent.wait_stderr(&rotate_not_configured()).await;
+    agent.send("press rf-8 101");
+    agent
+        .wait_stderr("press: battery level must be 0..=100, got '101'")
+        .await;
+    agent.send("bogus command");
+    agent
+        .wait_stderr(
+            "unknown command 'bogus command': use `press <buttonRfId> [battery]`, `status`, `rotate` or `quit`",
+        )
+        .await;
+
+    // `quit`: `offline` from the device itself, exit 0.
+    agent.send("quit");
+    backend
+        .json("acorn-pups/status/dev-emb-console", |v| {
+            v["status"] == "offline"
+        })
+        .await;
+    assert_eq!(agent.wait_exit(), Some(0), "{}", agent.output());
+    // Stdout holds the answers only, each a JSON line: two presses and one status.
+    let stdout = agent.stdout.lock().unwrap().clone();
+    let answers: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert_eq!(answers.len(), 3, "{stdout}");
+    let stderr = agent.stderr.lock().unwrap().clone();
+    assert!(!stderr.contains(r#""rotate""#), "{stderr}");
+    assert!(stderr.contains("offline status delivered"), "{stderr}");
 }
 
 #[test]

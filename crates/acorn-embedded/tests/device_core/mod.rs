@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use crate::common::{self, Backend, Env, WAIT};
-use acorn_device::{Device, DeviceConfig, SettingsStore};
-use acorn_embedded::device::{DeviceDriver, DeviceIo, Input, Report};
+use acorn_device::rotation::RotateError;
+use acorn_device::{Device, DeviceConfig, PressOutcome, SettingsStore};
+use acorn_embedded::device::{DeviceDriver, DeviceIo, Input, Report, StatusAnswer};
 use acorn_embedded::host::{OsRng, TokioConnector};
 use acorn_embedded::{Buffers, Time, Transport, TransportConfig};
 use acorn_mqtt::{ButtonPressMessage, CommandResult, DeviceStatus, DeviceStatusMessage, Topics};
@@ -21,10 +22,28 @@ mod rotation;
 
 const PARTITION: u32 = 0x6000;
 
-/// Presses and shutdown from the test; every report kept as text.
+/// Inputs from the test; every report kept as text, and the answers kept as they came.
 pub(crate) struct TestIo {
     pub(crate) inputs: mpsc::UnboundedReceiver<Input>,
     pub(crate) reports: Vec<String>,
+    /// The answers to presses: the button and what became of the press.
+    pub(crate) presses: Vec<(String, PressOutcome)>,
+    /// The answers to [`Input::Status`].
+    pub(crate) statuses: Vec<StatusAnswer>,
+    /// The answers to [`Input::Rotate`].
+    pub(crate) rotations: Vec<Result<(), RotateError>>,
+}
+
+impl TestIo {
+    pub(crate) fn new(inputs: mpsc::UnboundedReceiver<Input>) -> Self {
+        TestIo {
+            inputs,
+            reports: Vec::new(),
+            presses: Vec::new(),
+            statuses: Vec::new(),
+            rotations: Vec::new(),
+        }
+    }
 }
 
 impl DeviceIo for TestIo {
@@ -34,6 +53,12 @@ impl DeviceIo for TestIo {
 
     fn report(&mut self, _now: Time, report: Report<'_>) {
         self.reports.push(report.to_string());
+        match report {
+            Report::Press { button, outcome } => self.presses.push((button.into(), outcome)),
+            Report::Status(answer) => self.statuses.push(answer.clone()),
+            Report::Rotate(started) => self.rotations.push(started),
+            _ => {}
+        }
     }
 }
 
@@ -43,11 +68,7 @@ fn driver(device_id: &str, nvs: Nvs<MemFlash>) -> (Driver, mpsc::UnboundedSender
     let config = DeviceConfig::new(device_id, "1.0.0-test").unwrap();
     let device = Device::new(config, nvs, rand::rngs::StdRng::seed_from_u64(11)).unwrap();
     let (tx, inputs) = mpsc::unbounded_channel();
-    let io = TestIo {
-        inputs,
-        reports: Vec::new(),
-    };
-    (DeviceDriver::new(device, io), tx)
+    (DeviceDriver::new(device, TestIo::new(inputs)), tx)
 }
 
 /// The next message on the status topic, decoded.
@@ -104,6 +125,7 @@ async fn a_press_a_settings_update_and_get_status_go_through_the_device_core() {
         assert_eq!(message.device_id, "acorn-0101");
         assert_eq!(message.button_rf_id, "rf-5a3c");
         assert_eq!(message.battery_level, Some(87));
+        let press_id = message.press_id.expect("a press carries its pressId");
 
         // A settings update is applied, saved and answered with the settings in effect.
         backend
@@ -129,6 +151,11 @@ async fn a_press_a_settings_update_and_get_status_go_through_the_device_core() {
         let diagnostics = reply.diagnostics.expect("get-status carries diagnostics");
         assert_eq!(diagnostics.connects, Some(1));
 
+        // The platform asks for the status (answered after the press's PUBACK, which came
+        // before the settings update on the connection) and for a rotation (none configured).
+        tx.send(Input::Status).unwrap();
+        tx.send(Input::Rotate).unwrap();
+
         // A bad settings update is answered with an error and changes nothing.
         backend
             .publish(t.settings(), br#"{"requestId":"req-43","soundVolume":99}"#)
@@ -144,21 +171,53 @@ async fn a_press_a_settings_update_and_get_status_go_through_the_device_core() {
         // Nothing else was published: the cooled-down press never went out.
         let quiet = tokio::time::timeout(Duration::from_millis(300), backend.next_publish()).await;
         assert!(quiet.is_err(), "unexpected publish: {quiet:?}");
+        press_id
     };
     let run = async {
         tokio::time::timeout(WAIT * 3, transport.drive(&mut driver))
             .await
             .expect("the transport returns after the shutdown");
     };
-    tokio::join!(run, check);
+    let ((), press_id) = tokio::join!(run, check);
 
     let (device, io) = driver.into_parts();
     let reports = io.reports.join("\n");
+    // Each press answered: the first queued under the pressId it was published with, the
+    // second cooled down.
+    let [(first, PressOutcome::Queued(id)), (second, PressOutcome::CooledDown)] =
+        io.presses.as_slice()
+    else {
+        panic!("{:?}\n{reports}", io.presses);
+    };
+    assert_eq!((first.as_str(), second.as_str()), ("rf-5a3c", "rf-5a3c"));
+    assert_eq!(id.to_string(), press_id);
+    // The status answer: connected once, the settings in effect, the queue empty.
+    let [status] = io.statuses.as_slice() else {
+        panic!("{:?}\n{reports}", io.statuses);
+    };
+    assert_eq!(status.snapshot.device_id, "acorn-0101");
+    assert_eq!(
+        status.snapshot.status,
+        acorn_mqtt::ConnectionStatus::Connected
+    );
+    assert!(status.snapshot.connected_for_ms.is_some());
+    assert_eq!(status.snapshot.settings.sound_volume, 7);
+    assert_eq!(status.snapshot.stats.connects, 1);
+    assert_eq!(status.queued_presses, 0);
+    assert_eq!(status.oldest_queued_press, None);
+    assert_eq!(status.dropped_presses, 0);
+    // No rotation configured: refused, with the core's reason.
+    assert_eq!(io.rotations, [Err(RotateError::NotConfigured)]);
     for expected in [
         "button press queued: rf-5a3c (battery 87 %)",
         "press of rf-5a3c within the cooldown (1000 ms): not reported",
         "settings applied and saved: soundEnabled true, soundVolume 7",
         "command get-status answered (requestId req-7)",
+        &format!("press of rf-5a3c queued: pressId {press_id}"),
+        "press of rf-5a3c not queued: within the cooldown",
+        "status: connected for ",
+        "soundVolume 7, ledBrightness 50, cooldownMs 1000, heartbeatSeconds 300; presses: 0 queued, 0 dropped;",
+        "rotate: this device has no certificate rotation configured",
         "rejected inbound message on acorn-pups/settings/acorn-0101",
         "offline status delivered",
     ] {

@@ -115,10 +115,7 @@ async fn rotate(how: Answer) -> Outcome {
         rotator = rotator.with_ca(env.ca.pem().into_bytes());
     }
     let (tx, inputs) = mpsc::unbounded_channel();
-    let io = TestIo {
-        inputs,
-        reports: Vec::new(),
-    };
+    let io = TestIo::new(inputs);
     let mut driver = DeviceDriver::with_rotation(device, io, rotator);
 
     let mut backend = env.backend(&format!("acorn-pups/status/{DEVICE}")).await;

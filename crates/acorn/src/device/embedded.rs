@@ -19,6 +19,8 @@ use acorn_transport::BrokerTarget;
 use anyhow::{bail, Context, Result};
 use tokio::io::AsyncBufReadExt as _;
 
+use super::console;
+
 /// The identity as the embedded transport needs it (P-256; an RSA key is refused here, with
 /// a message that names the key type this transport needs).
 fn tls_identity(loaded: &LoadedDevice) -> Result<TlsIdentity> {
@@ -222,8 +224,10 @@ pub fn claim_if_needed(conn: &super::ConnectionArgs) -> Result<()> {
     Ok(())
 }
 
-/// The device's inputs: stdin lines (`press <button> [battery]`, `quit`), the optional press
-/// timer, and SIGINT/SIGTERM; its reports go to stderr.
+/// The device's inputs: the console's stdin lines (`press <buttonRfId> [battery]`, `status`,
+/// `rotate`, `quit`), the optional press timer, and SIGINT/SIGTERM. The answers to them are
+/// printed as the default transport prints them (JSON lines on stdout, refusals on stderr,
+/// through [`super::console`]); every other report goes to stderr.
 struct HostIo {
     inputs: tokio::sync::mpsc::UnboundedReceiver<Input>,
 }
@@ -234,7 +238,26 @@ impl DeviceIo for HostIo {
     }
 
     fn report(&mut self, _now: Time, report: Report<'_>) {
-        eprintln!("{report}");
+        match report {
+            Report::Press { button, outcome } => {
+                println!("{}", console::press_json(button, outcome));
+            }
+            Report::PressRefused { button, error } => {
+                eprintln!("{}", console::press_error(button, error));
+            }
+            Report::Status(answer) => println!(
+                "{}",
+                console::status_json(
+                    &answer.snapshot,
+                    answer.queued_presses,
+                    answer.oldest_queued_press,
+                    answer.dropped_presses,
+                )
+            ),
+            Report::Rotate(Ok(())) => println!("{}", console::rotate_started_json()),
+            Report::Rotate(Err(error)) => eprintln!("{}", console::rotate_error(&error)),
+            other => eprintln!("{other}"),
+        }
     }
 
     /// The process's resident memory, as the default transport reports it.
@@ -243,9 +266,10 @@ impl DeviceIo for HostIo {
     }
 }
 
-/// Runs the device core over the embedded transport until `quit`, end of input, SIGINT or
-/// SIGTERM; the settings live in the image and the presses in the queue image, as with the
-/// default transport (and as on the chip: one NVS format for both).
+/// Runs the device core over the embedded transport until `quit`, SIGINT or SIGTERM (at the
+/// end of input it runs on, as with the default transport); the settings live in the image
+/// and the presses in the queue image, as with the default transport (and as on the chip: one
+/// NVS format for both).
 pub fn run(
     image: DeviceImage<acorn_nvs::FileFlash>,
     queue: QueueImage,
@@ -336,26 +360,16 @@ fn spawn_inputs(
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let input = match words.as_slice() {
-                [] => continue,
-                ["quit"] | ["exit"] => Input::Shutdown,
-                ["press", button] => Input::Press {
-                    button: (*button).into(),
-                    battery: None,
-                },
-                ["press", button, battery] => match battery.parse() {
-                    Ok(level) => Input::Press {
-                        button: (*button).into(),
-                        battery: Some(level),
-                    },
-                    Err(_) => {
-                        eprintln!("press: battery level must be 0..=100, got '{battery}'");
-                        continue;
-                    }
-                },
-                _ => {
-                    eprintln!("unknown command '{line}': use press <buttonRfId> [battery] or quit");
+            let input = match console::parse(&line) {
+                Ok(Some(console::Command::Press { button, battery })) => {
+                    Input::Press { button, battery }
+                }
+                Ok(Some(console::Command::Status)) => Input::Status,
+                Ok(Some(console::Command::Rotate)) => Input::Rotate,
+                Ok(Some(console::Command::Quit)) => Input::Shutdown,
+                Ok(None) => continue,
+                Err(message) => {
+                    eprintln!("{message}");
                     continue;
                 }
             };
