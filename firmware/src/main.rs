@@ -391,13 +391,7 @@ async fn operate(
             device.recovered_presses()
         );
     }
-    info!(
-        "settings: soundEnabled {}, soundVolume {}, ledBrightness {}, cooldownMs {}",
-        device.settings().sound_enabled,
-        device.settings().sound_volume,
-        device.settings().led_brightness,
-        device.settings().cooldown_ms
-    );
+    info!("settings: {}", device.settings());
     let anchors = trust::anchors();
     let config = TransportConfig::new(Target::new(identity.tls.endpoint(), 8883));
     let mut buffers = Buffers::new();

@@ -318,15 +318,7 @@ impl fmt::Display for Notice {
                 settings,
                 request_id,
             } => {
-                write!(
-                    f,
-                    "settings applied and saved: soundEnabled {}, soundVolume {}, ledBrightness {}, cooldownMs {}, heartbeatSeconds {}",
-                    settings.sound_enabled,
-                    settings.sound_volume,
-                    settings.led_brightness,
-                    settings.cooldown_ms,
-                    settings.heartbeat_seconds
-                )?;
+                write!(f, "settings applied and saved: {settings}")?;
                 if let Some(id) = request_id {
                     write!(f, " (requestId {id})")?;
                 }

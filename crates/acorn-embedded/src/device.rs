@@ -183,15 +183,7 @@ impl fmt::Display for StatusAnswer {
         if let Some(ms) = snapshot.connected_for_ms {
             write!(f, " for {}.{:03} s", ms / 1000, ms % 1000)?;
         }
-        write!(
-            f,
-            "; settings: soundEnabled {}, soundVolume {}, ledBrightness {}, cooldownMs {}, heartbeatSeconds {}",
-            settings.sound_enabled,
-            settings.sound_volume,
-            settings.led_brightness,
-            settings.cooldown_ms,
-            settings.heartbeat_seconds
-        )?;
+        write!(f, "; settings: {settings}")?;
         write!(f, "; presses: {} queued", self.queued_presses)?;
         if let Some(id) = self.oldest_queued_press {
             write!(f, " (oldest {id})")?;

@@ -52,6 +52,21 @@ impl Default for DeviceSettings {
     }
 }
 
+/// The settings in their JSON names, for logs: `soundEnabled true, soundVolume 5, ...`.
+impl core::fmt::Display for DeviceSettings {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "soundEnabled {}, soundVolume {}, ledBrightness {}, cooldownMs {}, heartbeatSeconds {}",
+            self.sound_enabled,
+            self.sound_volume,
+            self.led_brightness,
+            self.cooldown_ms,
+            self.heartbeat_seconds
+        )
+    }
+}
+
 impl DeviceSettings {
     /// Applies a validated partial update: fields it names change, the others stay.
     pub fn apply(&mut self, update: &SettingsUpdate) {

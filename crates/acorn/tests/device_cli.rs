@@ -932,13 +932,12 @@ async fn the_embedded_transport_pings_runs_presses_and_answers_like_the_firmware
     assert_eq!(agent.wait_exit(), Some(0), "{}", agent.output());
 }
 
-#[tokio::test]
-async fn the_embedded_transport_answers_the_console_as_the_default_transport_does() {
-    let env = Env::start();
-    let mut backend = env.backend("acorn-pups/#").await;
-    let (image, _) = env.image_with("dev-emb-console", KeyType::P256);
+/// `acorn device run --transport embedded` of a new P-256 device `id` on `env`'s broker, once
+/// `backend` has seen it online.
+async fn embedded_agent(env: &Env, backend: &mut Backend, id: &str) -> Agent {
+    let (image, _) = env.image_with(id, KeyType::P256);
     let image_arg = image.display().to_string();
-    let mut agent = Agent::start(
+    let agent = Agent::start(
         &[
             "--image",
             &image_arg,
@@ -952,10 +951,18 @@ async fn the_embedded_transport_answers_the_console_as_the_default_transport_doe
         &[],
     );
     backend
-        .json("acorn-pups/status/dev-emb-console", |v| {
+        .json(&format!("acorn-pups/status/{id}"), |v| {
             v["status"] == "online"
         })
         .await;
+    agent
+}
+
+#[tokio::test]
+async fn the_embedded_transport_answers_the_console_as_the_default_transport_does() {
+    let env = Env::start();
+    let mut backend = env.backend("acorn-pups/#").await;
+    let mut agent = embedded_agent(&env, &mut backend, "dev-emb-console").await;
 
     // A settings update from the cloud is applied; `status` shows it, with the press queue.
     backend
@@ -1061,26 +1068,7 @@ fn the_embedded_transport_refuses_an_rsa_identity_before_connecting() {
 async fn kill_9_of_the_embedded_transport_makes_the_broker_publish_its_last_will() {
     let env = Env::start();
     let mut backend = env.backend("acorn-pups/status/#").await;
-    let (image, _) = env.image_with("dev-emb-will", KeyType::P256);
-    let image_arg = image.display().to_string();
-    let mut agent = Agent::start(
-        &[
-            "--image",
-            &image_arg,
-            "--broker",
-            &env.broker_arg(),
-            "--ca",
-            &env.ca_arg(),
-            "--transport",
-            "embedded",
-        ],
-        &[],
-    );
-    backend
-        .json("acorn-pups/status/dev-emb-will", |v| {
-            v["status"] == "online"
-        })
-        .await;
+    let mut agent = embedded_agent(&env, &mut backend, "dev-emb-will").await;
     agent.child.kill().unwrap(); // SIGKILL: no DISCONNECT, the broker sends the will
     let (_, will) = backend
         .json("acorn-pups/status/dev-emb-will", |v| {
