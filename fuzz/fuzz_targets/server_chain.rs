@@ -28,9 +28,9 @@
 //!   no path within its dates exists (e.g. an expired copy of the intermediate sent beside its
 //!   renewal must not fail the chain).
 //!
-//! The verifier builds its path greedily; a search can only find more where two CA
-//! certificates share name and key under different issuers (cross-signing), which the
-//! fixtures do not have and the fuzzer cannot forge, so the last two properties hold here.
+//! (A first version of the verifier followed the first issuer that fit and never went back:
+//! the fuzzer made a copy of the intermediate with a broken signature and put it first,
+//! seed `damaged-copy-first`; the verifier now tries every path.)
 #![no_main]
 
 use acorn_embedded::verify::{ServerCertFailure, ServerVerifier, MAX_CHAIN_CERTS};

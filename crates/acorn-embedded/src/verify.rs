@@ -6,10 +6,10 @@
 //!
 //! - builds the path from the leaf through the intermediates the server sent (AWS sends one)
 //!   to **any** of several anchors (Amazon Root CA 1 and 3, or a given CA); every issuer on
-//!   the path must be a CA (basicConstraints cA) and every signature must verify; at each
-//!   step an issuer within its dates is preferred. The path is built greedily, without
-//!   backtracking: of two CA certificates with the same name and key but different issuers
-//!   (cross-signing), the first that fits is followed;
+//!   the path must be a CA (basicConstraints cA) and every signature must verify; every
+//!   path through what the server sent is tried (at most [`MAX_CHAIN_CERTS`], each
+//!   signature checked once), those within their dates first, so a damaged or expired copy
+//!   of an intermediate beside the good one does not fail the chain;
 //! - checks every certificate's dates against the synced clock (never an unsynced one: the
 //!   transport refuses to connect before the clock is set);
 //! - checks the host name against the leaf's subjectAltName DNS names (wildcards only as the
@@ -364,6 +364,88 @@ fn hostname_ok(cert: &Certificate, host: &str) -> Result<(), ServerCertFailure> 
     })
 }
 
+/// Who signed whom among the certificates a server sent, each signature checked at most once
+/// (the costly part on the chip), and the search of a path through them.
+struct Links<'p, 'a> {
+    parsed: &'p [Parsed<'a>],
+    anchors: &'p TrustAnchors,
+    /// `by_cert[child * n + issuer]`: whether `issuer`, a CA certificate under the name
+    /// `child` names as its issuer, signed `child`; `None` until asked.
+    by_cert: Vec<Option<bool>>,
+    /// `by_anchor[child]`: whether an anchor under that name signed `child`.
+    by_anchor: Vec<Option<bool>>,
+}
+
+impl<'p, 'a> Links<'p, 'a> {
+    fn new(parsed: &'p [Parsed<'a>], anchors: &'p TrustAnchors) -> Self {
+        let n = parsed.len();
+        Links {
+            parsed,
+            anchors,
+            by_cert: alloc::vec![None; n * n],
+            by_anchor: alloc::vec![None; n],
+        }
+    }
+
+    fn issued_by_anchor(&mut self, child: usize) -> bool {
+        let (parsed, anchors) = (self.parsed, self.anchors);
+        *self.by_anchor[child].get_or_insert_with(|| {
+            let issuer = &parsed[child].cert.tbs_certificate.issuer;
+            anchors
+                .anchors
+                .iter()
+                .any(|a| &a.subject == issuer && signed_by(&parsed[child], &a.key))
+        })
+    }
+
+    fn issued_by(&mut self, child: usize, issuer: usize) -> bool {
+        let parsed = self.parsed;
+        *self.by_cert[child * parsed.len() + issuer].get_or_insert_with(|| {
+            let candidate = &parsed[issuer].cert;
+            candidate.tbs_certificate.subject == parsed[child].cert.tbs_certificate.issuer
+                && is_ca(candidate)
+                && signed_by(&parsed[child], &verify_key(candidate))
+        })
+    }
+
+    /// A path from the leaf (index 0) up through CA certificates the server sent, each used
+    /// once, to an anchor: the indices, leaf first. With `now`, every certificate on it is
+    /// within its dates. Every path is tried (a server may send a damaged or expired copy of
+    /// an intermediate beside the good one); at most `MAX_CHAIN_CERTS` certificates, so the
+    /// search is small and each signature is checked once.
+    fn path(&mut self, now: Option<u64>) -> Option<Vec<usize>> {
+        let mut path = alloc::vec![0];
+        let mut used = alloc::vec![false; self.parsed.len()];
+        used[0] = true;
+        self.extend(&mut path, &mut used, now).then_some(path)
+    }
+
+    fn extend(&mut self, path: &mut Vec<usize>, used: &mut [bool], now: Option<u64>) -> bool {
+        let Some(&current) = path.last() else {
+            return false;
+        };
+        if now.is_some_and(|now| dates(&self.parsed[current].cert, now).is_err()) {
+            return false;
+        }
+        if self.issued_by_anchor(current) {
+            return true;
+        }
+        for next in 0..self.parsed.len() {
+            if used[next] || !self.issued_by(current, next) {
+                continue;
+            }
+            used[next] = true;
+            path.push(next);
+            if self.extend(path, used, now) {
+                return true;
+            }
+            path.pop();
+            used[next] = false;
+        }
+        false
+    }
+}
+
 /// Verifies a server chain (leaf first) at `now` for `host` against `anchors`. Returns the
 /// leaf's key for the CertificateVerify check.
 fn verify_chain(
@@ -402,49 +484,15 @@ fn verify_chain(
             "its key is {what}"
         )));
     }
-    // Path building: from the leaf, up through presented CA certificates, to an anchor.
-    let mut current = 0usize;
-    let mut used = alloc::vec![false; parsed.len()];
-    used[0] = true;
-    let mut trusted = false;
-    for _ in 0..=MAX_CHAIN_CERTS {
-        let issuer = parsed[current].cert.tbs_certificate.issuer.clone();
-        if anchors
-            .anchors
-            .iter()
-            .any(|a| a.subject == issuer && signed_by(&parsed[current], &a.key))
-        {
-            trusted = true;
-            break;
-        }
-        // A CA certificate within its dates first: a server may send an expired copy of an
-        // intermediate (same name and key) beside its renewal. Only without one is an
-        // out-of-date issuer taken, for the "expired" diagnosis below.
-        let issued_by = |i: usize, p: &Parsed<'_>, in_date: bool| {
-            !used[i]
-                && p.cert.tbs_certificate.subject == issuer
-                && is_ca(&p.cert)
-                && (!in_date || dates(&p.cert, now).is_ok())
-                && signed_by(&parsed[current], &verify_key(&p.cert))
-        };
-        let next = (0..parsed.len())
-            .find(|&i| issued_by(i, &parsed[i], true))
-            .or_else(|| (0..parsed.len()).find(|&i| issued_by(i, &parsed[i], false)));
-        match next {
-            Some(i) => {
-                used[i] = true;
-                current = i;
-            }
-            None => break,
-        }
-    }
-    if !trusted {
-        return Err(ServerCertFailure::UnknownCa);
-    }
-    for (i, p) in parsed.iter().enumerate() {
-        if used[i] {
-            dates(&p.cert, now)?;
-        }
+    // A path within its dates; without one, any path, for the "expired" or "not yet valid"
+    // of its first out-of-date certificate; without any, an unknown CA.
+    let mut links = Links::new(&parsed, anchors);
+    let path = links
+        .path(Some(now))
+        .or_else(|| links.path(None))
+        .ok_or(ServerCertFailure::UnknownCa)?;
+    for &i in &path {
+        dates(&parsed[i].cert, now)?;
     }
     hostname_ok(&parsed[0].cert, host)?;
     Ok(leaf_key)

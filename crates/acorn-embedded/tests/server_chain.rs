@@ -182,6 +182,28 @@ fn an_expired_copy_of_the_intermediate_beside_its_renewal_does_not_fail_the_chai
 }
 
 #[test]
+fn a_damaged_copy_of_the_intermediate_before_the_good_one_does_not_hide_the_path() {
+    // Found by the `server_chain` fuzz target: the copy has the intermediate's name and key,
+    // so it seems to have signed the leaf, but its own signature is broken; a path building
+    // that follows the first fit and never goes back stops there.
+    let root = Ca::root("Chain Root");
+    let inter = root.sub("Chain Intermediate", true, &PKCS_ECDSA_P256_SHA256);
+    let leaf = inter.leaf(&[HOST]);
+    let mut damaged = inter.der();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x01;
+    let anchors = root.anchors();
+    assert_eq!(
+        check(&anchors, HOST, &[&leaf, &damaged, &inter.der()]),
+        Ok(())
+    );
+    assert_eq!(
+        check(&anchors, HOST, &[&leaf, &damaged]),
+        Err(ServerCertFailure::UnknownCa)
+    );
+}
+
+#[test]
 fn no_more_than_max_chain_certs_are_looked_at() {
     let root = Ca::root("Chain Root");
     let inter = root.sub("Chain Intermediate", true, &PKCS_ECDSA_P256_SHA256);
