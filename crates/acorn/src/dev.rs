@@ -364,7 +364,12 @@ fn print_banner(b: &Banner<'_>) {
              firmware is built with it:",
             b.device_host
         );
-        println!("  ACORN_DEV_CA={ca} cargo build --release --features dev-ca   (in firmware/)");
+        // Absolute: the build runs in firmware/, not here.
+        let absolute = std::fs::canonicalize(b.ca).unwrap_or_else(|_| b.ca.to_path_buf());
+        println!(
+            "  ACORN_DEV_CA={} cargo build --release --features dev-ca   (in firmware/)",
+            absolute.display()
+        );
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

@@ -43,7 +43,15 @@ fn a_lan_address_moves_the_device_and_claim_listeners_and_nothing_else() {
     let claim = stack.up.line_starting("claim:");
     assert!(claim.contains(&format!("mqtts://{LAN}:")), "{claim}");
     let claim_port = stack.up.port("claim:");
-    stack.up.line_starting("ACORN_DEV_CA=");
+    // The firmware is built in its own directory: the CA's path in the hint is absolute.
+    let hint = stack.up.line_starting("ACORN_DEV_CA=");
+    let ca_path = hint
+        .trim_start()
+        .strip_prefix("ACORN_DEV_CA=")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no CA path in {hint}"));
+    assert!(Path::new(ca_path).is_absolute(), "{hint}");
+    assert!(Path::new(ca_path).is_file(), "{hint}");
 
     // Devices and claims on the LAN address only; the API and services on 127.0.0.1 only.
     assert!(listens(LAN, stack.device_port));
