@@ -424,6 +424,17 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_chunk_size_is_refused_not_a_panic() {
+        // Plain HTTP: whoever is on the path writes these bytes.
+        for size in ["ffffffffffffffff", "fffffffe", "7fffffffffffffff"] {
+            let answer = alloc::format!(
+                "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nab"
+            );
+            assert!(parse_response(answer.as_bytes()).is_err(), "{size}");
+        }
+    }
+
+    #[test]
     fn the_request_is_for_the_device_and_its_key() {
         use der::{Decode, Encode};
         use x509_cert::request::CertReq;
