@@ -151,7 +151,9 @@ fn anchors(roots: &[&[u8]]) -> TrustAnchors {
 }
 
 fn x509(der: &[u8]) -> Option<X509Certificate<'_>> {
-    x509_parser::parse_x509_certificate(der).ok().map(|(_, c)| c)
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .map(|(_, c)| c)
 }
 
 /// Whether x509-parser verifies `child`'s signature with `issuer`'s key, issued under its name.

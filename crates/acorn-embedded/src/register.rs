@@ -299,22 +299,28 @@ async fn post<C: Connector>(
                 "more than {MAX_RESPONSE} bytes"
             )));
         }
-        if let Some(done) = parse_response(&answer)? {
+        if let Some(done) = parse_response(&answer, false)? {
             return Ok(done);
         }
     }
-    parse_response(&answer)?
+    parse_response(&answer, true)?
         .ok_or_else(|| RegisterError::BadAnswer("the connection closed mid-answer".into()))
 }
 
-/// Parses an HTTP/1.1 response once it is complete: `Ok(None)` while more is needed (the
-/// connection closes after it: `Connection: close`).
-fn parse_response(bytes: &[u8]) -> Result<Option<(u16, Vec<u8>)>, RegisterError> {
+/// Parses an HTTP/1.1 response once it is complete: `Ok(None)` while more is needed. The
+/// request asked for `Connection: close`, so with `closed` (the server closed the connection)
+/// a body without a length is whatever came. Public for the fuzz target `register_answer`:
+/// these bytes come from whoever is on the plain-HTTP path.
+pub fn parse_response(bytes: &[u8], closed: bool) -> Result<Option<(u16, Vec<u8>)>, RegisterError> {
     let bad = |why: &str| RegisterError::BadAnswer(why.to_string());
     let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(None);
     };
     let head = core::str::from_utf8(&bytes[..end]).map_err(|_| bad("the header is not text"))?;
+    // Lines end with CRLF only: a lone CR or LF is refused, not read two ways.
+    if head.split("\r\n").any(|line| line.contains(['\r', '\n'])) {
+        return Err(bad("a header line ends without CRLF"));
+    }
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.split(' ');
@@ -335,11 +341,14 @@ fn parse_response(bytes: &[u8]) -> Result<Option<(u16, Vec<u8>)>, RegisterError>
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = Some(
-                value
-                    .parse::<usize>()
-                    .map_err(|_| bad("a bad Content-Length"))?,
-            );
+            let this = value
+                .parse::<usize>()
+                .map_err(|_| bad("a bad Content-Length"))?;
+            // Two lengths that differ leave the body's end unknown (RFC 9112 §6.3).
+            if length.is_some_and(|earlier| earlier != this) {
+                return Err(bad("two different Content-Length headers"));
+            }
+            length = Some(this);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value.eq_ignore_ascii_case("chunked");
         }
@@ -352,7 +361,7 @@ fn parse_response(bytes: &[u8]) -> Result<Option<(u16, Vec<u8>)>, RegisterError>
         Some(n) if body.len() >= n => Ok(Some((status, body[..n].to_vec()))),
         Some(_) => Ok(None),
         // No length: the body runs to the end of the connection.
-        None => Ok(None),
+        None => Ok(closed.then(|| (status, body.to_vec()))),
     }
 }
 
@@ -369,16 +378,25 @@ fn dechunk(mut body: &[u8]) -> Result<Option<Vec<u8>>, RegisterError> {
             .map(str::trim)
             .unwrap_or_default();
         let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| RegisterError::BadAnswer("a bad chunk size".into()))?;
+            .ok()
+            // No chunk may be larger than a whole answer may be: the sums below cannot wrap.
+            .filter(|&size| size <= MAX_RESPONSE)
+            .ok_or_else(|| RegisterError::BadAnswer("a bad chunk size".into()))?;
         let data = eol + 2;
         if size == 0 {
             return Ok(Some(out));
         }
-        if body.len() < data + size + 2 {
+        let end = data + size;
+        let Some(crlf) = body.get(end..end + 2) else {
             return Ok(None);
+        };
+        if crlf != b"\r\n" {
+            return Err(RegisterError::BadAnswer(
+                "a chunk does not end where its size says".into(),
+            ));
         }
-        out.extend_from_slice(&body[data..data + size]);
-        body = &body[data + size + 2..];
+        out.extend_from_slice(&body[data..end]);
+        body = &body[end + 2..];
     }
 }
 
@@ -412,15 +430,44 @@ mod tests {
     #[test]
     fn responses_by_length_and_by_chunks() {
         let plain = b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(plain).unwrap(), Some((201, b"{}".to_vec())));
-        assert_eq!(parse_response(&plain[..plain.len() - 1]).unwrap(), None);
+        assert_eq!(
+            parse_response(plain, false).unwrap(),
+            Some((201, b"{}".to_vec()))
+        );
+        assert_eq!(
+            parse_response(&plain[..plain.len() - 1], false).unwrap(),
+            None
+        );
         let chunked =
             b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
         assert_eq!(
-            parse_response(chunked).unwrap(),
+            parse_response(chunked, false).unwrap(),
             Some((403, b"{}".to_vec()))
         );
-        assert!(parse_response(b"SSH-2.0-x\r\n\r\n").is_err());
+        assert!(parse_response(b"SSH-2.0-x\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn without_a_length_the_body_runs_to_the_close() {
+        let answer = b"HTTP/1.1 201 Created\r\n\r\n{\"a\":1}";
+        assert_eq!(parse_response(answer, false).unwrap(), None);
+        assert_eq!(
+            parse_response(answer, true).unwrap(),
+            Some((201, b"{\"a\":1}".to_vec()))
+        );
+        let bad = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}xx0\r\n\r\n";
+        assert!(parse_response(bad, false).is_err());
+    }
+
+    #[test]
+    fn a_header_read_two_ways_is_refused() {
+        // A lone LF (another parser reads the length, this one would not) and two lengths.
+        for answer in [
+            &b"HTTP/1.1 201 Cre\ncontent-length: 4\r\n\r\n{}{}"[..],
+            b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}x",
+        ] {
+            assert!(parse_response(answer, true).is_err());
+        }
     }
 
     #[test]
@@ -430,7 +477,7 @@ mod tests {
             let answer = alloc::format!(
                 "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nab"
             );
-            assert!(parse_response(answer.as_bytes()).is_err(), "{size}");
+            assert!(parse_response(answer.as_bytes(), false).is_err(), "{size}");
         }
     }
 
