@@ -255,7 +255,13 @@ async fn main(spawner: Spawner) -> ! {
                     }
                 }
                 BootAction::SyncClock => match network.as_ref() {
-                    Some(n) => n.sntp().await,
+                    Some(n) => {
+                        // The answer must echo it: 64 bits an off-path forger must guess.
+                        let mut nonce = [0u8; 8];
+                        let mut rng = rng;
+                        rand_core::RngCore::fill_bytes(&mut rng, &mut nonce);
+                        n.sntp(nonce).await
+                    }
                     None => BootEvent::ClockFailed {
                         reason: String::from("no network"),
                     },
@@ -404,14 +410,8 @@ async fn operate(
         config,
         &mut buffers,
     );
-    let rotation = slots.map(|slots| {
-        Rotation::new(
-            slots,
-            rng,
-            identity.tls.endpoint(),
-            &identity.issuer,
-        )
-    });
+    let rotation =
+        slots.map(|slots| Rotation::new(slots, rng, identity.tls.endpoint(), &identity.issuer));
     let mut driver = DeviceDriver::with_rotation(device, ChipIo, rotation);
     led::set(led::Pattern::Connecting);
     button::set_operational(true);

@@ -24,8 +24,6 @@ use crate::ChipRng;
 
 /// SNTP server.
 pub const NTP_SERVER: &str = "pool.ntp.org";
-/// Seconds from 1900 (NTP) to 1970 (Unix).
-const NTP_TO_UNIX: u64 = 2_208_988_800;
 
 /// The network stack once the radio runs.
 pub struct Network {
@@ -134,8 +132,10 @@ impl Network {
         }
     }
 
-    /// One SNTP exchange (RFC 4330 client, mode 3); sets the wall clock.
-    pub async fn sntp(&self) -> BootEvent {
+    /// One SNTP exchange (`acorn_embedded::sntp`: a random transmit timestamp the answer
+    /// must echo, and RFC 4330's checks); sets the wall clock.
+    pub async fn sntp(&self, nonce: [u8; 8]) -> BootEvent {
+        use acorn_embedded::sntp::{read_answer, request, NTP_PORT, PACKET_LEN};
         let failed = |reason: String| BootEvent::ClockFailed { reason };
         let addrs = match self.stack.dns_query(NTP_SERVER, DnsQueryType::A).await {
             Ok(a) if !a.is_empty() => a,
@@ -149,29 +149,21 @@ impl Network {
         if socket.bind(0).is_err() {
             return failed(String::from("no UDP port"));
         }
-        let mut request = [0u8; 48];
-        request[0] = 0x23; // LI 0, version 4, mode 3 (client)
-        if socket.send_to(&request, (addrs[0], 123)).await.is_err() {
+        let server = (addrs[0], NTP_PORT);
+        if socket.send_to(&request(nonce), server).await.is_err() {
             return failed(String::from("SNTP request not sent"));
         }
-        let mut answer = [0u8; 48];
+        let mut answer = [0u8; PACKET_LEN];
         match with_timeout(Duration::from_secs(5), socket.recv_from(&mut answer)).await {
-            Ok(Ok((n, _))) if n >= 48 => {
-                let secs = u64::from(u32::from_be_bytes([
-                    answer[40], answer[41], answer[42], answer[43],
-                ]));
-                let frac = u64::from(u32::from_be_bytes([
-                    answer[44], answer[45], answer[46], answer[47],
-                ]));
-                if secs < NTP_TO_UNIX {
-                    return failed(String::from("the SNTP answer holds no time"));
+            Ok(Ok((n, _))) => match read_answer(&answer[..n], nonce) {
+                Ok(unix_ms) => {
+                    crate::set_unix_ms(unix_ms);
+                    BootEvent::ClockSynced {
+                        unix_secs: unix_ms / 1000,
+                    }
                 }
-                let unix_ms = (secs - NTP_TO_UNIX) * 1000 + ((frac * 1000) >> 32);
-                crate::set_unix_ms(unix_ms);
-                BootEvent::ClockSynced {
-                    unix_secs: unix_ms / 1000,
-                }
-            }
+                Err(e) => failed(format!("{e}")),
+            },
             _ => failed(String::from("no SNTP answer within 5 s")),
         }
     }

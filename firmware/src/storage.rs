@@ -11,8 +11,8 @@ use core::convert::Infallible;
 use acorn_certs::nvs_kv::NvsCertKv;
 use acorn_certs::{CertStore, Slots};
 use acorn_device::acorn_mqtt::DeviceSettings;
-use acorn_device::rotation::RotationConfig;
 use acorn_device::presses::{PressId, QueuedPress, StoredQueue};
+use acorn_device::rotation::RotationConfig;
 use acorn_device::{
     CertificateFacts, MemoryPresses, MemorySettings, NvsPressError, NvsSettingsError, PressStore,
     SettingsStore,
@@ -404,7 +404,10 @@ impl Flash {
 /// Finishes or drops what an interrupted certificate rotation left (at every boot, before the
 /// identity is loaded), and says what it did.
 fn recover_rotation(nvs: &mut Nvs<Part<'_>>) {
-    match Slots::new(nvs).allow_custom_endpoint(true).recover_at_start() {
+    match Slots::new(nvs)
+        .allow_custom_endpoint(true)
+        .recover_at_start()
+    {
         Ok(None) => {}
         Ok(Some(note)) => info!("rotation: {note}"),
         Err(e) => warn!("rotation: what an interrupted rotation left cannot be finished: {e}"),

@@ -108,6 +108,7 @@ pub mod ping;
 pub mod register;
 #[cfg(feature = "device")]
 pub mod rotation;
+pub mod sntp;
 pub mod tls;
 pub mod transport;
 pub mod verify;
