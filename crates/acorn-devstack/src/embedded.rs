@@ -273,10 +273,45 @@ struct ListenerTls {
 }
 
 /// Installs new device CRLs into a running [`EmbeddedBroker`] (e.g. from the registration
-/// backend's CRL hook); cheap to clone, usable from any thread. A connection open with a
-/// certificate revoked since is not closed by it.
+/// backend's CRL hook); cheap to clone, usable from any thread. A device connection open with
+/// a certificate the new CRLs revoke is closed at once and its last will published, as the
+/// dev stack does with mosquitto (which checks CRLs only at the handshake) by taking the
+/// session over.
 #[derive(Clone)]
-pub struct CrlInstaller(Arc<ListenerTls>);
+pub struct CrlInstaller {
+    tls: Arc<ListenerTls>,
+    revoked: Arc<watch::Sender<Arc<Revoked>>>,
+}
+
+/// The certificates the installed CRLs revoke, by issuer name and serial number (as DER).
+#[derive(Debug, Default)]
+pub(crate) struct Revoked(std::collections::HashSet<(Vec<u8>, Vec<u8>)>);
+
+impl Revoked {
+    /// What `crls` revoke (a CRL that does not parse revokes nothing here; rustls refused it
+    /// already when it was installed).
+    fn from_crls(crls: &[CertificateRevocationListDer<'static>]) -> Self {
+        let mut revoked = std::collections::HashSet::new();
+        for crl in crls {
+            let Ok((_, crl)) = x509_parser::parse_x509_crl(crl.as_ref()) else {
+                continue;
+            };
+            let issuer = crl.issuer().as_raw().to_vec();
+            for entry in crl.iter_revoked_certificates() {
+                revoked.insert((issuer.clone(), entry.raw_serial().to_vec()));
+            }
+        }
+        Revoked(revoked)
+    }
+
+    /// Whether the certificate `der` is revoked.
+    pub(crate) fn covers(&self, der: &[u8]) -> bool {
+        x509_parser::parse_x509_certificate(der).is_ok_and(|(_, cert)| {
+            self.0
+                .contains(&(cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec()))
+        })
+    }
+}
 
 impl std::fmt::Debug for CrlInstaller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -291,14 +326,18 @@ impl CrlInstaller {
         &self,
         crls: Vec<CertificateRevocationListDer<'static>>,
     ) -> Result<(), EmbeddedError> {
+        let crls_copy = crls.clone();
         let acceptor = self
-            .0
+            .tls
             .acceptor_with(crls)
             .map_err(|reason| EmbeddedError::Tls {
                 listener: Listener::Device,
                 reason,
             })?;
-        *self.0.current.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+        *self.tls.current.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+        // Open connections look at the new set and close themselves if it names them.
+        self.revoked
+            .send_replace(Arc::new(Revoked::from_crls(&crls_copy)));
         Ok(())
     }
 }
@@ -356,6 +395,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) local_provisioning: Option<LocalProvisioning>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// What the installed device CRLs revoke (changes with [`CrlInstaller::install`]).
+    pub(crate) revoked: watch::Receiver<Arc<Revoked>>,
 }
 
 /// A running broker. Dropping it stops accepting and closes every connection (without
@@ -423,11 +464,14 @@ impl EmbeddedBroker {
             .min(Semaphore::MAX_PERMITS as u32);
         let connections = Arc::new(Semaphore::new(max_connections as usize));
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (revoked, revoked_rx) =
+            watch::channel(Arc::new(Revoked::from_crls(&config.device_crls)));
         let shared = Arc::new(Shared {
             router: Mutex::new(Router::new(config.limits.clone())),
             limits: config.limits,
             local_provisioning: config.local_provisioning,
             shutdown: shutdown_rx,
+            revoked: revoked_rx,
         });
         let mut bound = Vec::new();
         for (listener, port, tls) in listeners {
@@ -455,7 +499,10 @@ impl EmbeddedBroker {
             connections: Arc::clone(&connections),
             max_connections,
             accept_tasks: Vec::new(),
-            device_tls: CrlInstaller(device_tls),
+            device_tls: CrlInstaller {
+                tls: device_tls,
+                revoked: Arc::new(revoked),
+            },
         };
         for (listener, port, socket, tls) in bound {
             match listener {

@@ -332,6 +332,34 @@ async fn a_certificate_in_an_installed_crl_is_refused_from_then_on() {
 }
 
 #[tokio::test]
+async fn an_open_connection_is_closed_when_a_crl_revokes_its_certificate() {
+    let f = Fixture::start().await;
+    let mut watcher = f.watcher(&["acorn-pups/status/+"]).await;
+    let mut revoked_options = f.device("dev-1");
+    revoked_options.identity = f.ca.device_with_serial("dev-1", 41);
+    let mut revoked = Client::start(&revoked_options).await;
+    let mut other_options = f.device("dev-2");
+    other_options.identity = f.ca.device_with_serial("dev-2", 42);
+    let mut other = Client::start(&other_options).await;
+
+    let crls = CertificateRevocationListDer::pem_slice_iter(f.ca.crl(&[41]).as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    f.broker.crl_installer().install(crls).unwrap();
+    // dev-1's connection ends at once (its last will tells the fleet), without waiting for
+    // its next handshake; dev-2 goes on.
+    let _ = revoked.wait_error().await;
+    let (topic, payload) = next(&mut watcher).await;
+    assert_eq!(topic, "acorn-pups/status/dev-1");
+    assert_eq!(payload, revoked_options.will_payload);
+    other
+        .publish("acorn-pups/status/dev-2", b"still here")
+        .await;
+    assert_eq!(next(&mut watcher).await.1, b"still here");
+    nothing_more(&mut watcher).await;
+}
+
+#[tokio::test]
 async fn a_persistent_session_keeps_subscriptions_and_qos1_messages_across_a_reconnect() {
     let f = Fixture::start().await;
     let mut options = f.device("dev-1");

@@ -284,7 +284,7 @@ fn crl_hook(
         log.line(
             "backend",
             format!(
-                "CRL #{} published (a certificate revoked) and installed in the broker: revoked certificates are refused from the next handshake on",
+                "CRL #{} published (a certificate revoked) and installed in the broker: revoked certificates are refused from the next handshake on, and their open connections closed",
                 event.crl_number
             ),
         );

@@ -65,12 +65,13 @@ impl Connection {
                 return;
             }
         };
-        let name = stream
+        let leaf = stream
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .and_then(|leaf| common_name(leaf));
+            .map(|leaf| leaf.as_ref().to_vec());
+        let name = leaf.as_deref().and_then(common_name);
         let (reader, writer) = tokio::io::split(stream);
         let mut io = Io {
             reader,
@@ -80,12 +81,17 @@ impl Connection {
             max_packet: limits.max_packet_size,
             write_timeout: limits.write_timeout,
         };
-        self.session(&mut io, name).await;
+        self.session(&mut io, name, leaf).await;
         let _ = io.shutdown().await;
     }
 
     /// The CONNECT and then the session.
-    async fn session<S: AsyncRead + AsyncWrite>(self, io: &mut Io<S>, name: Option<String>) {
+    async fn session<S: AsyncRead + AsyncWrite>(
+        self,
+        io: &mut Io<S>,
+        name: Option<String>,
+        leaf: Option<Vec<u8>>,
+    ) {
         let limits = &self.shared.limits;
         use ConnectReturnCode::{NotAuthorized, RefusedProtocolVersion};
         let connect = match tokio::time::timeout(limits.connect_timeout, io.read()).await {
@@ -185,6 +191,8 @@ impl Connection {
                     conn: accepted.conn,
                     rights: &rights,
                     shared: &self.shared,
+                    // Only device certificates are revoked by the device CRLs.
+                    leaf: leaf.filter(|_| self.listener == Listener::Device),
                 };
                 session.run(io, &signal, keep_alive).await
             }
@@ -223,6 +231,8 @@ struct Session<'a> {
     conn: u64,
     rights: &'a Rights,
     shared: &'a Shared,
+    /// The device certificate, watched against newly installed CRLs.
+    leaf: Option<Vec<u8>>,
 }
 
 impl Session<'_> {
@@ -233,6 +243,9 @@ impl Session<'_> {
         keep_alive: Option<Duration>,
     ) -> End {
         let mut shutdown = self.shared.shutdown.clone();
+        let mut revoked = self.shared.revoked.clone();
+        // A CRL installed between the handshake and now counts too.
+        revoked.mark_changed();
         let mut last_heard = Instant::now();
         loop {
             // Whatever the router queued for this client.
@@ -248,6 +261,17 @@ impl Session<'_> {
             let deadline = keep_alive.map(|k| last_heard + k);
             tokio::select! {
                 _ = super::stopping(&mut shutdown) => return End::Shutdown,
+                changed = revoked.changed(), if self.leaf.is_some() => {
+                    let now_revoked = changed.is_ok()
+                        && self.leaf.as_deref().is_some_and(|leaf| revoked.borrow_and_update().covers(leaf));
+                    if now_revoked {
+                        return End::Unclean("certificate revoked".into());
+                    }
+                    if changed.is_err() {
+                        // The broker is going away; stop watching.
+                        self.leaf = None;
+                    }
+                }
                 _ = signal.notified() => {
                     if signal.kicked() {
                         return End::TakenOver;
