@@ -7,8 +7,11 @@
 //! from the ECDHE with the client's key share. So the harness is a real server: it reads the
 //! ClientHello the client wrote, does the TLS 1.3 key schedule (RFC 8446 §7.1: HKDF-SHA256,
 //! P-256 ECDHE with a server ephemeral key, the transcript hash, AES-128-GCM records; the
-//! RustCrypto crates, not embedded-tls's code) and sends what the input scripts: correct
-//! messages it builds, or the fuzzer's bytes, encrypted or not.
+//! pieces are `crates/acorn-tls-peer`, on the RustCrypto crates, not embedded-tls's code) and
+//! sends what the input scripts: correct messages it builds, or the fuzzer's bytes, encrypted
+//! or not. Its first seeds found that embedded-tls accepted a server that sent no Certificate
+//! and no CertificateVerify (seed `finished-without-certificate`; fixed in the vendored copy,
+//! `crates/acorn-embedded/tests/hostile_server.rs` is its regression test).
 //!
 //! Input (`acorn_fuzz::Fields`: a field is a 16-bit little-endian length and that many bytes):
 //! - byte 0: the seed of both sides' deterministic RNGs (client hello random and key share,
