@@ -82,3 +82,29 @@ impl RecordKeys {
         Some((inner, plain))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_record_opens_with_the_same_keys_in_order_only() {
+        let secret = [7u8; 32];
+        let (mut sender, mut receiver) = (RecordKeys::new(&secret), RecordKeys::new(&secret));
+        let first = sender.seal(22, b"hello", 3);
+        let second = sender.seal(23, b"world", 0);
+        assert_eq!(first[..3], [23, 3, 3], "an application_data record on the wire");
+        assert_eq!(
+            receiver.open(&first[..5], &first[5..]),
+            Some((22, b"hello".to_vec()))
+        );
+        // Out of order (the nonce counts records) or altered: refused.
+        let mut altered = second.clone();
+        altered[7] ^= 1;
+        assert_eq!(receiver.open(&altered[..5], &altered[5..]), None);
+        assert_eq!(
+            receiver.open(&second[..5], &second[5..]),
+            Some((23, b"world".to_vec()))
+        );
+    }
+}
