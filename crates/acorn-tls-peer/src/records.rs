@@ -93,7 +93,11 @@ mod tests {
         let (mut sender, mut receiver) = (RecordKeys::new(&secret), RecordKeys::new(&secret));
         let first = sender.seal(22, b"hello", 3);
         let second = sender.seal(23, b"world", 0);
-        assert_eq!(first[..3], [23, 3, 3], "an application_data record on the wire");
+        assert_eq!(
+            first[..3],
+            [23, 3, 3],
+            "an application_data record on the wire"
+        );
         assert_eq!(
             receiver.open(&first[..5], &first[5..]),
             Some((22, b"hello".to_vec()))
