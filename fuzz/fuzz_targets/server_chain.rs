@@ -157,8 +157,11 @@ fn x509(der: &[u8]) -> Option<X509Certificate<'_>> {
 }
 
 /// Whether x509-parser verifies `child`'s signature with `issuer`'s key, issued under its name.
+/// A signature BIT STRING with unused bits is no DER signature (x509-parser reads its bytes
+/// anyway; the verifier refuses it).
 fn issued_by(child: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
     child.issuer().as_raw() == issuer.subject().as_raw()
+        && child.signature_value.unused_bits == 0
         && child.verify_signature(Some(issuer.public_key())).is_ok()
 }
 
