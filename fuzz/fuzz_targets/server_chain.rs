@@ -150,7 +150,12 @@ fn anchors(roots: &[&[u8]]) -> TrustAnchors {
     TrustAnchors::from_pem(pem.as_bytes()).expect("the fixture roots are certificates")
 }
 
+/// The certificate as x509-parser reads it, if it is DER that x509-cert's strict decoder takes
+/// too (x509-parser alone is lenient: it reads an outer signature algorithm whose OID has
+/// another tag, found by this target; the verifier decodes with x509-cert).
 fn x509(der: &[u8]) -> Option<X509Certificate<'_>> {
+    use x509_cert::der::Decode as _;
+    x509_cert::Certificate::from_der(der).ok()?;
     x509_parser::parse_x509_certificate(der)
         .ok()
         .map(|(_, c)| c)
