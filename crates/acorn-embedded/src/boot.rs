@@ -40,8 +40,9 @@ pub const MAX_RETRY_MS: u64 = 60_000;
 pub struct WifiCredentials {
     /// The network name.
     pub ssid: String,
-    /// The passphrase (empty for an open network). Never printed.
-    pub password: String,
+    /// The passphrase (empty for an open network). Never printed; its bytes are zeroed when
+    /// it is dropped (the Wi-Fi driver keeps a copy of its own while it runs).
+    pub password: zeroize::Zeroizing<String>,
 }
 
 impl core::fmt::Debug for WifiCredentials {
@@ -228,7 +229,7 @@ pub fn read_wifi_credentials<F: embedded_storage::nor_flash::NorFlash>(
     let Some(ssid) = text_value(nvs, ns, "ssid")?.filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
-    let password = text_value(nvs, ns, "password")?.unwrap_or_default();
+    let password = zeroize::Zeroizing::new(text_value(nvs, ns, "password")?.unwrap_or_default());
     Ok(Some(WifiCredentials { ssid, password }))
 }
 
