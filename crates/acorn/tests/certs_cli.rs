@@ -294,7 +294,7 @@ fn one_factory_image_holds_identity_and_wifi_the_password_kept_secret() {
         .unwrap()
         .expect("Wi-Fi credentials stored");
     assert_eq!(wifi.ssid, "Acorn Lab");
-    assert_eq!(wifi.password, "correct horse battery");
+    assert_eq!(wifi.password.as_str(), "correct horse battery");
     // The password is never printed by the tools, nor by provisioning itself.
     assert!(!String::from_utf8_lossy(&out.stderr).contains("horse"));
     let dump = ok(d, &["nvs", "dump", "wifi.bin"]);
