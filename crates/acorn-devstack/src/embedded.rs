@@ -283,9 +283,12 @@ pub struct CrlInstaller {
     revoked: Arc<watch::Sender<Arc<Revoked>>>,
 }
 
-/// The certificates the installed CRLs revoke, by issuer name and serial number (as DER).
+/// A certificate as a CRL names it: its issuer's name and its serial number, as DER.
+pub(crate) type RevocationKey = (Vec<u8>, Vec<u8>);
+
+/// The certificates the installed CRLs revoke.
 #[derive(Debug, Default)]
-pub(crate) struct Revoked(std::collections::HashSet<(Vec<u8>, Vec<u8>)>);
+pub(crate) struct Revoked(std::collections::HashSet<RevocationKey>);
 
 impl Revoked {
     /// What `crls` revoke (a CRL that does not parse revokes nothing here; rustls refused it
@@ -304,12 +307,15 @@ impl Revoked {
         Revoked(revoked)
     }
 
-    /// Whether the certificate `der` is revoked.
-    pub(crate) fn covers(&self, der: &[u8]) -> bool {
-        x509_parser::parse_x509_certificate(der).is_ok_and(|(_, cert)| {
-            self.0
-                .contains(&(cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec()))
-        })
+    /// How a CRL would name the certificate `der` (`None` when it does not parse).
+    pub(crate) fn key_of(der: &[u8]) -> Option<RevocationKey> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        Some((cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec()))
+    }
+
+    /// Whether the certificate named `key` is revoked.
+    pub(crate) fn contains(&self, key: &RevocationKey) -> bool {
+        self.0.contains(key)
     }
 }
 
@@ -326,7 +332,7 @@ impl CrlInstaller {
         &self,
         crls: Vec<CertificateRevocationListDer<'static>>,
     ) -> Result<(), EmbeddedError> {
-        let crls_copy = crls.clone();
+        let revoked = Revoked::from_crls(&crls);
         let acceptor = self
             .tls
             .acceptor_with(crls)
@@ -336,8 +342,7 @@ impl CrlInstaller {
             })?;
         *self.tls.current.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
         // Open connections look at the new set and close themselves if it names them.
-        self.revoked
-            .send_replace(Arc::new(Revoked::from_crls(&crls_copy)));
+        self.revoked.send_replace(Arc::new(revoked));
         Ok(())
     }
 }

@@ -69,9 +69,12 @@ impl Connection {
             .get_ref()
             .1
             .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|leaf| leaf.as_ref().to_vec());
-        let name = leaf.as_deref().and_then(common_name);
+            .and_then(|chain| chain.first());
+        let name = leaf.and_then(|leaf| common_name(leaf));
+        // Only device certificates are revoked by the device CRLs.
+        let revocation_key = leaf
+            .filter(|_| self.listener == Listener::Device)
+            .and_then(|leaf| super::Revoked::key_of(leaf));
         let (reader, writer) = tokio::io::split(stream);
         let mut io = Io {
             reader,
@@ -81,7 +84,7 @@ impl Connection {
             max_packet: limits.max_packet_size,
             write_timeout: limits.write_timeout,
         };
-        self.session(&mut io, name, leaf).await;
+        self.session(&mut io, name, revocation_key).await;
         let _ = io.shutdown().await;
     }
 
@@ -90,7 +93,7 @@ impl Connection {
         self,
         io: &mut Io<S>,
         name: Option<String>,
-        leaf: Option<Vec<u8>>,
+        revocation_key: Option<super::RevocationKey>,
     ) {
         let limits = &self.shared.limits;
         use ConnectReturnCode::{NotAuthorized, RefusedProtocolVersion};
@@ -191,8 +194,7 @@ impl Connection {
                     conn: accepted.conn,
                     rights: &rights,
                     shared: &self.shared,
-                    // Only device certificates are revoked by the device CRLs.
-                    leaf: leaf.filter(|_| self.listener == Listener::Device),
+                    revocation_key,
                 };
                 session.run(io, &signal, keep_alive).await
             }
@@ -231,8 +233,8 @@ struct Session<'a> {
     conn: u64,
     rights: &'a Rights,
     shared: &'a Shared,
-    /// The device certificate, watched against newly installed CRLs.
-    leaf: Option<Vec<u8>>,
+    /// How the CRLs would name the device certificate, watched against newly installed ones.
+    revocation_key: Option<super::RevocationKey>,
 }
 
 impl Session<'_> {
@@ -261,17 +263,16 @@ impl Session<'_> {
             let deadline = keep_alive.map(|k| last_heard + k);
             tokio::select! {
                 _ = super::stopping(&mut shutdown) => return End::Shutdown,
-                changed = revoked.changed(), if self.leaf.is_some() => {
-                    let now_revoked = changed.is_ok()
-                        && self.leaf.as_deref().is_some_and(|leaf| revoked.borrow_and_update().covers(leaf));
-                    if now_revoked {
-                        return End::Unclean("certificate revoked".into());
+                changed = revoked.changed(), if self.revocation_key.is_some() => match changed {
+                    // The broker is going away; stop watching.
+                    Err(_) => self.revocation_key = None,
+                    Ok(()) => {
+                        let set = revoked.borrow_and_update();
+                        if self.revocation_key.as_ref().is_some_and(|key| set.contains(key)) {
+                            return End::Unclean("certificate revoked".into());
+                        }
                     }
-                    if changed.is_err() {
-                        // The broker is going away; stop watching.
-                        self.leaf = None;
-                    }
-                }
+                },
                 _ = signal.notified() => {
                     if signal.kicked() {
                         return End::TakenOver;
