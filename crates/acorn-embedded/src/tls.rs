@@ -117,13 +117,18 @@ where
         Ok(()) => Ok(()),
         Err(err) => Err(match provider.verifier_state().failure() {
             Some(failure) => failure.diagnosis(),
-            // Our verifier accepted the CertificateVerify (or it never came), so this is
-            // embedded-tls's verdict on the server's Finished.
-            None if matches!(err, TlsError::InvalidSignature) => Diagnosis::TlsFailure(
-                "the broker's Finished does not match the handshake: its TLS is broken or \
-                 someone altered the connection"
-                    .into(),
-            ),
+            // Our verifier accepted the CertificateVerify, so a bad signature now is
+            // embedded-tls's verdict on the server's Finished (a CertificateVerify it could
+            // not even parse stays a bad handshake signature).
+            None if matches!(err, TlsError::InvalidSignature)
+                && provider.verifier_state().signature_verified() =>
+            {
+                Diagnosis::TlsFailure(
+                    "the broker's Finished does not match the handshake: its TLS is broken or \
+                     someone altered the connection"
+                        .into(),
+                )
+            }
             None => match Diagnosis::from_tls(&err, Step::Tls) {
                 // The broker hung up while our certificate flight was on its way: it refused
                 // the certificate (its alert is lost with the connection).

@@ -563,6 +563,7 @@ pub struct ServerVerifier<'a> {
     leaf_key: Option<VerifyKey>,
     transcript: Option<Vec<u8>>,
     failure: Option<ServerCertFailure>,
+    signature_verified: bool,
 }
 
 impl<'a> ServerVerifier<'a> {
@@ -575,12 +576,19 @@ impl<'a> ServerVerifier<'a> {
             leaf_key: None,
             transcript: None,
             failure: None,
+            signature_verified: false,
         }
     }
 
     /// Why the broker's certificate was refused, if it was.
     pub fn failure(&self) -> Option<&ServerCertFailure> {
         self.failure.as_ref()
+    }
+
+    /// Whether the server's CertificateVerify verified: a later refusal of the handshake is
+    /// then about its Finished.
+    pub fn signature_verified(&self) -> bool {
+        self.signature_verified
     }
 
     /// Checks a chain (leaf first, DER) outside a handshake: what the verifier does with the
@@ -644,7 +652,9 @@ impl TlsVerifier<Aes128GcmSha256> for ServerVerifier<'_> {
             .map_err(|f| {
                 self.failure = Some(f);
                 TlsError::InvalidSignature
-            })
+            })?;
+        self.signature_verified = true;
+        Ok(())
     }
 }
 
