@@ -94,9 +94,9 @@ use acorn_embedded::tls::{
 use acorn_embedded::{Diagnosis, TlsIdentity, TrustAnchors};
 use acorn_fuzz::Fields;
 use acorn_tls_peer::messages::{self, ClientHello, CLIENT_CV_CONTEXT, SERVER_CV_CONTEXT};
-use acorn_tls_peer::schedule::{derive_secret, finished_mac, hkdf_extract};
+use acorn_tls_peer::schedule::finished_mac;
 use acorn_tls_peer::wire::{handshake_message as handshake_msg, plain_record, Cursor};
-use acorn_tls_peer::RecordKeys as Keys;
+use acorn_tls_peer::{HandshakeSecrets, RecordKeys as Keys};
 use embedded_io::ErrorKind;
 use embedded_tls::TlsConnection;
 use libfuzzer_sys::fuzz_target;
@@ -234,9 +234,8 @@ struct Verdict {
     certificate_requested: bool,
     /// The application data the server encrypted under its application key, in order.
     app_plain: Vec<u8>,
-    /// Secrets for checking the client's flight.
-    handshake_secret: Vec<u8>,
-    client_hs_secret: Vec<u8>,
+    /// The handshake secrets (made with the handshake keys), for checking the client's flight.
+    secrets: Option<HandshakeSecrets>,
 }
 
 struct Server<'f> {
@@ -247,8 +246,6 @@ struct Server<'f> {
     alpn: bool,
     transcript: Sha256,
     seen_hello: bool,
-    handshake_secret: Option<Vec<u8>>,
-    server_hs_secret: Vec<u8>,
     hs_keys: Option<Keys>,
     app_keys: Option<Keys>,
     /// The plaintext of the open encrypted handshake record.
@@ -275,8 +272,6 @@ impl<'f> Server<'f> {
             alpn: hello.alpn,
             transcript,
             seen_hello: false,
-            handshake_secret: None,
-            server_hs_secret: Vec::new(),
             hs_keys: None,
             app_keys: None,
             pending: Vec::new(),
@@ -296,30 +291,27 @@ impl<'f> Server<'f> {
     /// real flight).
     fn hs_keys(&mut self) -> &mut Keys {
         if self.hs_keys.is_none() {
-            let early = hkdf_extract(&[0; 32], &[0; 32]);
-            let derived = derive_secret(&early, "derived", &Sha256::digest([]));
-            let hs = hkdf_extract(&derived, &self.shared);
-            let th = self.hash();
-            self.server_hs_secret = derive_secret(&hs, "s hs traffic", &th);
-            self.v.client_hs_secret = derive_secret(&hs, "c hs traffic", &th);
-            self.v.handshake_secret = hs.clone();
-            self.handshake_secret = Some(hs);
-            self.hs_keys = Some(Keys::new(&self.server_hs_secret));
+            let secrets = HandshakeSecrets::new(&self.shared, &self.hash());
+            self.hs_keys = Some(Keys::new(&secrets.server));
+            self.v.secrets = Some(secrets);
         }
         self.hs_keys.as_mut().expect("just set")
     }
 
+    /// The handshake secrets, made with the handshake keys at the first need.
+    fn secrets(&mut self) -> &HandshakeSecrets {
+        self.hs_keys();
+        self.v
+            .secrets
+            .as_ref()
+            .expect("made with the handshake keys")
+    }
+
     fn switch_to_app(&mut self) {
         if self.app_keys.is_none() {
-            self.hs_keys();
-            let hs = self.handshake_secret.clone().expect("set by hs_keys");
-            let derived = derive_secret(&hs, "derived", &Sha256::digest([]));
-            let master = hkdf_extract(&derived, &[0; 32]);
-            self.app_keys = Some(Keys::new(&derive_secret(
-                &master,
-                "s ap traffic",
-                &self.hash(),
-            )));
+            let hash = self.hash();
+            let (server, _) = self.secrets().application(&hash);
+            self.app_keys = Some(Keys::new(&server));
         }
     }
 
@@ -420,9 +412,13 @@ impl<'f> Server<'f> {
                     }
                 }
             }
-            Some(20) if self.handshake_secret.is_some() => {
-                let correct = finished_mac(&self.server_hs_secret, &before);
-                if body == correct && self.v.authenticated_at_finished.is_none() {
+            Some(20) if self.v.secrets.is_some() => {
+                let correct = self
+                    .v
+                    .secrets
+                    .as_ref()
+                    .map(|secrets| finished_mac(&secrets.server, &before));
+                if correct.as_deref() == Some(body) && self.v.authenticated_at_finished.is_none() {
                     self.v.authenticated_at_finished =
                         Some(self.v.chain_good && self.v.verify_good);
                     self.v.finished_transcript = Some(self.transcript.clone());
@@ -481,8 +477,8 @@ impl<'f> Server<'f> {
                 Clean::Fault(invalid),
             ),
             11 | 12 => {
-                self.hs_keys();
-                let mut mac = finished_mac(&self.server_hs_secret, &self.hash());
+                let server = self.secrets().server.clone();
+                let mut mac = finished_mac(&server, &self.hash());
                 if kind % 16 == 12 {
                     mac[usize::from(kind / 16) % 32] ^= 1 << (kind % 8);
                     return (handshake_msg(20, &mac), Clean::Dirty);
@@ -708,7 +704,11 @@ fn check_client_flight(fx: &Fixtures, from_client: &[u8], v: &Verdict, pinged: b
     };
     wire.take(5 + ch_len).expect("the ClientHello");
     let mut transcript = v.finished_transcript.clone().expect("accepted");
-    let mut keys = Keys::new(&v.client_hs_secret);
+    let secrets = v
+        .secrets
+        .as_ref()
+        .expect("accepted: the handshake secrets were made");
+    let mut keys = Keys::new(&secrets.client);
     let mut app_keys: Option<Keys> = None;
     let mut finished = false;
     let mut certificate = false;
@@ -766,7 +766,7 @@ fn check_client_flight(fx: &Fixtures, from_client: &[u8], v: &Verdict, pinged: b
                 20 => {
                     assert_eq!(
                         body,
-                        finished_mac(&v.client_hs_secret, &before),
+                        finished_mac(&secrets.client, &before),
                         "the client's Finished"
                     );
                     finished = true;
@@ -775,10 +775,8 @@ fn check_client_flight(fx: &Fixtures, from_client: &[u8], v: &Verdict, pinged: b
             }
         }
         if finished {
-            let derived = derive_secret(&v.handshake_secret, "derived", &Sha256::digest([]));
-            let master = hkdf_extract(&derived, &[0; 32]);
             let th = v.finished_transcript.clone().expect("accepted").finalize();
-            app_keys = Some(Keys::new(&derive_secret(&master, "c ap traffic", &th)));
+            app_keys = Some(Keys::new(&secrets.application(&th).1));
         }
     }
     assert!(finished, "the client sent its Finished");
